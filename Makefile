@@ -1,0 +1,47 @@
+# sam3-trt: two commands on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+VARIANT ?= full
+SEED ?= 0
+CHECKPOINT ?=
+ARTIFACTS ?= artifacts
+OUT ?= $(ARTIFACTS)/$(VARIANT)
+WEIGHTS := $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT),--random-weights --seed $(SEED))
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint export clean help
+
+help:
+	@echo "make install   create ./.venv from requirements/lock.txt (pinned, CPU-only machine is fine)"
+	@echo "make demo      install, then export the tiny random-weight model with its parity report"
+	@echo "make test      install, lint, run the test suite (includes one full-size export)"
+	@echo "make export    export VARIANT=full|tiny [CHECKPOINT=sam3.pt] to OUT=$(OUT)"
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements/lock.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.2"
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements/lock.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
+	touch $@
+
+demo: install
+	$(BIN)/sam3-trt doctor
+	$(BIN)/sam3-trt export --variant tiny --random-weights --seed $(SEED) --out $(ARTIFACTS)/demo --force
+
+test: install lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check sam3_trt tests benchmarks
+	$(BIN)/ruff format --check sam3_trt tests benchmarks
+
+export: install
+	$(BIN)/sam3-trt export --variant $(VARIANT) $(WEIGHTS) --out $(OUT) --force
+
+clean:
+	rm -rf $(ARTIFACTS) .pytest_cache .ruff_cache

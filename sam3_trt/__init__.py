@@ -1,0 +1,11 @@
+"""sam3-trt: SAM3 on TensorRT.
+
+Stages: :mod:`sam3_trt.export` (three ONNX graphs with parity), :mod:`sam3_trt.engines` (TensorRT and
+TensorRT for RTX engines), :mod:`sam3_trt.runtime` (drop-in ``Sam3Processor``), :mod:`sam3_trt.calibration`.
+Importing this package needs only numpy: torch, sam3, onnxruntime and TensorRT are imported lazily by
+the functions that use them.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,155 @@
+"""``sam3-trt``: a thin click CLI over the Python API.
+
+User errors (:class:`~sam3_trt.errors.Sam3TrtError`) print one line and exit 2, without a traceback;
+failed checks (:class:`~sam3_trt.errors.ParityError`) print every failing output and exit 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import ParityError, Sam3TrtError
+
+
+class Ui:
+    """Where progress and results go (``--quiet`` hides progress, ``--verbose`` adds detail)."""
+
+    def __init__(self, quiet: bool = False, verbose: bool = False) -> None:
+        self.quiet = quiet
+        self.verbose = verbose
+
+    def progress(self, msg: str) -> None:
+        if not self.quiet:
+            click.echo(msg, err=True)
+
+    def detail(self, msg: str) -> None:
+        if self.verbose and not self.quiet:
+            click.echo(msg, err=True)
+
+
+def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ParityError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except Sam3TrtError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sam3-trt")
+@click.option("--quiet", "-q", is_flag=True, help="Only print results and errors.")
+@click.option("--verbose", "-v", is_flag=True, help="Print extra detail.")
+@click.pass_context
+def main(ctx: click.Context, quiet: bool, verbose: bool) -> None:
+    """SAM3 on TensorRT: export, build engines, run, check parity."""
+    ctx.obj = Ui(quiet=quiet, verbose=verbose)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_handle_errors
+def doctor(as_json: bool) -> None:
+    """Show which components and GPUs are installed and usable, or why not."""
+    from .doctor import format_report, report
+
+    data = report()
+    click.echo(json.dumps(data, indent=2) if as_json else format_report(data))
+
+
+@main.command()
+@click.option(
+    "--variant",
+    type=click.Choice(["full", "tiny"]),
+    default="full",
+    show_default=True,
+    help="full: the real sam3 architecture; tiny: same classes, reduced, for tests.",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="sam3.pt (or .safetensors) in the official layout.",
+)
+@click.option(
+    "--from-hf", is_flag=True, help="Download facebook/sam3 from the Hugging Face hub (gated, needs network)."
+)
+@click.option("--random-weights", is_flag=True, help="Deterministic random weights (no checkpoint needed).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random-weights.")
+@click.option("--allow-missing", is_flag=True, help="Accept a checkpoint with missing keys (they keep random values).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Export folder to write.")
+@click.option("--simplify", is_flag=True, help="Simplify graphs with onnxslim (parity is checked after).")
+@click.option("--no-parity", is_flag=True, help="Skip parity against eager (not recommended).")
+@click.option("--no-rtx-parse", is_flag=True, help="Skip the TensorRT for RTX parser check.")
+@click.option(
+    "--vision-batch",
+    "vision_batches",
+    type=int,
+    multiple=True,
+    default=(1,),
+    show_default=True,
+    help="Image batch sizes to check vision parity at (repeatable).",
+)
+@click.option("--force", is_flag=True, help="Replace an existing export in --out.")
+@click.pass_obj
+@_handle_errors
+def export(
+    ui: Ui,
+    variant: str,
+    checkpoint: Path | None,
+    from_hf: bool,
+    random_weights: bool,
+    seed: int,
+    allow_missing: bool,
+    out_dir: Path,
+    simplify: bool,
+    no_parity: bool,
+    no_rtx_parse: bool,
+    vision_batches: tuple[int, ...],
+    force: bool,
+) -> None:
+    """Export sam3 to vision_encoder.onnx, text_encoder.onnx and decoder.onnx, with parity checks."""
+    from .export.exporter import ExportOptions, summary
+    from .export.exporter import export as run_export
+    from .export.model import load_model
+
+    ui.progress(f"loading sam3 ({variant})")
+    model, origin = load_model(
+        variant=variant,
+        checkpoint=checkpoint,
+        from_hf=from_hf,
+        random_weights=random_weights,
+        seed=seed,
+        allow_missing=allow_missing,
+    )
+    ui.progress(f"weights: {origin.describe()}")
+    if origin.unexpected_keys:
+        ui.progress(
+            f"warning: checkpoint has {len(origin.unexpected_keys)} keys the model does not use: {origin.unexpected_keys[:5]}"
+        )
+    if origin.missing_keys:
+        ui.progress(f"warning: {len(origin.missing_keys)} keys missing from the checkpoint kept random values")
+    options = ExportOptions(
+        simplify=simplify, parity=not no_parity, rtx_parse=not no_rtx_parse, vision_batches=vision_batches, force=force
+    )
+    manifest = run_export(model, origin, out_dir, options, progress=ui.progress)
+    ui.progress(f"wrote {out_dir} (manifest.json holds specs, sha256s, tool versions, weights origin, parity)")
+    click.echo(summary(manifest))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

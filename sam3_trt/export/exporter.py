@@ -1,0 +1,290 @@
+"""Export sam3's image model to the three ONNX graphs of :mod:`sam3_trt.specs`, with checks.
+
+``export(...)`` writes into a hidden sibling folder and renames it into place only after every check
+passed, so a failed or interrupted export never leaves a folder that looks complete. Checks:
+
+1. ``onnx.checker`` on each graph (with external data);
+2. parity of every graph and of the chained pipeline against eager (:mod:`.parity`);
+3. TensorRT for RTX's ONNX parser (no GPU needed) imports each graph with zero errors.
+
+A failed check still writes the folder (as ``<out>.failed``) with its manifest, for inspection, and
+raises :class:`~sam3_trt.errors.ParityError` naming each failing output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..assets import BPE_FILE, BPE_SHA256, bpe_path
+from ..errors import ParityError, Sam3TrtError
+from ..manifest import MANIFEST_FILE, write_manifest
+from ..specs import SPECS, GraphSpec
+from .model import WeightsOrigin, sha256_file
+from .patches import cpu_compat, export_patches
+from .wrappers import WRAPPERS
+
+OPSET = 18
+#: Trace with sizes >= 2 on every dynamic axis: torch.export specialises axes traced at size 1.
+TRACE_SIZES = {"B": 2, "P": 2, "N": 2}
+
+
+@dataclasses.dataclass
+class ExportOptions:
+    """Knobs of one export.
+
+    Args:
+        graphs: Graphs to export (default: all three).
+        simplify: Run onnxslim on each graph (parity is checked on the simplified files).
+        parity: Run parity against eager.
+        rtx_parse: Parse each graph with TensorRT for RTX (skipped with a note when it is not installed).
+        vision_batches: Batch sizes for vision parity.
+        force: Replace an existing export folder.
+    """
+
+    graphs: Sequence[str] = tuple(SPECS)
+    simplify: bool = False
+    parity: bool = True
+    rtx_parse: bool = True
+    vision_batches: Sequence[int] = (1,)
+    force: bool = False
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions of everything that shapes the exported bytes."""
+    from importlib import metadata
+
+    versions = {"python": platform.python_version(), "sam3_trt": __version__}
+    for dist in ("torch", "torchvision", "sam3", "onnx", "onnxscript", "onnxruntime", "onnxslim", "tensorrt_rtx_cu13"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _dynamic_shapes(spec: GraphSpec) -> dict[str, Any]:
+    import torch
+
+    dims = {d.name: torch.export.Dim(d.name, min=d.min, max=d.max) for d in spec.dims}
+    return {t.name: ({i: dims[n] for i, n in t.dynamic_axes().items()} or None) for t in spec.inputs}
+
+
+def export_graph(model: Any, spec: GraphSpec, path: Path) -> None:
+    """Export one graph to ``path`` (``{name}.onnx`` plus ``{name}.onnx.data``).
+
+    Args:
+        model: Eager sam3 image model.
+        spec: Graph spec (names, dtypes, dynamic axes).
+        path: Destination ``.onnx`` file.
+    """
+    import torch
+
+    wrapper = WRAPPERS[spec.name](model).eval()
+    sizes = {d.name: TRACE_SIZES[d.name] for d in spec.dims}
+    feeds = spec.example_inputs(sizes)
+    args = tuple(torch.from_numpy(feeds[n]) for n in spec.input_names)
+    with torch.inference_mode(False), torch.no_grad(), cpu_compat(), export_patches():
+        program = torch.onnx.export(
+            wrapper,
+            args,
+            dynamo=True,
+            opset_version=OPSET,
+            input_names=spec.input_names,
+            output_names=spec.output_names,
+            dynamic_shapes=_dynamic_shapes(spec),
+            optimize=True,
+            verbose=False,
+        )
+    # Always external data, under one fixed file name, so bytes (and hashes) do not depend on size.
+    program.save(str(path), external_data=True)
+    _check_io(spec, path)
+
+
+def _check_io(spec: GraphSpec, path: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    got_in = [i.name for i in model.graph.input]
+    got_out = [o.name for o in model.graph.output]
+    if got_in != spec.input_names or got_out != spec.output_names:
+        raise RuntimeError(
+            f"{path.name}: graph I/O {got_in} -> {got_out} differs from spec {spec.input_names} -> {spec.output_names}"
+        )
+    onnx.checker.check_model(str(path))
+
+
+def simplify_graph(path: Path) -> None:
+    """Simplify ``path`` in place with onnxslim (parity is re-checked on the result)."""
+    try:
+        import onnxslim
+    except ImportError:
+        raise Sam3TrtError("--simplify needs onnxslim: pip install onnxslim (or make install)") from None
+    import onnx
+
+    slim = onnxslim.slim(str(path))
+    data = path.with_name(path.name + ".data")
+    data.unlink(missing_ok=True)
+    onnx.save(slim, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)
+
+
+def _prepare_out(out_dir: Path, force: bool) -> Path:
+    """Check ``out_dir`` can be written and make the hidden staging folder beside it."""
+    if out_dir.exists() and not force:
+        if (out_dir / MANIFEST_FILE).exists():
+            raise Sam3TrtError(f"output folder {out_dir} already holds an export; pass --force to replace it")
+        if any(out_dir.iterdir()):
+            raise Sam3TrtError(f"output folder {out_dir} is not empty; choose another --out or pass --force")
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    except OSError as exc:
+        raise Sam3TrtError(
+            f"cannot write to output folder {out_dir} ({exc.strerror or exc}); choose a writable --out"
+        ) from None
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the published folder gets normal permissions
+    return staging
+
+
+def _publish(staging: Path, out_dir: Path) -> None:
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(staging, out_dir)
+
+
+def rtx_parse_checks(folder: Path, graphs: Sequence[str]) -> dict[str, Any]:
+    """Parse each graph with TensorRT for RTX; ``{"status": "skipped", ...}`` when it is not installed."""
+    from ..engines.parse import parse_onnx, rtx_available
+
+    if not rtx_available():
+        return {"status": "skipped", "reason": "tensorrt_rtx is not installed (pip install 'sam3-trt[rtx]')"}
+    results = {g: parse_onnx(folder / SPECS[g].onnx_file, flavour="rtx").to_dict() for g in graphs}
+    ok = all(r["ok"] for r in results.values())
+    return {"status": "passed" if ok else "failed", "graphs": results}
+
+
+def export(
+    model: Any,
+    origin: WeightsOrigin,
+    out_dir: str | os.PathLike[str],
+    options: ExportOptions | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Export, check and publish the graphs of ``model`` to ``out_dir``.
+
+    Args:
+        model: Eager sam3 image model (:func:`~sam3_trt.export.model.load_model`).
+        origin: Where its weights came from (recorded in the manifest).
+        out_dir: Destination folder.
+        options: :class:`ExportOptions`.
+        progress: Called with one line per step.
+
+    Returns:
+        The manifest written to ``out_dir/manifest.json``.
+
+    Raises:
+        Sam3TrtError: unwritable or occupied output folder.
+        ParityError: a parity or parser check failed (the folder is left as ``<out>.failed``).
+    """
+    from .parity import run_parity
+
+    opts = options or ExportOptions()
+    say = progress or (lambda _msg: None)
+    out = Path(out_dir)
+    unknown = [g for g in opts.graphs if g not in SPECS]
+    if unknown:
+        raise Sam3TrtError(f"unknown graphs {unknown}; expected a subset of {list(SPECS)}")
+    staging = _prepare_out(out, opts.force)
+    try:
+        timings: dict[str, float] = {}
+        files: dict[str, Any] = {}
+        for name in opts.graphs:
+            spec = SPECS[name]
+            path = staging / spec.onnx_file
+            say(f"export: {name} (torch.onnx dynamo, opset {OPSET})")
+            start = time.perf_counter()
+            export_graph(model, spec, path)
+            if opts.simplify:
+                say(f"export: simplifying {name} with onnxslim")
+                simplify_graph(path)
+            timings[name] = round(time.perf_counter() - start, 2)
+            files[name] = _file_entry(path)
+        shutil.copyfile(bpe_path(), staging / BPE_FILE)
+
+        checks: dict[str, Any] = {}
+        if opts.parity and set(opts.graphs) == set(SPECS):
+            report = run_parity(model, staging, vision_batches=opts.vision_batches, progress=say)
+            checks["parity"] = report.to_dict()
+            for line in report.lines():
+                say("  " + line)
+        else:
+            checks["parity"] = {"status": "skipped", "reason": "parity needs all three graphs and was not disabled"}
+            report = None
+        if opts.rtx_parse:
+            say("check: TensorRT for RTX ONNX parser")
+            checks["rtx_parse"] = rtx_parse_checks(staging, opts.graphs)
+        manifest = {
+            "kind": "onnx-export",
+            "sam3_trt_version": __version__,
+            "opset": OPSET,
+            "weights": origin.to_dict(),
+            "model": {"variant": origin.variant, "parameters": sum(p.numel() for p in model.parameters())},
+            "graphs": {n: {**files[n], "spec": SPECS[n].to_dict()} for n in opts.graphs},
+            "tokenizer": {"file": BPE_FILE, "sha256": BPE_SHA256},
+            "tools": tool_versions(),
+            "export_seconds": timings,
+            "simplified": opts.simplify,
+            "checks": checks,
+        }
+        write_manifest(staging, manifest)
+        failures = report.failures() if report is not None else []
+        rtx = checks.get("rtx_parse", {})
+        if rtx.get("status") == "failed":
+            failures += [
+                f"{g}: TensorRT for RTX parser: {r['errors']}" for g, r in rtx["graphs"].items() if not r["ok"]
+            ]
+        if failures:
+            failed = out.with_name(out.name + ".failed")
+            _publish(staging, failed)
+            raise ParityError(
+                f"export checks failed ({len(failures)}), folder kept as {failed}:\n" + "\n".join(failures)
+            )
+        _publish(staging, out)
+        return manifest
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _file_entry(path: Path) -> dict[str, Any]:
+    entry: dict[str, Any] = {"file": path.name, "sha256": sha256_file(path)}
+    data = path.with_name(path.name + ".data")
+    if data.exists():
+        entry["data_file"] = data.name
+        entry["data_sha256"] = sha256_file(data)
+        entry["bytes"] = path.stat().st_size + data.stat().st_size
+    return entry
+
+
+def summary(manifest: dict[str, Any]) -> str:
+    """Short JSON summary of an export (files and check status)."""
+    parity = manifest["checks"].get("parity", {})
+    return json.dumps(
+        {
+            "weights": manifest["weights"]["kind"],
+            "graphs": {n: g["sha256"][:16] for n, g in manifest["graphs"].items()},
+            "parity_passed": parity.get("passed"),
+            "rtx_parse": manifest["checks"].get("rtx_parse", {}).get("status"),
+        }
+    )

@@ -1,0 +1,73 @@
+"""``manifest.json``: what made an artifact folder. Every reader checks it before use."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import Sam3TrtError
+
+MANIFEST_FILE = "manifest.json"
+FORMAT = 1
+
+
+def write_manifest(folder: str | os.PathLike[str], data: dict[str, Any]) -> Path:
+    """Write ``data`` (plus the format number) as ``folder/manifest.json`` atomically."""
+    path = Path(folder) / MANIFEST_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"format": FORMAT, **data}, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_manifest(folder: str | os.PathLike[str], kind: str | None = None) -> dict[str, Any]:
+    """Read and validate ``folder/manifest.json``.
+
+    Args:
+        folder: Artifact folder.
+        kind: Expected ``"kind"`` (``"onnx-export"``, ``"engines"``), or ``None`` for any.
+
+    Raises:
+        Sam3TrtError: missing folder or manifest, invalid JSON, unknown format or wrong kind.
+    """
+    folder = Path(folder)
+    path = folder / MANIFEST_FILE
+    if not folder.is_dir():
+        raise Sam3TrtError(f"artifact folder {folder} does not exist; run `sam3-trt export --out {folder}` first")
+    if not path.is_file():
+        raise Sam3TrtError(
+            f"{folder} has no {MANIFEST_FILE}: it is not a sam3-trt artifact folder (or an export did not finish)"
+        )
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise Sam3TrtError(f"{path} is not valid JSON ({exc}); re-run the export") from None
+    if data.get("format") != FORMAT:
+        raise Sam3TrtError(f"{path} has format {data.get('format')!r}, this sam3-trt reads format {FORMAT}; re-export")
+    if kind is not None and data.get("kind") != kind:
+        raise Sam3TrtError(f"{folder} holds {data.get('kind')!r} artifacts, expected {kind!r}")
+    return data
+
+
+def verify_files(folder: str | os.PathLike[str], manifest: dict[str, Any]) -> None:
+    """Check every graph file (and its external data) against the sha256 in the manifest.
+
+    Raises:
+        Sam3TrtError: naming the file that is missing, truncated or changed.
+    """
+    from .export.model import sha256_file
+
+    folder = Path(folder)
+    for name, entry in manifest.get("graphs", {}).items():
+        for key_file, key_hash in (("file", "sha256"), ("data_file", "data_sha256")):
+            if key_file not in entry:
+                continue
+            path = folder / entry[key_file]
+            if not path.is_file():
+                raise Sam3TrtError(f"{name}: {path} is missing; re-run the export")
+            if sha256_file(path) != entry[key_hash]:
+                raise Sam3TrtError(
+                    f"{name}: {path} does not match its manifest sha256 (truncated or modified); re-run the export"
+                )

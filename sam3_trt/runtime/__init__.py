@@ -1,0 +1,1 @@
+"""Runtime stage: a drop-in ``Sam3Processor`` over ONNX Runtime and TensorRT engines (issue: runtime)."""

@@ -1,0 +1,51 @@
+"""Patches are reversible and scoped: nothing in sam3 stays changed after the block."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("sam3")
+torch = pytest.importorskip("torch")
+
+from sam3_trt.export.patches import cpu_compat, export_patches, swap_attr  # noqa: E402
+
+
+def _snapshot():
+    from sam3.model import decoder, geometry_encoders, position_encoding
+
+    return {
+        "pe.torch": position_encoding.torch,
+        "dec.torch": decoder.torch,
+        "pin_memory": torch.Tensor.pin_memory,
+        "_encode_xy": position_encoding.PositionEmbeddingSine.__dict__["_encode_xy"],
+        "_encode_boxes": geometry_encoders.SequenceGeometryEncoder.__dict__["_encode_boxes"],
+        "_encode_points": geometry_encoders.SequenceGeometryEncoder.__dict__["_encode_points"],
+        "is_right_padded": geometry_encoders.is_right_padded,
+        "rpb": decoder.TransformerDecoder.__dict__["_get_rpb_matrix"],
+    }
+
+
+def test_patches_restore_everything_even_after_an_error():
+    before = _snapshot()
+    with pytest.raises(RuntimeError, match="boom"), cpu_compat(), export_patches():
+        assert _snapshot() != before
+        raise RuntimeError("boom")
+    assert _snapshot() == before
+
+
+def test_cpu_compat_redirects_hard_coded_cuda_factories():
+    from sam3.model import position_encoding
+
+    with cpu_compat():
+        t = position_encoding.torch.zeros((1, 2), device="cuda")
+        assert t.device.type == "cpu"
+        assert torch.ones(2).pin_memory() is not None  # no accelerator needed inside the block
+
+
+def test_swap_attr_removes_attributes_it_added():
+    class Box:
+        pass
+
+    with swap_attr(Box, "extra", 1):
+        assert Box.extra == 1
+    assert not hasattr(Box, "extra")
