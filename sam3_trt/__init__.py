@@ -9,3 +9,13 @@ the functions that use them.
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+__all__ = ["Sam3Processor", "__version__"]
+
+
+def __getattr__(name: str):  # lazy: `import sam3_trt` stays light
+    if name == "Sam3Processor":
+        from .runtime.processor import Sam3Processor
+
+        return Sam3Processor
+    raise AttributeError(f"module 'sam3_trt' has no attribute {name!r}")

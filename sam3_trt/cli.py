@@ -151,5 +151,66 @@ def export(
     click.echo(summary(manifest))
 
 
+@main.command()
+@click.option("--artifacts", type=click.Path(path_type=Path), required=True, help="Export folder or engine folder.")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto", show_default=True)
+@click.option(
+    "--reference",
+    type=click.Choice(["torch"]),
+    default="torch",
+    show_default=True,
+    help="Reference implementation: upstream sam3 eager Sam3Processor.",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Checkpoint for the reference (default: the one recorded in the manifest).",
+)
+@click.option(
+    "--image",
+    "images",
+    type=click.Path(path_type=Path),
+    multiple=True,
+    help="Image file (repeatable; default: a bundled drawn image).",
+)
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write the report as JSON.")
+@click.pass_obj
+@_handle_errors
+def parity(
+    ui: Ui,
+    artifacts: Path,
+    backend: str,
+    reference: str,
+    checkpoint: Path | None,
+    images: tuple[Path, ...],
+    json_path: Path | None,
+) -> None:
+    """Compare a backend's detections with upstream eager sam3 (exit 1 on failure)."""
+    from .assets.images import demo_image
+    from .export.model import model_from_manifest
+    from .parity import run_detection_parity
+    from .runtime.artifacts import resolve_artifacts
+    from .runtime.image import open_image
+    from .runtime.processor import Sam3Processor
+
+    found = resolve_artifacts(artifacts)
+    pictures = [open_image(p) for p in images] or [demo_image()]
+    ui.progress(f"reference: upstream sam3 ({reference}) from {found.manifest.get('weights', {}).get('kind')} weights")
+    model, origin = model_from_manifest(found.manifest, checkpoint)
+    with Sam3Processor(found.folder, backend=backend) as candidate:
+        report = run_detection_parity(
+            model, candidate, pictures, weights=origin.describe(), backend=candidate.backend.name, progress=ui.progress
+        )
+    for case in report.cases:
+        click.echo(case.describe())
+    if json_path is not None:
+        json_path.write_text(json.dumps(report.to_dict(), indent=2))
+    if not report.passed:
+        failing = [c.case for c in report.cases if not c.passed]
+        raise ParityError(f"parity failed for {len(failing)} case(s): {', '.join(failing)}")
+    click.echo(f"parity passed: {len(report.cases)} cases, backend {report.backend}, {origin.describe()}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

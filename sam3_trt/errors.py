@@ -7,8 +7,12 @@ CLI prints it without a traceback and exits non-zero. Anything else is a bug and
 from __future__ import annotations
 
 
-class Sam3TrtError(Exception):
-    """An error caused by the user's input or environment, with a message that says how to fix it."""
+class Sam3TrtError(ValueError):
+    """An error caused by the user's input or environment, with a message that says how to fix it.
+
+    A ``ValueError`` subclass, so code written against upstream ``Sam3Processor`` (which raises
+    ``ValueError`` for bad calls) keeps catching it.
+    """
 
 
 class ParityError(Sam3TrtError):

@@ -37,6 +37,20 @@ TOLERANCES: dict[str, dict[str, dict[str, Tol]]] = {
 }
 
 
+#: End-to-end detection parity of a processor against upstream eager ``Sam3Processor`` (same weights,
+#: image and prompt), per precision. ``threshold_band``: queries whose reference score lies within this
+#: distance of the threshold may be kept by one side only.
+DETECTION_TOLERANCES: dict[str, dict[str, float]] = {
+    "fp32": {
+        "threshold_band": 1e-3,
+        "masks_logits_max_abs": 1e-3,
+        "mask_iou_min": 0.995,
+        "box_px_max": 0.5,
+        "score_max_abs": 1e-4,
+    },
+}
+
+
 def tolerance(graph: str, output: str, precision: str = "fp32", table: Mapping[str, Any] | None = None) -> Tol:
     """Tolerance row for ``output`` of ``graph`` at ``precision`` (falls back to the graph's ``""`` row).
 

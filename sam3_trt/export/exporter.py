@@ -27,10 +27,10 @@ from typing import Any
 from .. import __version__
 from ..assets import BPE_FILE, BPE_SHA256, bpe_path
 from ..errors import ParityError, Sam3TrtError
-from ..manifest import MANIFEST_FILE, write_manifest
+from ..manifest import MANIFEST_FILE, read_manifest, write_manifest
 from ..specs import SPECS, GraphSpec
 from .model import WeightsOrigin, sha256_file
-from .patches import cpu_compat, export_patches
+from .patches import cpu_compat, empty_position_caches, export_patches
 from .wrappers import WRAPPERS
 
 OPSET = 18
@@ -93,7 +93,7 @@ def export_graph(model: Any, spec: GraphSpec, path: Path) -> None:
     sizes = {d.name: TRACE_SIZES[d.name] for d in spec.dims}
     feeds = spec.example_inputs(sizes)
     args = tuple(torch.from_numpy(feeds[n]) for n in spec.input_names)
-    with torch.inference_mode(False), torch.no_grad(), cpu_compat(), export_patches():
+    with torch.inference_mode(False), torch.no_grad(), cpu_compat(), export_patches(), empty_position_caches(model):
         program = torch.onnx.export(
             wrapper,
             args,
@@ -105,9 +105,30 @@ def export_graph(model: Any, spec: GraphSpec, path: Path) -> None:
             optimize=True,
             verbose=False,
         )
+    _strip_trace_metadata(program.model)
     # Always external data, under one fixed file name, so bytes (and hashes) do not depend on size.
     program.save(str(path), external_data=True)
     _check_io(spec, path)
+
+
+def _strip_trace_metadata(model: Any) -> None:
+    """Drop trace metadata (Python stack traces with absolute paths, FX names, the export signature).
+
+    It makes the bytes depend on where the code is installed and on what ran before the export; the
+    graph itself is unchanged.
+    """
+    model.metadata_props.clear()
+    graphs = [model.graph, *model.functions.values()]
+    for graph in graphs:
+        graph.metadata_props.clear()
+        values = [*graph.inputs, *graph.outputs]
+        if hasattr(graph, "initializers"):
+            values += list(graph.initializers.values())
+        for node in graph.all_nodes() if hasattr(graph, "all_nodes") else graph:
+            node.metadata_props.clear()
+            values += list(node.outputs)
+        for value in values:
+            value.metadata_props.clear()
 
 
 def _check_io(spec: GraphSpec, path: Path) -> None:
@@ -223,6 +244,7 @@ def export(
         shutil.copyfile(bpe_path(), staging / BPE_FILE)
 
         checks: dict[str, Any] = {}
+        release_memory()  # the exporter's graph copies are garbage now; parity needs the room
         if opts.parity and set(opts.graphs) == set(SPECS):
             report = run_parity(model, staging, vision_batches=opts.vision_batches, progress=say)
             checks["parity"] = report.to_dict()
@@ -261,10 +283,22 @@ def export(
                 f"export checks failed ({len(failures)}), folder kept as {failed}:\n" + "\n".join(failures)
             )
         _publish(staging, out)
-        return manifest
+        return read_manifest(out, kind="onnx-export")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc keeps them otherwise)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def _file_entry(path: Path) -> dict[str, Any]:

@@ -326,3 +326,26 @@ def save_checkpoint(model: Any, path: str | os.PathLike[str], tracker_keys: int 
         save_file(state, str(path))
     else:
         torch.save({"model": state}, str(path))
+
+
+def model_from_manifest(
+    manifest: Mapping[str, Any], checkpoint: str | os.PathLike[str] | None = None
+) -> tuple[Any, WeightsOrigin]:
+    """Rebuild the eager model an export was made from (the parity reference).
+
+    Args:
+        manifest: Export (or engine) manifest with a ``weights`` entry.
+        checkpoint: Checkpoint path, overriding the one recorded (its sha256 must match the record).
+    """
+    weights = manifest.get("weights", {})
+    variant = weights.get("variant") or "full"
+    if weights.get("kind") == "random":
+        return load_model(variant=variant, random_weights=True, seed=int(weights.get("seed", 0)))
+    path = checkpoint or weights.get("path")
+    if not path:
+        raise Sam3TrtError("the artifacts were made from a checkpoint; pass --checkpoint PATH to build the reference")
+    if weights.get("sha256") and Path(path).is_file() and sha256_file(path) != weights["sha256"]:
+        raise Sam3TrtError(
+            f"checkpoint {path} is not the one the artifacts were made from (sha256 differs); pass the right --checkpoint"
+        )
+    return load_model(variant=variant, checkpoint=path, allow_missing=bool(weights.get("missing_keys")))

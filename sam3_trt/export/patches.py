@@ -187,3 +187,21 @@ def export_patches() -> Iterator[None]:
         stack.enter_context(swap_attr(geometry_encoders, "is_right_padded", _is_right_padded_traceable))
         stack.enter_context(swap_attr(geometry_encoders.SequenceGeometryEncoder, "_encode_boxes", _encode_boxes_native))
         yield
+
+
+@contextlib.contextmanager
+def empty_position_caches(model: Any) -> Iterator[None]:
+    """Trace every ``PositionEmbeddingSine`` with an empty cache, and restore the cache afterwards.
+
+    The sine encodings are cached per feature size on first use. Tracing a warm cache bakes the
+    encodings into the graph as large constants (85 MB at 288x288); tracing a cold one computes them
+    with a few ops, and torch.export writes traced values into the cache. Either way the graph would
+    depend on what ran before the export; an empty, restored cache makes exports reproducible.
+    """
+    from sam3.model.position_encoding import PositionEmbeddingSine
+
+    with contextlib.ExitStack() as stack:
+        for module in model.modules():
+            if isinstance(module, PositionEmbeddingSine):
+                stack.enter_context(swap_attr(module, "cache", {}))
+        yield

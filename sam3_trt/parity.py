@@ -1,0 +1,233 @@
+"""End-to-end parity: a sam3-trt processor against upstream eager ``Sam3Processor`` (the comparison core).
+
+Used by ``sam3-trt parity``, by the tests and by CI. Both processors see the same weights, image and
+prompts. Each case runs both at threshold 0 (all 200 queries, in query order) and at a threshold that
+keeps detections; queries are matched by index (the same decoder query on both sides). Checks, with
+tolerances from :data:`sam3_trt.tolerances.DETECTION_TOLERANCES`:
+
+* the same kept set, ignoring queries whose reference score is within ``threshold_band`` of the threshold;
+* per kept query: ``masks_logits`` max abs, mask IoU, box error in pixels, score error;
+* the candidate's own thresholded result equals its threshold-0 result filtered by ``score > threshold``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from .tolerances import DETECTION_TOLERANCES
+
+#: Threshold that keeps every query: scores are products of sigmoids, which can underflow to 0.0 in float32.
+KEEP_ALL = -1.0
+
+#: (label, text prompt or None, boxes [(cxcywh, label)])
+DEFAULT_CASES: tuple[tuple[str, str | None, tuple[tuple[tuple[float, ...], bool], ...]], ...] = (
+    ("text", "a red square", ()),
+    ("text+negative_box", "a red square", (((0.68, 0.55, 0.3, 0.4), False),)),
+    ("full_image_box_only", None, (((0.5, 0.5, 1.0, 1.0), True),)),
+)
+
+
+@dataclasses.dataclass
+class DetectionCase:
+    """Detection parity of one image/prompt case at one threshold."""
+
+    case: str
+    threshold: float
+    reference_kept: int
+    candidate_kept: int
+    only_reference: list[int]
+    only_candidate: list[int]
+    masks_logits_max_abs: float
+    mask_iou_min: float
+    box_px_max: float
+    score_max_abs: float
+    self_consistent: bool
+    tolerances: dict[str, float]
+
+    @property
+    def failures(self) -> list[str]:
+        tol = self.tolerances
+        out = []
+        if self.only_reference or self.only_candidate:
+            out.append(
+                f"kept sets differ: only reference {self.only_reference[:10]}, only candidate {self.only_candidate[:10]}"
+            )
+        if self.masks_logits_max_abs > tol["masks_logits_max_abs"]:
+            out.append(f"masks_logits max_abs {self.masks_logits_max_abs:.3g} > {tol['masks_logits_max_abs']}")
+        if self.mask_iou_min < tol["mask_iou_min"]:
+            out.append(f"mask IoU {self.mask_iou_min:.4f} < {tol['mask_iou_min']}")
+        if self.box_px_max > tol["box_px_max"]:
+            out.append(f"boxes differ by {self.box_px_max:.3g} px > {tol['box_px_max']}")
+        if self.score_max_abs > tol["score_max_abs"]:
+            out.append(f"scores differ by {self.score_max_abs:.3g} > {tol['score_max_abs']}")
+        if not self.self_consistent:
+            out.append("candidate's thresholded result differs from its threshold-0 result filtered by score")
+        return out
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def describe(self) -> str:
+        verdict = "ok  " if self.passed else "FAIL"
+        return (
+            f"{verdict} {self.case:<22} t={self.threshold:.4f} kept {self.reference_kept}/{self.candidate_kept} "
+            f"masks_logits={self.masks_logits_max_abs:.2g} IoU>={self.mask_iou_min:.4f} box<={self.box_px_max:.2g}px "
+            f"score<={self.score_max_abs:.2g}" + ("" if self.passed else "  <- " + "; ".join(self.failures))
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "passed": self.passed, "failures": self.failures}
+
+
+@dataclasses.dataclass
+class DetectionReport:
+    """All detection cases of one parity run."""
+
+    backend: str
+    precision: str
+    weights: str
+    cases: list[DetectionCase] = dataclasses.field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.cases) and all(c.passed for c in self.cases)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "precision": self.precision,
+            "weights": self.weights,
+            "passed": self.passed,
+            "cases": [c.to_dict() for c in self.cases],
+        }
+
+
+def _np(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+def run_case(
+    reference: Any, candidate: Any, image: Any, prompt: str | None, boxes: Sequence[tuple[Sequence[float], bool]]
+) -> dict[str, dict[str, np.ndarray]]:
+    """Run one prompt case on both processors keeping all queries; returns their results as numpy."""
+    out = {}
+    for name, proc in (("reference", reference), ("candidate", candidate)):
+        proc.set_confidence_threshold(KEEP_ALL)
+        state = proc.set_image(image)
+        if prompt is not None:
+            state = proc.set_text_prompt(prompt, state)
+        for box, label in boxes:
+            state = proc.add_geometric_prompt(list(box), label, state)
+        out[name] = {k: _np(state[k]) for k in ("masks_logits", "masks", "boxes", "scores")}
+        out[name]["_state"] = state
+    return out
+
+
+def compare_detections(
+    label: str,
+    results: dict[str, dict[str, Any]],
+    threshold: float,
+    candidate: Any,
+    precision: str = "fp32",
+    tolerances: dict[str, float] | None = None,
+) -> DetectionCase:
+    """Compare keep-all results of both sides at ``threshold`` (see module docstring)."""
+    tol = dict(tolerances or DETECTION_TOLERANCES[precision])
+    ref, cand = results["reference"], results["candidate"]
+    ref_keep = ref["scores"] > threshold
+    cand_keep = cand["scores"] > threshold
+    near = np.abs(ref["scores"] - threshold) <= tol["threshold_band"]
+    only_ref = [int(i) for i in np.flatnonzero(ref_keep & ~cand_keep & ~near)]
+    only_cand = [int(i) for i in np.flatnonzero(cand_keep & ~ref_keep & ~near)]
+    both = np.flatnonzero(ref_keep & cand_keep)
+    if len(both):
+        rm, cm = ref["masks"][both, 0], cand["masks"][both, 0]
+        inter = (rm & cm).reshape(len(both), -1).sum(1)
+        union = (rm | cm).reshape(len(both), -1).sum(1)
+        iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+        masks_err = float(np.abs(ref["masks_logits"][both] - cand["masks_logits"][both]).max())
+        box_err = float(np.abs(ref["boxes"][both] - cand["boxes"][both]).max())
+        score_err = float(np.abs(ref["scores"][both] - cand["scores"][both]).max())
+        iou_min = float(iou.min())
+    else:
+        masks_err = box_err = score_err = 0.0
+        iou_min = 1.0
+    # the candidate thresholds its own results consistently with its threshold-0 scores
+    state = cand["_state"]
+    candidate.set_confidence_threshold(threshold, state)
+    filtered = _np(state["scores"])
+    consistent = np.array_equal(filtered, cand["scores"][cand_keep])
+    candidate.set_confidence_threshold(KEEP_ALL, state)
+    return DetectionCase(
+        case=label,
+        threshold=float(threshold),
+        reference_kept=int(ref_keep.sum()),
+        candidate_kept=int(cand_keep.sum()),
+        only_reference=only_ref,
+        only_candidate=only_cand,
+        masks_logits_max_abs=masks_err,
+        mask_iou_min=iou_min,
+        box_px_max=box_err,
+        score_max_abs=score_err,
+        self_consistent=bool(consistent),
+        tolerances=tol,
+    )
+
+
+def keeping_threshold(scores: np.ndarray, keep: int = 12) -> float:
+    """A threshold halfway between the ``keep``-th and next reference score (random weights keep none at 0.5)."""
+    ordered = np.sort(scores)[::-1]
+    keep = min(keep, len(ordered) - 1)
+    return float((ordered[keep - 1] + ordered[keep]) / 2)
+
+
+@contextlib.contextmanager
+def upstream_processor(model: Any) -> Iterator[Any]:
+    """Upstream ``Sam3Processor`` on CPU (its CUDA quirks patched), as the reference."""
+    from sam3.model.sam3_image_processor import Sam3Processor as Upstream
+
+    from .export.patches import cpu_compat
+
+    with cpu_compat():
+        yield Upstream(model, device="cpu", confidence_threshold=0.0)
+
+
+def run_detection_parity(
+    model: Any,
+    candidate: Any,
+    images: Sequence[Any],
+    weights: str,
+    backend: str,
+    cases: Sequence[tuple[str, str | None, Sequence[tuple[Sequence[float], bool]]]] = DEFAULT_CASES,
+    precision: str = "fp32",
+    progress: Callable[[str], None] | None = None,
+) -> DetectionReport:
+    """Run every case on every image, at threshold 0 and at a threshold that keeps detections.
+
+    Args:
+        model: Eager sam3 model with the candidate's weights.
+        candidate: A :class:`sam3_trt.Sam3Processor`.
+        images: Images to run.
+        weights: Description of the weights' origin (goes into the report).
+        backend: Candidate backend name.
+        cases: ``(label, prompt or None, boxes)``.
+        precision: Tolerance column.
+        progress: Called with one line per step.
+    """
+    say = progress or (lambda _m: None)
+    report = DetectionReport(backend=backend, precision=precision, weights=weights)
+    with upstream_processor(model) as reference:
+        for i, image in enumerate(images):
+            for label, prompt, boxes in cases:
+                name = f"image{i}:{label}"
+                say(f"parity: {name}")
+                results = run_case(reference, candidate, image, prompt, boxes)
+                for threshold in (0.0, keeping_threshold(results["reference"]["scores"])):
+                    report.cases.append(compare_detections(name, results, threshold, candidate, precision))
+    return report

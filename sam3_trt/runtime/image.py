@@ -1,0 +1,139 @@
+"""Image input handling and sam3's pre-processing, as plain functions.
+
+sam3 squash-resizes to ``resolution x resolution`` (no aspect-preserving pad): uint8, antialiased
+bilinear resize, then ``(x / 255 - 0.5) / 0.5``. With torch installed we call the same torchvision v2
+functions as upstream's ``Sam3Processor.transform`` (bit-identical); without torch we resize with
+PIL's antialiased bilinear filter (within 1/255 per pixel, see the tests).
+
+Accepted images (upstream takes PIL and tensors, and reads the size of HWC numpy arrays wrongly):
+
+* ``PIL.Image``: any mode; grayscale and palette become RGB, alpha is dropped, 16-bit (``I;16``) scaled.
+* numpy arrays: ``HxW`` or ``HxWxC`` with C in 1, 3, 4 (channels last, as numpy images are).
+* torch tensors: ``CxHxW`` or ``HxW`` (channels first, as torch images are).
+* dtypes: ``uint8``; ``uint16`` (and ``int32`` from 16-bit PIL files) scaled by ``>> 8`` like torchvision;
+  floats must lie in ``[0, 1]`` and are scaled by 255 (values outside are an error, never clipped).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ..errors import Sam3TrtError
+
+
+def _is_torch_tensor(x: Any) -> bool:
+    return type(x).__module__.startswith("torch") and hasattr(x, "dtype") and hasattr(x, "permute")
+
+
+def open_image(path: str | os.PathLike[str]) -> Any:
+    """Open an image file with PIL, with a clear error for unreadable or corrupt files."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.copy()
+    except FileNotFoundError:
+        raise Sam3TrtError(f"image not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise Sam3TrtError(f"cannot read image {path} ({exc}); pass a PNG/JPEG/TIFF/... file PIL can open") from None
+
+
+def to_uint8_hwc(image: Any) -> np.ndarray:
+    """Any accepted image as a ``uint8`` ``HxWx3`` numpy array (RGB).
+
+    Raises:
+        Sam3TrtError: unsupported type, layout or dtype, zero-size image, float values outside [0, 1].
+    """
+    arr = _as_array(image)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
+        raise Sam3TrtError(
+            f"image has shape {arr.shape}; expected HxW or HxWxC with C in 1, 3, 4 (numpy) or CxHxW (torch)"
+        )
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise Sam3TrtError(f"image is empty (height x width = {arr.shape[0]} x {arr.shape[1]}); pass a non-empty image")
+    arr = _scale_to_uint8(arr)
+    channels = arr.shape[2]
+    if channels in (1, 2):  # gray or gray + alpha
+        arr = np.repeat(arr[:, :, :1], 3, axis=2)
+    elif channels == 4:  # drop alpha, like PIL's convert("RGB")
+        arr = arr[:, :, :3]
+    return np.ascontiguousarray(arr)
+
+
+def _as_array(image: Any) -> np.ndarray:
+    if _is_torch_tensor(image):
+        t = image.detach().cpu()
+        if t.ndim == 3:
+            t = t.permute(1, 2, 0)
+        elif t.ndim != 2:
+            raise Sam3TrtError(f"image tensor has shape {tuple(image.shape)}; expected CxHxW or HxW")
+        return t.numpy()
+    if isinstance(image, np.ndarray):
+        return image
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - pillow is a core dependency
+        Image = None
+    if Image is not None and isinstance(image, Image.Image):
+        if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+            return np.asarray(image)
+        if image.mode not in ("RGB", "L"):
+            image = image.convert("RGB")
+        return np.asarray(image)
+    raise Sam3TrtError(f"image must be a PIL image, a numpy array or a torch tensor, got {type(image).__name__}")
+
+
+def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.uint16:
+        return (arr >> 8).astype(np.uint8)
+    if arr.dtype == np.int32 and arr.size and arr.min() >= 0 and arr.max() <= 65535:  # PIL "I" from 16-bit files
+        return (arr.astype(np.uint16) >> 8).astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.floating):
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        if not (np.isfinite(arr).all() and lo >= 0.0 and hi <= 1.0):
+            raise Sam3TrtError(
+                f"float image values span [{lo:g}, {hi:g}]; float images must lie in [0, 1] "
+                "(divide 0-255 data by 255, or pass uint8)"
+            )
+        # torchvision's float -> uint8 conversion: x * (255 + 1 - 1e-3), truncated
+        return (arr * arr.dtype.type(256.0 - 1e-3)).astype(np.uint8)
+    raise Sam3TrtError(f"image dtype {arr.dtype} is not supported; use uint8, uint16 or float in [0, 1]")
+
+
+def preprocess(image: Any, resolution: int = 1008, use_torch: bool | None = None) -> np.ndarray:
+    """sam3's pre-processing: ``float32 [1, 3, resolution, resolution]``, normalised to [-1, 1].
+
+    Args:
+        image: Any accepted image (module docstring).
+        resolution: Square side the graphs take.
+        use_torch: Use torchvision (bit-identical to upstream); default: when torch is installed.
+    """
+    hwc = to_uint8_hwc(image)
+    if use_torch is None:
+        from importlib.util import find_spec
+
+        use_torch = find_spec("torch") is not None and find_spec("torchvision") is not None
+    if use_torch:
+        import torch
+        from torchvision.transforms import v2
+
+        chw = torch.from_numpy(hwc if hwc.flags.writeable else hwc.copy()).permute(2, 0, 1)
+        resized = v2.functional.resize(
+            chw, [resolution, resolution], interpolation=v2.InterpolationMode.BILINEAR, antialias=True
+        )
+        scaled = v2.functional.to_dtype(resized, torch.float32, scale=True)
+        normed = v2.functional.normalize(scaled, mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])
+        return normed.unsqueeze(0).numpy()
+    from PIL import Image
+
+    resized = np.asarray(Image.fromarray(hwc, "RGB").resize((resolution, resolution), Image.Resampling.BILINEAR))
+    scaled = resized.astype(np.float32) / np.float32(255.0)
+    return ((scaled - np.float32(0.5)) / np.float32(0.5)).transpose(2, 0, 1)[None].copy()

@@ -1,0 +1,381 @@
+"""``sam3_trt.Sam3Processor``: upstream's ``Sam3Processor`` call shape over exported graphs or engines.
+
+Swap one constructor::
+
+    # from sam3.model.sam3_image_processor import Sam3Processor; processor = Sam3Processor(model)
+    from sam3_trt import Sam3Processor
+    processor = Sam3Processor("artifacts/full")          # export folder (ONNX Runtime) or engine folder
+
+    state = processor.set_image(image)
+    state = processor.set_text_prompt("a red car", state)
+    masks, boxes, scores = state["masks"], state["boxes"], state["scores"]
+
+Differences from upstream, on purpose:
+
+* numpy images are read as ``HxWxC`` (upstream takes their size from the last two axes, i.e. W and C);
+  16-bit and float images are scaled; grayscale/RGBA become RGB.
+* ``set_image_batch`` returns **one state per image**, each usable with prompts (upstream returns a
+  single state whose prompts fail).
+* An empty text prompt is rejected (upstream runs it); boxes are validated (finite, inside [0, 1],
+  positive width and height). Errors are :class:`~sam3_trt.errors.Sam3TrtError` (a ``ValueError``) and
+  leave the state unchanged.
+* Image features stay in the state (any number of prompts per image encode it once); text features are
+  cached per prompt string (bounded LRU); ``set_confidence_threshold`` re-thresholds the cached raw
+  outputs instead of re-running the model.
+* ``set_text_prompts([...], state)`` runs several prompts in one decoder batch.
+
+Results have upstream's keys, shapes and dtypes: ``masks`` bool ``[K,1,H,W]``, ``masks_logits`` (sigmoid
+probabilities, as upstream) float32 ``[K,1,H,W]``, ``boxes`` float32 ``[K,4]`` pixel ``x0,y0,x1,y1``,
+``scores`` float32 ``[K]``; torch tensors when torch is installed, numpy arrays otherwise.
+
+Thread safety: one processor may be shared by threads (backend calls and the text cache are locked);
+give each thread its own state.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+import math
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import Sam3TrtError
+from ..specs import CONTEXT_LENGTH, RESOLUTION, SPECS
+from .backends import Backend, OnnxRuntimeBackend, TensorRTBackend, TorchBackend
+from .image import preprocess, to_uint8_hwc
+from .postprocess import postprocess
+from .tokenizer import Tokenizer
+
+RESULT_KEYS = ("masks_logits", "masks", "boxes", "scores")
+#: Text sam3 uses when only boxes are given.
+VISUAL_PROMPT = "visual"
+_BOX_EPS = 1e-6
+
+
+def _has_torch() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+class Sam3Processor:
+    """Drop-in replacement for ``sam3.model.sam3_image_processor.Sam3Processor``.
+
+    Args:
+        artifacts: Export folder (ONNX), engine folder, a parent of engine folders (the one matching this
+            GPU and TensorRT is chosen), or an eager sam3 model (with ``backend="torch"``).
+        backend: ``"auto"`` (TensorRT when a matching engine and a GPU exist, else ONNX Runtime),
+            ``"onnxruntime"``, ``"tensorrt"`` or ``"torch"``; or a :class:`~sam3_trt.runtime.backends.Backend`.
+        resolution: Must equal the graphs' resolution (1008).
+        device: Torch device for results (default: the backend's: ``cuda`` for TensorRT, else ``cpu``).
+        confidence_threshold: Keep detections with score ``> threshold``.
+        text_cache_size: Prompts whose text features are kept.
+        threads: ONNX Runtime intra-op threads.
+    """
+
+    def __init__(
+        self,
+        artifacts: Any,
+        backend: str | Backend = "auto",
+        resolution: int = RESOLUTION,
+        device: str | None = None,
+        confidence_threshold: float = 0.5,
+        text_cache_size: int = 64,
+        threads: int | None = None,
+    ) -> None:
+        if resolution != RESOLUTION:
+            raise Sam3TrtError(
+                f"resolution={resolution}: the graphs are exported for {RESOLUTION}x{RESOLUTION}; "
+                f"pass resolution={RESOLUTION} (or re-export for another size)"
+            )
+        self.resolution = resolution
+        self.confidence_threshold = _check_threshold(confidence_threshold)
+        self.backend, tokenizer_path = _make_backend(artifacts, backend, threads)
+        self.device = device or ("cuda" if isinstance(self.backend, TensorRTBackend) else "cpu")
+        self.tokenizer = Tokenizer(tokenizer_path, context_length=CONTEXT_LENGTH)
+        self._torch = _has_torch()
+        self._text_cache: collections.OrderedDict[str, tuple[Any, Any]] = collections.OrderedDict()
+        self._text_cache_size = max(1, int(text_cache_size))
+        self._lock = threading.Lock()
+
+    # -- images ---------------------------------------------------------------------------------
+    def set_image(self, image: Any, state: dict | None = None) -> dict:
+        """Encode one image; returns the state that prompts run on.
+
+        Args:
+            image: PIL image, ``HxWxC``/``HxW`` numpy array or ``CxHxW`` tensor (see :mod:`.image`).
+            state: Dict to fill (a new one when ``None``); its earlier image and prompts are replaced.
+        """
+        return self.set_image_batch([image], states=[state])[0]
+
+    def set_image_batch(
+        self, images: Sequence[Any], state: dict | None = None, states: Sequence[dict | None] | None = None
+    ) -> list[dict]:
+        """Encode several images in batches of the vision graph; returns **one state per image**.
+
+        Args:
+            images: Images as for :meth:`set_image`.
+            state: Not supported (upstream's single batch state cannot take prompts); must be ``None``.
+            states: Optional dicts to fill, one per image.
+        """
+        if state is not None:
+            raise Sam3TrtError(
+                "set_image_batch returns one state per image; pass states=[...] (one per image) or nothing"
+            )
+        if not isinstance(images, (list, tuple)) or not images:
+            raise Sam3TrtError("set_image_batch needs a non-empty list of images")
+        states = list(states) if states is not None else [None] * len(images)
+        if len(states) != len(images):
+            raise Sam3TrtError(f"got {len(states)} states for {len(images)} images")
+        prepared = [to_uint8_hwc(im) for im in images]  # validate every image before touching any state
+        max_batch = SPECS["vision_encoder"].dim("B").max
+        out: list[dict] = []
+        for start in range(0, len(prepared), max_batch):
+            chunk = prepared[start : start + max_batch]
+            pixels = np.concatenate([preprocess(im, self.resolution) for im in chunk])
+            feats = self.backend.run("vision_encoder", {"pixel_values": pixels})
+            for i, im in enumerate(chunk):
+                st = states[start + i]
+                st = {} if st is None else st
+                st.clear()
+                st["original_height"], st["original_width"] = int(im.shape[0]), int(im.shape[1])
+                fpn = [_copy(feats[name][i : i + 1]) for name in ("fpn0", "fpn1", "fpn2")]
+                st["backbone_out"] = {"backbone_fpn": fpn, "vision_features": fpn[-1]}
+                out.append(st)
+        return out
+
+    # -- prompts --------------------------------------------------------------------------------
+    def set_text_prompt(self, prompt: str, state: dict) -> dict:
+        """Set the text prompt (keeping boxes already added) and run detection.
+
+        Args:
+            prompt: Non-empty text.
+            state: State from :meth:`set_image`.
+        """
+        _check_image(state, "set_text_prompt")
+        prompt = _check_prompt(prompt)
+        raw = self._ground([prompt], state.get("geometric_prompt", []), state)[0]
+        state["text_prompt"] = prompt
+        return self._store(state, raw)
+
+    def set_text_prompts(self, prompts: Sequence[str], state: dict) -> list[dict]:
+        """Run several text prompts in one decoder batch; returns one result dict per prompt.
+
+        The state's boxes apply to every prompt; the state's own prompt and results are not changed.
+        """
+        _check_image(state, "set_text_prompts")
+        if isinstance(prompts, str) or not prompts:
+            raise Sam3TrtError("set_text_prompts needs a non-empty list of prompts")
+        prompts = [_check_prompt(p) for p in prompts]
+        max_p = SPECS["decoder"].dim("P").max
+        results = []
+        for start in range(0, len(prompts), max_p):
+            chunk = prompts[start : start + max_p]
+            raws = self._ground(chunk, state.get("geometric_prompt", []), state)
+            for prompt, raw in zip(chunk, raws, strict=True):
+                results.append({"prompt": prompt, **self._finish(raw, state)})
+        return results
+
+    def add_geometric_prompt(self, box: Sequence[float], label: bool, state: dict) -> dict:
+        """Add a box prompt (normalised ``cx, cy, w, h``; ``label`` True positive, False negative) and run detection.
+
+        With no text prompt, the text ``"visual"`` stands in, as upstream.
+        """
+        _check_image(state, "add_geometric_prompt")
+        checked = _check_box(box)
+        if not isinstance(label, (bool, np.bool_)) and label not in (0, 1):
+            raise Sam3TrtError(f"box label must be True (positive) or False (negative), got {label!r}")
+        boxes = [*state.get("geometric_prompt", []), (checked, bool(label))]
+        max_n = SPECS["decoder"].dim("N").max
+        if len(boxes) > max_n:
+            raise Sam3TrtError(f"at most {max_n} boxes per prompt are supported (re-export with a larger N max)")
+        prompt = state.get("text_prompt") or VISUAL_PROMPT
+        raw = self._ground([prompt], boxes, state)[0]
+        state["geometric_prompt"] = boxes
+        return self._store(state, raw)
+
+    def reset_all_prompts(self, state: dict) -> None:
+        """Remove the text prompt, boxes and results (the image stays encoded)."""
+        for key in ("text_prompt", "geometric_prompt", "_raw", *RESULT_KEYS):
+            state.pop(key, None)
+
+    def set_confidence_threshold(self, threshold: float, state: dict | None = None) -> dict | None:
+        """Set the threshold; with a state that has results, re-threshold them (no model run)."""
+        self.confidence_threshold = _check_threshold(threshold)
+        if state is not None and "_raw" in state:
+            return self._store(state, state["_raw"])
+        return state
+
+    # -- internals ------------------------------------------------------------------------------
+    def _text_features(self, prompts: Sequence[str]) -> tuple[Any, Any]:
+        with self._lock:
+            missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
+        if missing:
+            out = self.backend.run("text_encoder", {"input_ids": self.tokenizer(missing)})
+            with self._lock:
+                for i, p in enumerate(missing):
+                    self._text_cache[p] = (_copy(out["text_features"][i]), _copy(out["text_mask"][i]))
+        with self._lock:
+            entries = []
+            for p in prompts:
+                self._text_cache.move_to_end(p)
+                entries.append(self._text_cache[p])
+            while len(self._text_cache) > self._text_cache_size:
+                self._text_cache.popitem(last=False)
+        return _stack([e[0] for e in entries]), _stack([e[1] for e in entries])
+
+    def _ground(self, prompts: Sequence[str], boxes: Sequence[tuple[list[float], bool]], state: dict) -> list[dict]:
+        features, mask = self._text_features(prompts)
+        count = len(prompts)
+        n = max(1, len(boxes))
+        box_arr = np.zeros((count, n, 4), dtype=np.float32)
+        labels = np.zeros((count, n), dtype=bool)
+        pad = np.ones((count, n), dtype=bool)
+        for i, (box, label) in enumerate(boxes):
+            box_arr[:, i] = box
+            labels[:, i] = label
+            pad[:, i] = False
+        fpn = state["backbone_out"]["backbone_fpn"]
+        feeds = {
+            "fpn0": fpn[0],
+            "fpn1": fpn[1],
+            "fpn2": fpn[2],
+            "text_features": features,
+            "text_mask": mask,
+            "boxes": box_arr,
+            "box_labels": labels,
+            "box_mask": pad,
+        }
+        out = self.backend.run("decoder", feeds)
+        return [
+            {k: _copy(out[k][i]) for k in ("pred_logits", "pred_boxes", "presence_logit", "pred_masks")}
+            for i in range(count)
+        ]
+
+    def _finish(self, raw: dict, state: dict) -> dict:
+        tensors = {k: self._as_result_tensor(v) for k, v in raw.items()}
+        return postprocess(
+            tensors["pred_logits"],
+            tensors["pred_boxes"],
+            tensors["presence_logit"],
+            tensors["pred_masks"],
+            state["original_height"],
+            state["original_width"],
+            self.confidence_threshold,
+        )
+
+    def _store(self, state: dict, raw: dict) -> dict:
+        state["_raw"] = raw
+        state.update(self._finish(raw, state))
+        return state
+
+    def _as_result_tensor(self, x: Any) -> Any:
+        if not self._torch:
+            return np.asarray(x)
+        import torch
+
+        t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+        return t.to(self.device)
+
+    # -- resources ------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Free the backend's sessions, engines and device memory."""
+        self.backend.close()
+        self._text_cache.clear()
+
+    def __enter__(self) -> Sam3Processor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _copy(x: Any) -> Any:
+    return x.clone() if hasattr(x, "clone") else np.array(x, copy=True)
+
+
+def _stack(items: Sequence[Any]) -> Any:
+    if hasattr(items[0], "clone"):
+        import torch
+
+        return torch.stack(list(items))
+    return np.stack(items)
+
+
+def _check_image(state: Any, call: str) -> None:
+    if not isinstance(state, dict) or "backbone_out" not in state:
+        raise Sam3TrtError(f"{call}: call set_image(image) first and pass the state it returns")
+
+
+def _check_prompt(prompt: Any) -> str:
+    if not isinstance(prompt, str):
+        raise Sam3TrtError(f"text prompt must be a string, got {type(prompt).__name__}")
+    if not prompt.strip():
+        raise Sam3TrtError(
+            "text prompt is empty; pass a phrase such as 'a red car' (use add_geometric_prompt for boxes only)"
+        )
+    return prompt
+
+
+def _check_threshold(threshold: Any) -> float:
+    # upstream accepts any number (scores are compared with `>`); only non-numbers and NaN are errors
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise Sam3TrtError(f"confidence threshold must be a number (scores lie in [0, 1]), got {threshold!r}") from None
+    if math.isnan(value):
+        raise Sam3TrtError("confidence threshold is NaN; pass a number such as 0.5")
+    return value
+
+
+def _check_box(box: Any) -> list[float]:
+    try:
+        values = [float(v) for v in np.asarray(box, dtype=np.float64).reshape(-1)]
+    except (TypeError, ValueError):
+        raise Sam3TrtError(f"box must be 4 numbers (normalised cx, cy, w, h), got {box!r}") from None
+    if len(values) != 4:
+        raise Sam3TrtError(f"box must be 4 numbers (normalised cx, cy, w, h), got {len(values)}: {box!r}")
+    if not all(math.isfinite(v) for v in values):
+        raise Sam3TrtError(f"box {values} has NaN or infinite values")
+    cx, cy, w, h = values
+    if w <= 0 or h <= 0:
+        raise Sam3TrtError(
+            f"box {values} has width {w} and height {h}: both must be > 0 (cx, cy, w, h format; inverted or zero-area box)"
+        )
+    x0, y0, x1, y1 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+    if min(x0, y0) < -_BOX_EPS or max(x1, y1) > 1 + _BOX_EPS:
+        raise Sam3TrtError(
+            f"box {values} spans x [{x0:.4g}, {x1:.4g}], y [{y0:.4g}, {y1:.4g}]; it must lie inside the image, "
+            "in [0, 1] normalised coordinates (divide pixel coordinates by the image width and height)"
+        )
+    return values
+
+
+def _make_backend(artifacts: Any, backend: str | Backend, threads: int | None) -> tuple[Backend, Path]:
+    from ..assets import bpe_path
+    from .artifacts import resolve_artifacts
+
+    if isinstance(backend, Backend):
+        folder = getattr(backend, "folder", None)
+        return backend, (Path(folder) / "bpe_simple_vocab_16e6.txt.gz" if folder else bpe_path())
+    if backend not in ("auto", "onnxruntime", "tensorrt", "torch"):
+        raise Sam3TrtError(f"backend={backend!r}: use 'auto', 'onnxruntime', 'tensorrt' or 'torch'")
+    if not isinstance(artifacts, (str, Path)):
+        if backend not in ("torch", "auto"):
+            raise Sam3TrtError(f"backend={backend!r} needs an artifacts folder, got a {type(artifacts).__name__}")
+        return TorchBackend(artifacts), bpe_path()
+    if backend == "torch":
+        raise Sam3TrtError("backend='torch' takes the eager sam3 model as `artifacts`, not a folder")
+    found = resolve_artifacts(artifacts)
+    if found.kind == "onnx-export":
+        if backend == "tensorrt":
+            raise Sam3TrtError(
+                f"{found.folder} is an ONNX export; build engines first (`make engines`) or use backend='onnxruntime'"
+            )
+        return OnnxRuntimeBackend(found.folder, threads=threads), found.tokenizer_path
+    if backend == "onnxruntime":
+        raise Sam3TrtError(f"{found.folder} is an engine folder; pass the export folder for backend='onnxruntime'")
+    return TensorRTBackend(found.folder, found.manifest), found.tokenizer_path
