@@ -112,14 +112,35 @@ def _np(x: Any) -> np.ndarray:
     return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
 
 
+def set_images(reference: Any, candidate: Any, image: Any) -> dict[str, dict]:
+    """Encode ``image`` on both processors (candidate first: its peak memory is freed before eager runs)."""
+    return {"candidate": candidate.set_image(image), "reference": reference.set_image(image)}
+
+
 def run_case(
-    reference: Any, candidate: Any, image: Any, prompt: str | None, boxes: Sequence[tuple[Sequence[float], bool]]
+    reference: Any,
+    candidate: Any,
+    image: Any,
+    prompt: str | None,
+    boxes: Sequence[tuple[Sequence[float], bool]],
+    states: dict[str, dict] | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
-    """Run one prompt case on both processors keeping all queries; returns their results as numpy."""
+    """Run one prompt case on both processors keeping all queries; returns their results as numpy.
+
+    Args:
+        reference: Upstream processor.
+        candidate: sam3-trt processor.
+        image: Image (encoded here unless ``states`` holds both encoded states).
+        prompt: Text prompt, or ``None`` for boxes only.
+        boxes: ``[(cxcywh, label)]`` added after the text.
+        states: ``{"reference": state, "candidate": state}`` from :func:`set_images`; prompts are reset.
+    """
+    states = states or set_images(reference, candidate, image)
     out = {}
     for name, proc in (("reference", reference), ("candidate", candidate)):
         proc.set_confidence_threshold(KEEP_ALL)
-        state = proc.set_image(image)
+        state = states[name]
+        proc.reset_all_prompts(state)
         if prompt is not None:
             state = proc.set_text_prompt(prompt, state)
         for box, label in boxes:
@@ -224,10 +245,12 @@ def run_detection_parity(
     report = DetectionReport(backend=backend, precision=precision, weights=weights)
     with upstream_processor(model) as reference:
         for i, image in enumerate(images):
+            say(f"parity: image{i}: set_image on both")
+            states = set_images(reference, candidate, image)
             for label, prompt, boxes in cases:
                 name = f"image{i}:{label}"
                 say(f"parity: {name}")
-                results = run_case(reference, candidate, image, prompt, boxes)
+                results = run_case(reference, candidate, image, prompt, boxes, states)
                 for threshold in (0.0, keeping_threshold(results["reference"]["scores"])):
                     report.cases.append(compare_detections(name, results, threshold, candidate, precision))
     return report

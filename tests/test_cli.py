@@ -87,3 +87,32 @@ def test_doctor_reports_every_component():
     assert gpu["available"] or gpu["reason"]
     text = _run("doctor")
     assert "gpu" in text.stdout and "torch" in text.stdout
+
+
+def test_parity_command_writes_a_passing_report(tiny_export, tmp_path):
+    out, _ = tiny_export
+    report = tmp_path / "report.json"
+    proc = _run("parity", "--artifacts", str(out), "--backend", "onnxruntime", "--json", str(report))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(report.read_text())
+    assert data["passed"] is True and data["backend"] == "onnxruntime" and "RANDOM" in data["weights"]
+    assert len(data["cases"]) == 6 and "parity passed" in proc.stdout
+
+
+def test_parity_command_fails_on_a_tampered_export(tiny_export, tmp_path):
+    import shutil
+
+    import onnx
+    from onnx import numpy_helper
+
+    out, _ = tiny_export
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    graph = onnx.load(str(bad / "decoder.onnx"))
+    init = max(graph.graph.initializer, key=lambda t: len(t.raw_data) or t.ByteSize())
+    arr = numpy_helper.to_array(init, base_dir=str(bad)) * 1.05
+    init.CopyFrom(numpy_helper.from_array(arr, init.name))
+    onnx.save(graph, str(bad / "decoder.onnx"), save_as_external_data=True, location="decoder.onnx.data")
+    proc = _run("parity", "--artifacts", str(bad), "--backend", "onnxruntime")
+    assert proc.returncode == 1
+    assert "parity failed" in _error_line(proc) and "FAIL" in proc.stdout

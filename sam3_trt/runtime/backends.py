@@ -67,12 +67,18 @@ class OnnxRuntimeBackend(Backend):
         providers: ONNX Runtime execution providers; default: CPU (CUDA/TensorRT EPs are used only when
             passed, or by ``providers="auto"`` when installed).
         threads: Intra-op threads (``None``: ONNX Runtime's default).
+        memory_arena: Keep ONNX Runtime's CPU arena (fast repeated calls); ``False`` returns each call's
+            buffers (the full-size vision graph peaks at several GB).
     """
 
     name = "onnxruntime"
 
     def __init__(
-        self, folder: str | Path, providers: list[str] | str | None = None, threads: int | None = None
+        self,
+        folder: str | Path,
+        providers: list[str] | str | None = None,
+        threads: int | None = None,
+        memory_arena: bool = True,
     ) -> None:
         super().__init__()
         import onnxruntime as ort
@@ -84,6 +90,7 @@ class OnnxRuntimeBackend(Backend):
             providers = [p for p in wanted if p in available]
         self.providers = list(providers or ["CPUExecutionProvider"])
         self._opts = ort.SessionOptions()
+        self._opts.enable_cpu_mem_arena = memory_arena
         if threads:
             self._opts.intra_op_num_threads = threads
         self._ort = ort
