@@ -11,13 +11,17 @@ OUT ?= $(ARTIFACTS)/$(VARIANT)
 WEIGHTS := $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT),--random-weights --seed $(SEED))
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint export clean help
+GPU ?= auto
+ENGINES ?= engines
+
+.PHONY: install demo test lint export engines clean help
 
 help:
 	@echo "make install   create ./.venv from requirements/lock.txt (pinned, CPU-only machine is fine)"
-	@echo "make demo      install, then export the tiny random-weight model with its parity report"
+	@echo "make demo      install, export the tiny random-weight model (parity report), run the processor vs upstream"
 	@echo "make test      install, lint, run the test suite (includes one full-size export)"
 	@echo "make export    export VARIANT=full|tiny [CHECKPOINT=sam3.pt] to OUT=$(OUT)"
+	@echo "make engines   GPU=5090|4090|3090|a100|h100|...|auto [VARIANT=tiny]: export if needed, build $(ENGINES)/<target>/"
 
 install: $(VENV)/.installed
 
@@ -32,6 +36,7 @@ $(VENV)/.installed: requirements/lock.txt pyproject.toml
 demo: install
 	$(BIN)/sam3-trt doctor
 	$(BIN)/sam3-trt export --variant tiny --random-weights --seed $(SEED) --out $(ARTIFACTS)/demo --force
+	$(BIN)/sam3-trt parity --artifacts $(ARTIFACTS)/demo --backend onnxruntime --json $(ARTIFACTS)/demo/parity.json
 
 test: install lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -43,5 +48,9 @@ lint: install
 export: install
 	$(BIN)/sam3-trt export --variant $(VARIANT) $(WEIGHTS) --out $(OUT) --force
 
+engines: install
+	test -f $(OUT)/manifest.json || $(BIN)/sam3-trt export --variant $(VARIANT) $(WEIGHTS) --out $(OUT) --force
+	$(BIN)/sam3-trt build --gpu $(GPU) --onnx-dir $(OUT) --out $(ENGINES)/$(VARIANT) --force
+
 clean:
-	rm -rf $(ARTIFACTS) .pytest_cache .ruff_cache
+	rm -rf $(ARTIFACTS) $(ENGINES) .pytest_cache .ruff_cache

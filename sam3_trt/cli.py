@@ -152,6 +152,69 @@ def export(
 
 
 @main.command()
+@click.option(
+    "--gpu", "gpu_name", required=True, help="Target GPU: 5090, 4090, 3090, a100, h100, l4, t4, orin, smXY, or auto."
+)
+@click.option("--onnx-dir", type=click.Path(path_type=Path), required=True, help="Export folder (sam3-trt export).")
+@click.option(
+    "--out",
+    "out_root",
+    type=click.Path(path_type=Path),
+    default=Path("engines"),
+    show_default=True,
+    help="Parent folder; engines go to OUT/<target>/.",
+)
+@click.option(
+    "--flavour",
+    type=click.Choice(["rtx", "tensorrt"]),
+    default=None,
+    help="Override the target's default (RTX-class GPUs: rtx; data-centre/Jetson: tensorrt).",
+)
+@click.option(
+    "--opt-level", type=click.IntRange(0, 5), default=3, show_default=True, help="Builder optimisation level."
+)
+@click.option("--workspace-gb", type=float, default=None, help="Workspace memory limit in GB.")
+@click.option("--hardware-compatible", is_flag=True, help="TensorRT: AMPERE_PLUS engines (any Ampere or newer GPU).")
+@click.option("--version-compatible", is_flag=True, help="TensorRT: engines later TensorRT versions can run.")
+@click.option("--timing-cache", type=click.Path(path_type=Path), default=None, help="TensorRT timing cache file.")
+@click.option("--force", is_flag=True, help="Replace an existing engine folder.")
+@click.pass_obj
+@_handle_errors
+def build(
+    ui: Ui,
+    gpu_name: str,
+    onnx_dir: Path,
+    out_root: Path,
+    flavour: str | None,
+    opt_level: int,
+    workspace_gb: float | None,
+    hardware_compatible: bool,
+    version_compatible: bool,
+    timing_cache: Path | None,
+    force: bool,
+) -> None:
+    """Build TensorRT (on the target GPU) or TensorRT for RTX (ahead of time, no GPU needed) engines."""
+    from .device import gpu_info
+    from .engines.builder import BuildOptions, build_engines
+    from .engines.targets import resolve_target
+
+    target = resolve_target(gpu_name, gpu_info(), flavour)
+    options = BuildOptions(opt_level, workspace_gb, hardware_compatible, version_compatible, timing_cache)
+    manifest = build_engines(onnx_dir, out_root, target, options, progress=ui.progress, force=force)
+    click.echo(
+        json.dumps(
+            {
+                "folder": str(out_root / target.name),
+                "flavour": manifest["flavour"],
+                "trt_version": manifest["trt_version"],
+                "compute_capabilities": manifest["compute_capabilities"],
+                "device_seen": manifest["device_seen"],
+            }
+        )
+    )
+
+
+@main.command()
 @click.option("--artifacts", type=click.Path(path_type=Path), required=True, help="Export folder or engine folder.")
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto", show_default=True)
 @click.option(

@@ -66,3 +66,18 @@ def test_full_processor_matches_upstream_sam3(full_export):
             single = proc.set_text_prompt(prompt, state)
             for key in ("masks_logits", "boxes", "scores"):
                 assert (batched[key] - single[key]).abs().max().item() <= 1e-4, (prompt, key)
+
+
+def test_full_rtx_engines_build_ahead_of_time(full_export, tmp_path):
+    """The real artifact: TensorRT for RTX engines of the full-size graphs, built here without a GPU."""
+    from sam3_trt.engines.parse import rtx_available
+
+    if not rtx_available():
+        pytest.skip("tensorrt_rtx is not installed (pip install 'sam3-trt[rtx]')")
+    from sam3_trt.engines.builder import build_engines
+    from sam3_trt.engines.targets import resolve_target
+
+    out, _ = full_export
+    manifest = build_engines(out, tmp_path, resolve_target("5090"))
+    for name in SPECS:
+        assert (tmp_path / "5090" / manifest["graphs"][name]["file"]).stat().st_size > 10e6, name

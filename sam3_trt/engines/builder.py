@@ -1,0 +1,186 @@
+"""Build engines from an export folder, for TensorRT or TensorRT for RTX, behind one function.
+
+Networks are strongly typed (precision comes from the ONNX graph: the only path TensorRT 11 keeps, and
+TensorRT 10 supports with the same flag); optimisation profiles come from :mod:`sam3_trt.specs`
+(min/opt/max per dynamic axis). TensorRT for RTX builds ahead of time for chosen compute capabilities
+with no GPU; standard TensorRT builds on the target GPU and refuses to start without one (its objects can
+crash a process that has no driver).
+
+The engine folder is self-contained: three ``.engine`` files, the tokenizer vocabulary, and a manifest
+with the target, flavour and exact version, compute capabilities, the device seen, profiles, ONNX
+sha256s, build flags and time, plus the export's weights origin (for parity runs against eager).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..assets import BPE_FILE, BPE_SHA256
+from ..device import GpuInfo, gpu_info
+from ..errors import Sam3TrtError
+from ..manifest import read_manifest, verify_files, write_manifest
+from ..specs import SPECS
+from .parse import load_trt, strongly_typed_network
+from .targets import Target
+
+
+@dataclasses.dataclass
+class BuildOptions:
+    """Builder knobs.
+
+    Args:
+        opt_level: Builder optimisation level (0-5; TensorRT's default is 3).
+        workspace_gb: Workspace memory pool limit (``None``: TensorRT's default).
+        hardware_compatible: TensorRT only: ``AMPERE_PLUS`` engines that run on any Ampere or newer GPU.
+        version_compatible: TensorRT only: engines later TensorRT versions can run (lean runtime).
+        timing_cache: File to load and save TensorRT's timing cache (repeat builds are faster).
+    """
+
+    opt_level: int = 3
+    workspace_gb: float | None = None
+    hardware_compatible: bool = False
+    version_compatible: bool = False
+    timing_cache: Path | None = None
+
+
+def _check_target_gpu(target: Target, gpu: GpuInfo) -> None:
+    if target.flavour == "rtx":
+        return  # ahead of time: no GPU needed
+    if not gpu.available:
+        raise Sam3TrtError(
+            f"{target.name} ({target.description}) needs standard TensorRT, which builds on the target GPU, and this "
+            f"machine has none ({gpu.reason}); run `make engines GPU={target.name}` on a machine with that GPU"
+        )
+    if gpu.sm != target.sm:
+        raise Sam3TrtError(
+            f"asked for {target.name} ({target.sm}) but this machine has {gpu.names[0]} ({gpu.sm}); standard TensorRT "
+            f"builds for the local GPU: use GPU=auto here, or build on a {target.description}"
+        )
+
+
+def build_engines(
+    onnx_dir: str | os.PathLike[str],
+    out_root: str | os.PathLike[str],
+    target: Target,
+    options: BuildOptions | None = None,
+    progress: Callable[[str], None] | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Build the three engines of an export into ``out_root/<target.name>/``.
+
+    Args:
+        onnx_dir: Export folder (checked against its manifest's sha256s first).
+        out_root: Parent folder for engine folders (``engines/``).
+        target: From :func:`~sam3_trt.engines.targets.resolve_target`.
+        options: :class:`BuildOptions`.
+        progress: Called with one line per step.
+        force: Replace an existing engine folder.
+
+    Returns:
+        The engine folder's manifest.
+    """
+    opts = options or BuildOptions()
+    say = progress or (lambda _m: None)
+    onnx_dir = Path(onnx_dir)
+    export_manifest = read_manifest(onnx_dir, kind="onnx-export")
+    verify_files(onnx_dir, export_manifest)
+    gpu = gpu_info()
+    _check_target_gpu(target, gpu)
+    trt = load_trt(target.flavour)
+    out = Path(out_root) / target.name
+    if out.exists() and not force:
+        raise Sam3TrtError(f"engine folder {out} exists; pass --force to rebuild it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=out.parent))
+    try:
+        logger = trt.Logger(trt.Logger.WARNING)
+        timings: dict[str, float] = {}
+        engines: dict[str, Any] = {}
+        for name, spec in SPECS.items():
+            say(f"build: {name} ({target.flavour} {trt.__version__}, {target.sm})")
+            start = time.perf_counter()
+            data = _build_one(trt, logger, onnx_dir / spec.onnx_file, name, target, opts)
+            (staging / spec.engine_file).write_bytes(data)
+            timings[name] = round(time.perf_counter() - start, 2)
+            engines[name] = {
+                "file": spec.engine_file,
+                "bytes": len(data),
+                "onnx_sha256": export_manifest["graphs"][name]["sha256"],
+                "profile": {k: [list(s) for s in v] for k, v in spec.profile().items()},
+                "spec": spec.to_dict(),
+            }
+            say(f"build: {name} done in {timings[name]} s ({len(data) / 1e6:.1f} MB)")
+        shutil.copyfile(onnx_dir / BPE_FILE, staging / BPE_FILE)
+        manifest = {
+            "kind": "engines",
+            "sam3_trt_version": __version__,
+            "target": target.name,
+            "flavour": target.flavour,
+            "trt_version": str(trt.__version__),
+            "compute_capabilities": [target.sm],
+            "hardware_compatibility": "ampere_plus"
+            if opts.hardware_compatible and target.flavour == "tensorrt"
+            else "none",
+            "version_compatible": bool(opts.version_compatible and target.flavour == "tensorrt"),
+            "device_seen": list(gpu.names) if gpu.available else "built ahead of time without a GPU",
+            "precision": "as in the ONNX graphs (strongly typed)",
+            "build_flags": dataclasses.asdict(opts)
+            | {"timing_cache": str(opts.timing_cache) if opts.timing_cache else None},
+            "build_seconds": timings,
+            "graphs": engines,
+            "weights": export_manifest["weights"],
+            "export": {"folder": str(onnx_dir), "tools": export_manifest.get("tools", {})},
+            "tokenizer": {"file": BPE_FILE, "sha256": BPE_SHA256},
+        }
+        write_manifest(staging, manifest)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+        return read_manifest(out, kind="engines")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _build_one(trt: Any, logger: Any, path: Path, name: str, target: Target, opts: BuildOptions) -> bytes:
+    builder = trt.Builder(logger)
+    network = strongly_typed_network(trt, builder)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(os.fspath(path)) or parser.num_errors:
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise Sam3TrtError(f"{target.flavour} cannot parse {path}: {errors}")
+    config = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    for tensor, (lo, opt, hi) in SPECS[name].profile().items():
+        profile.set_shape(tensor, lo, opt, hi)
+    config.add_optimization_profile(profile)
+    config.builder_optimization_level = int(opts.opt_level)
+    if opts.workspace_gb:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_gb * (1 << 30)))
+    if target.flavour == "rtx":
+        config.num_compute_capabilities = 1
+        config.set_compute_capability(getattr(trt.ComputeCapability, target.sm.upper()), 0)
+    else:
+        if opts.hardware_compatible:
+            config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+        if opts.version_compatible:
+            config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    cache = None
+    if opts.timing_cache is not None and target.flavour == "tensorrt":
+        blob = opts.timing_cache.read_bytes() if opts.timing_cache.is_file() else b""
+        cache = config.create_timing_cache(blob)
+        config.set_timing_cache(cache, ignore_mismatch=False)
+    data = builder.build_serialized_network(network, config)
+    if data is None:
+        raise Sam3TrtError(f"{target.flavour} failed to build {name} for {target.sm} (see the TensorRT log above)")
+    if cache is not None:
+        opts.timing_cache.write_bytes(bytes(cache.serialize()))
+    return bytes(data)

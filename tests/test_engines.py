@@ -1,0 +1,157 @@
+"""Engine targets and builds: TensorRT for RTX builds real engines here, ahead of time, without a GPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sam3_trt.device import GpuInfo, gpu_info
+from sam3_trt.engines.parse import rtx_available
+from sam3_trt.engines.targets import TARGETS, resolve_target
+from sam3_trt.errors import Sam3TrtError
+from sam3_trt.specs import SPECS
+
+needs_rtx = pytest.mark.skipif(
+    not rtx_available(), reason="tensorrt_rtx is not installed (pip install 'sam3-trt[rtx]')"
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "sm", "flavour"),
+    [
+        ("5090", "sm120", "rtx"),
+        ("RTX 4090", "sm89", "rtx"),
+        ("3090", "sm86", "rtx"),
+        ("H100", "sm90", "tensorrt"),
+        ("a100", "sm80", "tensorrt"),
+        ("t4", "sm75", "tensorrt"),
+        ("orin", "sm87", "tensorrt"),
+        ("sm89", "sm89", "rtx"),
+    ],
+)
+def test_target_table(name, sm, flavour):
+    target = resolve_target(name)
+    assert (target.sm, target.flavour) == (sm, flavour)
+
+
+def test_target_errors_and_overrides():
+    with pytest.raises(Sam3TrtError, match="unknown GPU 'gtx9000'"):
+        resolve_target("gtx9000")
+    with pytest.raises(Sam3TrtError, match="TensorRT for RTX cannot target sm90"):
+        resolve_target("h100", flavour="rtx")
+    assert resolve_target("4090", flavour="tensorrt").flavour == "tensorrt"
+    with pytest.raises(Sam3TrtError, match="--gpu auto needs a local NVIDIA GPU"):
+        resolve_target("auto", GpuInfo(False, reason="no driver"))
+    geforce = GpuInfo(True, ("NVIDIA GeForce RTX 4090",), ((8, 9),))
+    assert resolve_target("auto", geforce) == resolve_target("auto", geforce)
+    assert (resolve_target("auto", geforce).sm, resolve_target("auto", geforce).flavour) == ("sm89", "rtx")
+    h100 = GpuInfo(True, ("NVIDIA H100 80GB HBM3",), ((9, 0),))
+    assert resolve_target("auto", h100).flavour == "tensorrt"
+    assert len({t.name for t in TARGETS.values()}) == len(TARGETS)
+
+
+@pytest.fixture(scope="module")
+def rtx_engines(tiny_export, tmp_path_factory):
+    if not rtx_available():
+        pytest.skip("tensorrt_rtx is not installed (pip install 'sam3-trt[rtx]')")
+    from sam3_trt.engines.builder import build_engines
+
+    out, _ = tiny_export
+    root = tmp_path_factory.mktemp("engines")
+    manifest = build_engines(out, root, resolve_target("5090"))
+    return root, manifest
+
+
+@needs_rtx
+def test_rtx_builds_every_graph_without_a_gpu(rtx_engines):
+    root, manifest = rtx_engines
+    folder = root / "5090"
+    assert manifest["kind"] == "engines" and manifest["flavour"] == "rtx"
+    assert manifest["trt_version"] == "1.7.1.116"  # the version the [rtx] extra pins
+    assert manifest["compute_capabilities"] == ["sm120"]
+    if not gpu_info().available:
+        assert manifest["device_seen"] == "built ahead of time without a GPU"
+    for name, spec in SPECS.items():
+        entry = manifest["graphs"][name]
+        assert (folder / entry["file"]).stat().st_size == entry["bytes"] > 100_000
+        assert {k: tuple(tuple(s) for s in v) for k, v in entry["profile"].items()} == spec.profile()
+    assert (folder / manifest["tokenizer"]["file"]).is_file()
+    assert manifest["weights"]["kind"] == "random"
+
+
+@needs_rtx
+def test_runtime_refuses_engines_it_cannot_run(rtx_engines):
+    from sam3_trt import Sam3Processor
+    from sam3_trt.runtime.artifacts import resolve_artifacts
+
+    root, _ = rtx_engines
+    found = resolve_artifacts(root / "5090")
+    assert found.kind == "engines"
+    info = gpu_info()
+    if info.available and info.sm == "sm120":
+        pytest.skip("this machine could run the sm120 engines")
+    with pytest.raises(Sam3TrtError, match="cannot run here"):
+        Sam3Processor(root / "5090")
+    with pytest.raises(Sam3TrtError, match=r"no engine folder in .* runs here"):
+        Sam3Processor(root)
+    with pytest.raises(Sam3TrtError, match="is an engine folder; pass the export folder"):
+        Sam3Processor(root / "5090", backend="onnxruntime")
+
+
+def test_build_for_a_gpu_that_needs_standard_tensorrt_fails_cleanly(tiny_export, tmp_path):
+    if gpu_info().available:
+        pytest.skip("a GPU is present: the message under test is for machines without one")
+    out, _ = tiny_export
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sam3_trt.cli",
+            "build",
+            "--gpu",
+            "h100",
+            "--onnx-dir",
+            str(out),
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert "needs standard TensorRT" in line and "make engines GPU=h100" in line
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.gpu
+def test_tensorrt_backend_matches_upstream_on_a_gpu(tiny_export, tiny_model, tmp_path):
+    """GPU only: build engines for the local GPU and run detection parity through the TensorRT backend."""
+    info = gpu_info()
+    if not info.available:
+        pytest.skip(
+            f"needs an NVIDIA GPU ({info.reason}); the TensorRT backend has not been run on hardware by this project"
+        )
+    import importlib.util
+
+    from sam3_trt import Sam3Processor
+    from sam3_trt.assets.images import demo_image
+    from sam3_trt.engines.builder import build_engines
+    from sam3_trt.parity import run_detection_parity
+
+    out, _ = tiny_export
+    model, origin = tiny_model
+    target = resolve_target("auto", info)
+    module = "tensorrt_rtx" if target.flavour == "rtx" else "tensorrt"
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(
+            f"{module} is not installed (pip install 'sam3-trt[{'rtx' if target.flavour == 'rtx' else 'gpu'}]')"
+        )
+    build_engines(out, tmp_path, target)
+    with Sam3Processor(tmp_path, backend="tensorrt") as proc:
+        report = run_detection_parity(model, proc, [demo_image()], origin.describe(), "tensorrt")
+    assert report.passed, json.dumps(report.to_dict())[:4000]
