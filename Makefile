@@ -37,6 +37,9 @@ demo: install
 	$(BIN)/sam3-trt doctor
 	$(BIN)/sam3-trt export --variant tiny --random-weights --seed $(SEED) --out $(ARTIFACTS)/demo --force
 	$(BIN)/sam3-trt parity --artifacts $(ARTIFACTS)/demo --backend onnxruntime --json $(ARTIFACTS)/demo/parity.json
+	$(BIN)/python -c "from sam3_trt.assets.images import demo_image; demo_image().save('$(ARTIFACTS)/demo/image.png')"
+	$(BIN)/sam3-trt segment $(ARTIFACTS)/demo/image.png --prompt "red square" --prompt "blue disc" --box 380,170,560,360 \
+		--artifacts $(ARTIFACTS)/demo --threshold 0.38 --output $(ARTIFACTS)/demo/segment.png --json $(ARTIFACTS)/demo/segment.json
 
 test: install lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -152,6 +152,67 @@ def export(
 
 
 @main.command()
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("--prompt", "prompts", multiple=True, help="Text prompt (repeatable; all run in one decoder batch).")
+@click.option("--box", "boxes", multiple=True, help="Box prompt x0,y0,x1,y1[,neg] in pixels of IMAGE (repeatable).")
+@click.option("--artifacts", type=click.Path(path_type=Path), required=True, help="Export folder or engine folder.")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto", show_default=True)
+@click.option("--threshold", type=float, default=0.5, show_default=True, help="Keep detections with score > threshold.")
+@click.option("--output", type=click.Path(path_type=Path), required=True, help="Overlay PNG to write.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Detections JSON (RLE masks).")
+@click.pass_obj
+@_handle_errors
+def segment(
+    ui: Ui,
+    image: Path,
+    prompts: tuple[str, ...],
+    boxes: tuple[str, ...],
+    artifacts: Path,
+    backend: str,
+    threshold: float,
+    output: Path,
+    json_path: Path | None,
+) -> None:
+    """Segment IMAGE with text and/or box prompts; write an overlay PNG (and JSON)."""
+    from .runtime.image import open_image, to_uint8_hwc
+    from .runtime.processor import Sam3Processor
+    from .segment import parse_box, write_outputs
+    from .segment import segment as run_segment
+
+    picture = open_image(image)
+    rgb = to_uint8_hwc(picture)
+    height, width = rgb.shape[:2]
+    parsed = [parse_box(b, width, height) for b in boxes]
+    for target in (output, json_path):
+        if target is not None and not target.parent.is_dir():
+            raise Sam3TrtError(f"cannot write {target}: folder {target.parent} does not exist")
+    with Sam3Processor(artifacts, backend=backend, confidence_threshold=threshold) as processor:
+        weights = _weights_line(processor)
+        ui.progress(f"backend {processor.backend.name}; {weights}")
+        detections = run_segment(processor, picture, prompts, parsed)
+        info = {
+            "image": str(image),
+            "size": [width, height],
+            "backend": processor.backend.name,
+            "threshold": threshold,
+            "weights": weights,
+        }
+    write_outputs(rgb, detections, output, json_path, info)
+    summary_line = {"detections": len(detections), "output": str(output), "json": str(json_path) if json_path else None}
+    click.echo(json.dumps(summary_line))
+
+
+def _weights_line(processor: Any) -> str:
+    from .runtime.artifacts import resolve_artifacts
+
+    folder = getattr(processor.backend, "folder", None)
+    weights = resolve_artifacts(folder).manifest.get("weights", {}) if folder else {}
+    if weights.get("kind") == "random":
+        return f"RANDOM weights (variant={weights.get('variant')}, seed={weights.get('seed')}): masks are meaningless"
+    return f"{weights.get('kind', 'unknown')} weights ({weights.get('path')})"
+
+
+@main.command()
 @click.option(
     "--gpu", "gpu_name", required=True, help="Target GPU: 5090, 4090, 3090, a100, h100, l4, t4, orin, smXY, or auto."
 )
