@@ -25,9 +25,9 @@ help:
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements/lock.txt pyproject.toml
+$(VENV)/.installed: requirements/lock.txt requirements/build.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.2"
+	$(BIN)/python -m pip install --quiet -r requirements/build.txt
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements/lock.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -m pip check

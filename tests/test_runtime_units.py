@@ -139,27 +139,18 @@ def test_numpy_postprocess_matches_torch():
 
 
 def test_threshold_is_strictly_greater():
-    logits = np.zeros(200, np.float32)  # sigmoid(0) * sigmoid(0) = 0.25 exactly
-    out = postprocess(
-        logits,
-        np.full((200, 4), 0.5, np.float32),
-        np.zeros(1, np.float32),
-        np.zeros((200, 8, 8), np.float32),
-        4,
-        4,
-        0.25,
-    )
-    assert len(out["scores"]) == 0
-    out = postprocess(
-        logits,
-        np.full((200, 4), 0.5, np.float32),
-        np.zeros(1, np.float32),
-        np.zeros((200, 8, 8), np.float32),
-        4,
-        4,
-        0.2499,
-    )
-    assert len(out["scores"]) == 200
+    def kept(threshold):
+        # sigmoid(0) * sigmoid(0) = 0.25 exactly for every query
+        zeros = np.zeros(200, np.float32)
+        boxes, presence, masks = (
+            np.full((200, 4), 0.5, np.float32),
+            np.zeros(1, np.float32),
+            np.zeros((200, 8, 8), np.float32),
+        )
+        return len(postprocess(zeros, boxes, presence, masks, 4, 4, threshold)["scores"])
+
+    assert kept(0.25) == 0
+    assert kept(0.2499) == 200
 
 
 def test_bilinear_rows_sum_to_one():
