@@ -14,6 +14,7 @@ same graph (TensorRT output buffers are): copy what you keep.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -276,8 +277,13 @@ class TensorRTBackend(Backend):
 
     def close(self) -> None:
         if getattr(self, "_runtime_cache", None) is not None:
-            data = self._runtime_cache.serialize()
-            (self.folder / self.RUNTIME_CACHE).write_bytes(bytes(data))
+            data = bytes(self._runtime_cache.serialize())
+            try:
+                (self.folder / self.RUNTIME_CACHE).write_bytes(data)
+            except OSError as exc:  # a read-only engine folder still runs; it just re-specialises next time
+                warnings.warn(
+                    f"could not save the TensorRT for RTX runtime cache in {self.folder}: {exc}", stacklevel=2
+                )
         self.contexts.clear()
         self.engines.clear()
         self._buffers.clear()
