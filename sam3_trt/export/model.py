@@ -76,7 +76,7 @@ class WeightsOrigin:
     def describe(self) -> str:
         """One line for logs and reports."""
         if self.kind == "random":
-            return f"RANDOM weights (variant={self.variant}, seed={self.seed}): masks are meaningless, parity is not"
+            return f"RANDOM weights (variant={self.variant}, seed={self.seed}): masks are meaningless, parity numbers are real"
         return f"{self.kind} weights from {self.path} (sha256 {self.sha256[:12] if self.sha256 else '?'}, variant={self.variant})"
 
     def to_dict(self) -> dict[str, Any]:
