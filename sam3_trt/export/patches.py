@@ -9,8 +9,10 @@ Two groups:
   ``device="cuda"`` in ``PositionEmbeddingSine.__init__`` and ``TransformerDecoder.__init__`` and calls
   ``Tensor.pin_memory()`` in box encoding). Used for both eager reference runs and exports.
 * :func:`export_patches` rewrites the few spots the dynamo ONNX exporter cannot trace with dynamic
-  prompt/box counts, and replaces ``torchvision.ops.roi_align`` (which exports to ONNX ``RoiAlign``,
-  a TensorRT plugin that TensorRT for RTX does not ship) by :func:`sam3_trt.export.roi_align.roi_align`.
+  prompt/box counts, and routes box pooling through :func:`sam3_trt.export.roi_align.roi_align` instead
+  of ``torchvision.ops.roi_align`` (which exports to ONNX ``RoiAlign``, a TensorRT plugin that TensorRT
+  for RTX does not ship).
+* :func:`empty_position_caches` keeps exports independent of what ran before them.
 """
 
 from __future__ import annotations
