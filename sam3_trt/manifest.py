@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +73,31 @@ def verify_files(folder: str | os.PathLike[str], manifest: dict[str, Any]) -> No
                 raise Sam3TrtError(
                     f"{name}: {path} does not match its manifest sha256 (truncated or modified); re-run the export"
                 )
+
+
+def make_staging(out_dir: str | os.PathLike[str]) -> Path:
+    """Hidden staging folder beside ``out_dir``: artifacts are written there and published only when complete.
+
+    Raises:
+        Sam3TrtError: ``out_dir``'s parent cannot be created or written.
+    """
+    out_dir = Path(out_dir)
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    except OSError as exc:
+        raise Sam3TrtError(
+            f"cannot write to output folder {out_dir} ({exc.strerror or exc}); choose a writable --out"
+        ) from None
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the published folder gets normal permissions
+    return staging
+
+
+def publish(staging: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> None:
+    """Replace ``out_dir`` (if any) by the finished ``staging`` folder."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(staging, out_dir)

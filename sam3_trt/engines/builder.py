@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +25,7 @@ from .. import __version__
 from ..assets import BPE_FILE, BPE_SHA256
 from ..device import GpuInfo, gpu_info
 from ..errors import Sam3TrtError
-from ..manifest import read_manifest, verify_files, write_manifest
+from ..manifest import make_staging, publish, read_manifest, verify_files, write_manifest
 from ..specs import SPECS
 from .parse import load_trt, strongly_typed_network
 from .targets import Target
@@ -98,8 +97,7 @@ def build_engines(
     out = Path(out_root) / target.name
     if out.exists() and not force:
         raise Sam3TrtError(f"engine folder {out} exists; pass --force to rebuild it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=out.parent))
+    staging = make_staging(out)
     try:
         logger = trt.Logger(trt.Logger.WARNING)
         timings: dict[str, float] = {}
@@ -141,9 +139,7 @@ def build_engines(
             "tokenizer": {"file": BPE_FILE, "sha256": BPE_SHA256},
         }
         write_manifest(staging, manifest)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
+        publish(staging, out)
         return read_manifest(out, kind="engines")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

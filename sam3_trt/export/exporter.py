@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 from .. import __version__
 from ..assets import BPE_FILE, BPE_SHA256, bpe_path
 from ..errors import ParityError, Sam3TrtError
-from ..manifest import MANIFEST_FILE, read_manifest, write_manifest
+from ..manifest import MANIFEST_FILE, make_staging, publish, read_manifest, write_manifest
 from ..specs import SPECS, GraphSpec
 from .model import WeightsOrigin, sha256_file
 from .patches import cpu_compat, empty_position_caches, export_patches
@@ -159,29 +158,13 @@ def simplify_graph(path: Path) -> None:
 
 
 def _prepare_out(out_dir: Path, force: bool) -> Path:
-    """Check ``out_dir`` can be written and make the hidden staging folder beside it."""
+    """Check ``out_dir`` may be (over)written and make the hidden staging folder beside it."""
     if out_dir.exists() and not force:
         if (out_dir / MANIFEST_FILE).exists():
             raise Sam3TrtError(f"output folder {out_dir} already holds an export; pass --force to replace it")
         if any(out_dir.iterdir()):
             raise Sam3TrtError(f"output folder {out_dir} is not empty; choose another --out or pass --force")
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    except OSError as exc:
-        raise Sam3TrtError(
-            f"cannot write to output folder {out_dir} ({exc.strerror or exc}); choose a writable --out"
-        ) from None
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the published folder gets normal permissions
-    return staging
-
-
-def _publish(staging: Path, out_dir: Path) -> None:
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(staging, out_dir)
+    return make_staging(out_dir)
 
 
 def rtx_parse_checks(folder: Path, graphs: Sequence[str]) -> dict[str, Any]:
@@ -278,11 +261,11 @@ def export(
             ]
         if failures:
             failed = out.with_name(out.name + ".failed")
-            _publish(staging, failed)
+            publish(staging, failed)
             raise ParityError(
                 f"export checks failed ({len(failures)}), folder kept as {failed}:\n" + "\n".join(failures)
             )
-        _publish(staging, out)
+        publish(staging, out)
         return read_manifest(out, kind="onnx-export")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
