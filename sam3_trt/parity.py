@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .runtime.arrays import to_numpy
 from .tolerances import DETECTION_TOLERANCES
 
 #: Threshold that keeps every query: scores are products of sigmoids, which can underflow to 0.0 in float32.
@@ -108,10 +109,6 @@ class DetectionReport:
         }
 
 
-def _np(x: Any) -> np.ndarray:
-    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
-
-
 def set_images(reference: Any, candidate: Any, image: Any) -> dict[str, dict]:
     """Encode ``image`` on both processors (candidate first: its peak memory is freed before eager runs)."""
     return {"candidate": candidate.set_image(image), "reference": reference.set_image(image)}
@@ -145,7 +142,7 @@ def run_case(
             state = proc.set_text_prompt(prompt, state)
         for box, label in boxes:
             state = proc.add_geometric_prompt(list(box), label, state)
-        out[name] = {k: _np(state[k]) for k in ("masks_logits", "masks", "boxes", "scores")}
+        out[name] = {k: to_numpy(state[k]) for k in ("masks_logits", "masks", "boxes", "scores")}
         out[name]["_state"] = state
     return out
 
@@ -182,7 +179,7 @@ def compare_detections(
     # the candidate thresholds its own results consistently with its threshold-0 scores
     state = cand["_state"]
     candidate.set_confidence_threshold(threshold, state)
-    filtered = _np(state["scores"])
+    filtered = to_numpy(state["scores"])
     consistent = np.array_equal(filtered, cand["scores"][cand_keep])
     candidate.set_confidence_threshold(KEEP_ALL, state)
     return DetectionCase(

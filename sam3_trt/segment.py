@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .errors import Sam3TrtError
+from .runtime.arrays import to_numpy
 
 
 def parse_box(text: str, width: int, height: int) -> tuple[list[float], bool]:
@@ -109,16 +110,12 @@ def segment(
         results = [{"prompt": VISUAL_PROMPT, **{k: state[k] for k in ("masks", "boxes", "scores")}}]
     detections = []
     for res in results:
-        masks, pixel_boxes, scores = (_numpy(res[k]) for k in ("masks", "boxes", "scores"))
+        masks, pixel_boxes, scores = (to_numpy(res[k]) for k in ("masks", "boxes", "scores"))
         for mask, box, score in zip(masks, pixel_boxes, scores, strict=True):
             detections.append(
                 {"prompt": res["prompt"], "score": float(score), "box": [float(v) for v in box], "mask": mask[0]}
             )
     return detections
-
-
-def _numpy(x: Any) -> np.ndarray:
-    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
 
 
 def write_outputs(

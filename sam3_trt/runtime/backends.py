@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import Sam3TrtError
 from ..specs import SPECS, get_spec
+from .arrays import to_numpy
 
 
 class Backend:
@@ -114,21 +115,13 @@ class OnnxRuntimeBackend(Backend):
 
     def _run(self, graph: str, feeds: Mapping[str, Any], sizes: Mapping[str, int]) -> dict[str, Any]:
         spec = SPECS[graph]
-        inputs = {n: _to_numpy(feeds[n]) for n in spec.input_names}
+        inputs = {n: to_numpy(feeds[n]) for n in spec.input_names}
         outs = self.session(graph).run(spec.output_names, inputs)
         return dict(zip(spec.output_names, outs, strict=True))
 
     def close(self) -> None:
         self._sessions.clear()
         super().close()
-
-
-def _to_numpy(x: Any) -> np.ndarray:
-    if isinstance(x, np.ndarray):
-        return x
-    if type(x).__module__.startswith("torch"):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
 
 
 class TorchBackend(Backend):

@@ -22,10 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import Sam3TrtError
-
-
-def _is_torch_tensor(x: Any) -> bool:
-    return type(x).__module__.startswith("torch") and hasattr(x, "dtype") and hasattr(x, "permute")
+from .arrays import is_torch_tensor
 
 
 def open_image(path: str | os.PathLike[str]) -> Any:
@@ -67,7 +64,7 @@ def to_uint8_hwc(image: Any) -> np.ndarray:
 
 
 def _as_array(image: Any) -> np.ndarray:
-    if _is_torch_tensor(image):
+    if is_torch_tensor(image):
         t = image.detach().cpu()
         if t.ndim == 3:
             t = t.permute(1, 2, 0)

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from .arrays import is_torch_tensor
+
 
 def _sigmoid_np(x: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-x.astype(np.float32)))).astype(np.float32)
@@ -58,7 +60,7 @@ def postprocess(
         "boxes": [K,4] float32 pixels xyxy, "scores": [K] float32}`` as torch tensors when the inputs are
         torch tensors, else numpy arrays.
     """
-    if _is_torch(pred_logits):
+    if is_torch_tensor(pred_logits):
         return _postprocess_torch(pred_logits, pred_boxes, presence_logit, pred_masks, height, width, threshold)
     probs = _sigmoid_np(np.asarray(pred_logits)) * _sigmoid_np(np.asarray(presence_logit)).reshape(())
     keep = probs > threshold
@@ -81,10 +83,6 @@ def postprocess(
         "boxes": xyxy.astype(np.float32),
         "scores": probs[keep].astype(np.float32),
     }
-
-
-def _is_torch(x: Any) -> bool:
-    return type(x).__module__.startswith("torch")
 
 
 def _postprocess_torch(
