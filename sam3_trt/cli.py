@@ -174,6 +174,8 @@ def segment(
     json_path: Path | None,
 ) -> None:
     """Segment IMAGE with text and/or box prompts; write an overlay PNG (and JSON)."""
+    from .export.model import WeightsOrigin
+    from .runtime.artifacts import resolve_artifacts
     from .runtime.image import open_image, to_uint8_hwc
     from .runtime.processor import Sam3Processor
     from .segment import parse_box, write_outputs
@@ -186,8 +188,9 @@ def segment(
     for target in (output, json_path):
         if target is not None and not target.parent.is_dir():
             raise Sam3TrtError(f"cannot write {target}: folder {target.parent} does not exist")
-    with Sam3Processor(artifacts, backend=backend, confidence_threshold=threshold) as processor:
-        weights = _weights_line(processor)
+    found = resolve_artifacts(artifacts)
+    weights = WeightsOrigin.from_dict(found.manifest.get("weights", {"kind": "unknown", "variant": "?"})).describe()
+    with Sam3Processor(found.folder, backend=backend, confidence_threshold=threshold) as processor:
         ui.progress(f"backend {processor.backend.name}; {weights}")
         detections = run_segment(processor, picture, prompts, parsed)
         info = {
@@ -200,16 +203,6 @@ def segment(
     write_outputs(rgb, detections, output, json_path, info)
     summary_line = {"detections": len(detections), "output": str(output), "json": str(json_path) if json_path else None}
     click.echo(json.dumps(summary_line))
-
-
-def _weights_line(processor: Any) -> str:
-    from .runtime.artifacts import resolve_artifacts
-
-    folder = getattr(processor.backend, "folder", None)
-    weights = resolve_artifacts(folder).manifest.get("weights", {}) if folder else {}
-    if weights.get("kind") == "random":
-        return f"RANDOM weights (variant={weights.get('variant')}, seed={weights.get('seed')}): masks are meaningless"
-    return f"{weights.get('kind', 'unknown')} weights ({weights.get('path')})"
 
 
 @main.command()

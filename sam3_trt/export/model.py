@@ -79,6 +79,15 @@ class WeightsOrigin:
             return f"RANDOM weights (variant={self.variant}, seed={self.seed}): masks are meaningless, parity numbers are real"
         return f"{self.kind} weights from {self.path} (sha256 {self.sha256[:12] if self.sha256 else '?'}, variant={self.variant})"
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WeightsOrigin:
+        """Inverse of :meth:`to_dict` (a manifest's ``weights`` entry)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in fields}
+        for key in ("missing_keys", "unexpected_keys"):
+            values[key] = tuple(values.get(key, ()))
+        return cls(**values)
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["missing_keys"] = list(self.missing_keys)

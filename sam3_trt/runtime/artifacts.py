@@ -13,6 +13,7 @@ import importlib.metadata
 from pathlib import Path
 from typing import Any
 
+from ..assets import BPE_FILE
 from ..device import GpuInfo
 from ..errors import Sam3TrtError
 from ..manifest import MANIFEST_FILE, read_manifest
@@ -40,7 +41,7 @@ class Artifacts:
 
     @property
     def tokenizer_path(self) -> Path:
-        tok = self.manifest.get("tokenizer", {}).get("file", "bpe_simple_vocab_16e6.txt.gz")
+        tok = self.manifest.get("tokenizer", {}).get("file", BPE_FILE)
         path = self.folder / tok
         if not path.is_file():
             raise Sam3TrtError(f"{self.folder} has no tokenizer vocabulary {tok}; re-run the export or build")

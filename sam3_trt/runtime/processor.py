@@ -355,12 +355,12 @@ def _check_box(box: Any) -> list[float]:
 
 
 def _make_backend(artifacts: Any, backend: str | Backend, threads: int | None) -> tuple[Backend, Path]:
-    from ..assets import bpe_path
+    from ..assets import BPE_FILE, bpe_path
     from .artifacts import resolve_artifacts
 
     if isinstance(backend, Backend):
         folder = getattr(backend, "folder", None)
-        return backend, (Path(folder) / "bpe_simple_vocab_16e6.txt.gz" if folder else bpe_path())
+        return backend, (Path(folder) / BPE_FILE if folder else bpe_path())
     if backend not in ("auto", "onnxruntime", "tensorrt", "torch"):
         raise Sam3TrtError(f"backend={backend!r}: use 'auto', 'onnxruntime', 'tensorrt' or 'torch'")
     if not isinstance(artifacts, (str, Path)):
