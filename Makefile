@@ -13,15 +13,28 @@ PYTEST_ARGS ?=
 
 GPU ?= auto
 ENGINES ?= engines
+PRECISION ?= fp16
+POLICY ?= default
+FP16_OUT ?= $(OUT)-fp16
+ONNX_DIR = $(if $(filter fp32,$(PRECISION)),$(OUT),$(FP16_OUT))
+ENGINES_OUT ?= $(ENGINES)/$(VARIANT)$(if $(filter fp32,$(PRECISION)),-fp32,)
+MODE ?= fp16-policy
+IMAGES ?=
+PROMPTS ?=
+CAL_OUT ?= $(ARTIFACTS)/$(VARIANT)-$(MODE)
 
-.PHONY: install demo test lint export engines clean help
+.PHONY: install demo test lint export engines bench gpu-check calibrate clean help
 
 help:
 	@echo "make install   create ./.venv from requirements/lock.txt (pinned, CPU-only machine is fine)"
 	@echo "make demo      install, export the tiny random-weight model (parity report), run the processor vs upstream"
 	@echo "make test      install, lint, run the test suite (includes one full-size export)"
 	@echo "make export    export VARIANT=full|tiny [CHECKPOINT=sam3.pt] to OUT=$(OUT)"
-	@echo "make engines   GPU=5090|4090|3090|a100|h100|...|auto [VARIANT=tiny]: export if needed, build $(ENGINES)/<target>/"
+	@echo "make engines   GPU=5090|4090|3090|a100|h100|...|auto [VARIANT=tiny] [PRECISION=fp16|fp32] [POLICY=default|file.json]:"
+	@echo "               export if needed, FP16 pass + estimate, build plan, engines in $(ENGINES)/<variant>/<target>/"
+	@echo "make bench     full-size CPU benchmark (eager vs ONNX Runtime, own processes) -> benchmarks/results/"
+	@echo "make calibrate MODE=fp16-policy|int8|fp8 [IMAGES=dir PROMPTS=file] [VARIANT=tiny] -> $(ARTIFACTS)/<variant>-<mode>/"
+	@echo "make gpu-check doctor, export, FP16 pass, engines, TensorRT parity, bench -> reports/gpu-check/ (GPU steps need a GPU)"
 
 install: $(VENV)/.installed
 
@@ -53,7 +66,20 @@ export: install
 
 engines: install
 	test -f $(OUT)/manifest.json || $(BIN)/sam3-trt export --variant $(VARIANT) $(WEIGHTS) --out $(OUT) --force
-	$(BIN)/sam3-trt build --gpu $(GPU) --onnx-dir $(OUT) --out $(ENGINES)/$(VARIANT) --force
+	test "$(PRECISION)" = fp32 || $(BIN)/sam3-trt fp16 --onnx-dir $(OUT) --out $(FP16_OUT) --policy $(POLICY) --reuse
+	$(BIN)/sam3-trt build --gpu $(GPU) --onnx-dir $(ONNX_DIR) --out $(ENGINES_OUT) --force
+
+bench: install
+	test -f $(OUT)/manifest.json || $(BIN)/sam3-trt export --variant $(VARIANT) $(WEIGHTS) --out $(OUT) --force
+	$(BIN)/python benchmarks/cpu_bench.py --artifacts $(OUT) --out benchmarks/results
+
+calibrate: install
+	test -f $(OUT)/manifest.json || $(BIN)/sam3-trt export --variant $(VARIANT) $(WEIGHTS) --out $(OUT) --force
+	$(BIN)/sam3-trt calibrate --artifacts $(OUT) $(if $(IMAGES),--images $(IMAGES) --prompts $(PROMPTS),) \
+		--mode $(MODE) --out $(CAL_OUT)
+
+gpu-check: install
+	$(BIN)/sam3-trt gpu-check --variant $(VARIANT) --engines $(ENGINES) --out reports/gpu-check
 
 clean:
 	rm -rf $(ARTIFACTS) $(ENGINES) .pytest_cache .ruff_cache

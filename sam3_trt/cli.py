@@ -269,6 +269,66 @@ def build(
 
 
 @main.command()
+@click.option("--onnx-dir", type=click.Path(path_type=Path), required=True, help="FP32 export folder.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="FP16 export folder to write.")
+@click.option(
+    "--policy",
+    default="default",
+    show_default=True,
+    help="Precision policy: default (NVIDIA's SAM3 recipe), blanket (every op FP16), or a JSON file.",
+)
+@click.option(
+    "--keep-fp32",
+    "keep_fp32",
+    multiple=True,
+    help="Regex over node scopes (module path/op) to keep in FP32 (repeatable), e.g. 'trunk\\.blocks\\.0\\.'.",
+)
+@click.option("--no-estimate", is_flag=True, help="Skip the CPU FP16 accuracy estimate.")
+@click.option("--force", is_flag=True, help="Replace an existing --out.")
+@click.option(
+    "--reuse", is_flag=True, help="Keep --out when the same policy made it from the same graphs, else rebuild."
+)
+@click.pass_obj
+@_handle_errors
+def fp16(
+    ui: Ui,
+    onnx_dir: Path,
+    out_dir: Path,
+    policy: str,
+    keep_fp32: tuple[str, ...],
+    no_estimate: bool,
+    force: bool,
+    reuse: bool,
+) -> None:
+    """Mixed-precision pass: FP16 graphs with a keep-FP32 policy, checked, with a CPU FP16 error estimate.
+
+    Exit 1 when the estimate exceeds the FP16 tolerances (the folder is kept as OUT.failed).
+    """
+    from .engines.mixed import convert_export
+    from .engines.precision import load_policy
+
+    chosen = load_policy(policy, keep_fp32)
+    manifest = convert_export(
+        onnx_dir, out_dir, chosen, progress=ui.progress, force=force, run_estimate=not no_estimate, reuse=reuse
+    )
+    est = manifest["checks"]["fp16_estimate"]
+    worst = {
+        f"{c['graph']}.{o['name']}": o["rel_l2"] for c in est.get("cases", []) for o in c["outputs"] if o["rel_l2"] > 0
+    }
+    click.echo(
+        json.dumps(
+            {
+                "folder": str(out_dir),
+                "policy": chosen.name,
+                "fp16_nodes": {g: s["fp16_nodes"] for g, s in manifest["precision"]["graphs"].items()},
+                "estimate_passed": est.get("passed"),
+                "worst_rel_l2": max(worst.items(), key=lambda kv: kv[1]) if worst else None,
+            }
+        )
+    )
+
+
+@main.command()
 @click.option("--artifacts", type=click.Path(path_type=Path), required=True, help="Export folder or engine folder.")
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto", show_default=True)
 @click.option(
@@ -291,7 +351,20 @@ def build(
     multiple=True,
     help="Image file (repeatable; default: a bundled drawn image).",
 )
+@click.option(
+    "--prompt",
+    "prompts",
+    multiple=True,
+    help="Text prompt (repeatable; default: text, text + negative box and box-only cases).",
+)
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write the report as JSON.")
+@click.option(
+    "--figure",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="PNG: reference masks, candidate masks, difference map.",
+)
+@click.option("--no-stages", is_flag=True, help="Skip the per-graph (vision, text, decoder) checks.")
 @click.pass_obj
 @_handle_errors
 def parity(
@@ -301,32 +374,228 @@ def parity(
     reference: str,
     checkpoint: Path | None,
     images: tuple[Path, ...],
+    prompts: tuple[str, ...],
     json_path: Path | None,
+    figure: Path | None,
+    no_stages: bool,
 ) -> None:
-    """Compare a backend's detections with upstream eager sam3 (exit 1 on failure)."""
+    """Compare a backend with upstream eager sam3, per stage and end to end (exit 1 on failure).
+
+    Tolerances come from sam3_trt.tolerances for the artifact's precision (FP32 or FP16).
+    """
     from .assets.images import demo_image
     from .export.model import model_from_manifest
-    from .parity import run_detection_parity
+    from .parity import DEFAULT_CASES, run_detection_parity
     from .runtime.artifacts import resolve_artifacts
     from .runtime.image import open_image
     from .runtime.processor import Sam3Processor
 
     found = resolve_artifacts(artifacts)
+    precision = found.manifest.get("precision", {}).get("mode", "fp32")  # picks the tolerance column
     pictures = [open_image(p) for p in images] or [demo_image()]
     ui.progress(f"reference: upstream sam3 ({reference}) from {found.manifest.get('weights', {}).get('kind')} weights")
     model, origin = model_from_manifest(found.manifest, checkpoint)
     with Sam3Processor(found.folder, backend=backend) as candidate:
         report = run_detection_parity(
-            model, candidate, pictures, weights=origin.describe(), backend=candidate.backend.name, progress=ui.progress
+            model,
+            candidate,
+            pictures,
+            weights=origin.describe(),
+            backend=candidate.backend.name,
+            progress=ui.progress,
+            precision=precision,
+            cases=[(f"text:{p}", p, ()) for p in prompts] or DEFAULT_CASES,
+            stages=not no_stages,
         )
+    for stage in report.stages:
+        click.echo(stage.describe())
     for case in report.cases:
         click.echo(case.describe())
     if json_path is not None:
         json_path.write_text(json.dumps(report.to_dict(), indent=2))
+    if figure is not None and report.figure_data is not None:
+        from .figures import mask_panels
+
+        image, ref_masks, cand_masks = report.figure_data
+        mask_panels(image, ref_masks, cand_masks, figure, ("upstream eager", f"sam3-trt {report.backend}"))
     if not report.passed:
-        failing = [c.case for c in report.cases if not c.passed]
-        raise ParityError(f"parity failed for {len(failing)} case(s): {', '.join(failing)}")
+        failing = report.failures()
+        raise ParityError(f"parity failed ({precision} tolerances): {', '.join(failing)}")
     click.echo(f"parity passed: {len(report.cases)} cases, backend {report.backend}, {origin.describe()}")
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().replace(",", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise Sam3TrtError(f"--image-size {text!r}: use WIDTHxHEIGHT, e.g. 1008x1008")
+    return int(parts[0]), int(parts[1])
+
+
+@main.command()
+@click.option("--artifacts", type=click.Path(path_type=Path), required=True, help="Export folder (FP32 or FP16).")
+@click.option(
+    "--backends",
+    default="torch,onnxruntime",
+    show_default=True,
+    help="Comma list of torch (upstream eager), onnxruntime, tensorrt.",
+)
+@click.option("--engines", type=click.Path(path_type=Path), default=None, help="Engine folder for tensorrt.")
+@click.option("--image-size", default="1008x1008", show_default=True, help="WIDTHxHEIGHT of the drawn test image.")
+@click.option("--image", type=click.Path(path_type=Path), default=None, help="Use this image file instead.")
+@click.option("--prompts", type=int, default=1, show_default=True, help="Text prompts per image (K).")
+@click.option("--repeats", type=int, default=3, show_default=True, help="Timed runs per backend.")
+@click.option("--warmup", type=int, default=1, show_default=True, help="Untimed runs first.")
+@click.option("--threads", type=int, default=None, help="CPU threads for every backend (default: all cores).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write the report as JSON.")
+@click.option("--figure", type=click.Path(path_type=Path), default=None, help="Bar chart PNG of stage medians.")
+@click.pass_obj
+@_handle_errors
+def bench(
+    ui: Ui,
+    artifacts: Path,
+    backends: str,
+    engines: Path | None,
+    image_size: str,
+    image: Path | None,
+    prompts: int,
+    repeats: int,
+    warmup: int,
+    threads: int | None,
+    json_path: Path | None,
+    figure: Path | None,
+) -> None:
+    """Per-stage latency of each backend beside upstream eager, each in its own process."""
+    from .bench import STAGES, bench_lines, run_bench
+
+    if image is not None and not image.is_file():
+        raise Sam3TrtError(f"--image {image} does not exist")
+    report = run_bench(
+        artifacts,
+        [b.strip() for b in backends.split(",") if b.strip()],
+        image_size=_size(image_size),
+        prompts=prompts,
+        repeats=repeats,
+        warmup=warmup,
+        threads=threads,
+        engines=engines,
+        image=image,
+        progress=ui.progress,
+    )
+    for line in bench_lines(report):
+        click.echo(line)
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+    if figure is not None:
+        from .figures import bar_chart
+
+        stages = [s for s in STAGES if any(s in r["stages"] for r in report["backends"].values())]
+        series = {b: [r["stages"].get(s, {}).get("median_ms") for s in stages] for b, r in report["backends"].items()}
+        bar_chart(stages, series, figure, f"sam3-trt bench: median per stage ({report['machine'].get('cpu', '')})")
+
+
+@main.command()
+@click.option("--artifacts", type=click.Path(path_type=Path), required=True, help="FP32 export folder.")
+@click.option(
+    "--images",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder of calibration images (default: a generated set of drawn scenes in OUT/default_set).",
+)
+@click.option("--prompts", "prompts_file", type=click.Path(path_type=Path), default=None, help="One prompt per line.")
+@click.option("--mode", type=click.Choice(["fp16-policy", "int8", "fp8"]), required=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option("--limit", type=int, default=None, help="Use at most this many images (sampled with --seed).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--range-fraction",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="fp16-policy: keep a tensor FP32 when its abs max reaches this fraction of 65504.",
+)
+@click.option(
+    "--max-rel-err",
+    type=float,
+    default=1e-2,
+    show_default=True,
+    help="fp16-policy: keep a tensor FP32 when its FP16 round-trip error exceeds this.",
+)
+@click.option("--exclude", multiple=True, help="int8/fp8: scope regex of nodes to leave unquantized (repeatable).")
+@click.option("--chunk-mb", type=int, default=4096, show_default=True, help="Tensor MB exposed per statistics pass.")
+@click.pass_obj
+@_handle_errors
+def calibrate(
+    ui: Ui,
+    artifacts: Path,
+    images: Path | None,
+    prompts_file: Path | None,
+    mode: str,
+    out_dir: Path,
+    limit: int | None,
+    seed: int,
+    range_fraction: float,
+    max_rel_err: float,
+    exclude: tuple[str, ...],
+    chunk_mb: int,
+) -> None:
+    """Data-driven precision: an FP16 keep-list (fp16-policy) or a Q/DQ vision encoder (int8, fp8)."""
+    from .calibration.dataset import default_set, load_set
+    from .calibration.fp16_policy import Fp16Thresholds
+    from .calibration.run import calibrate as run_calibrate
+
+    if images is None:
+        if prompts_file is not None:
+            raise Sam3TrtError("--prompts needs --images (or leave both out for the generated default set)")
+        cal = default_set(out_dir / "default_set")
+    else:
+        if prompts_file is None:
+            raise Sam3TrtError(f"--images {images} needs --prompts FILE (one text prompt per line)")
+        cal = load_set(images, prompts_file, limit=limit, seed=seed)
+    if not 0 < range_fraction <= 1:
+        raise Sam3TrtError(f"--range-fraction {range_fraction}: use a value in (0, 1]")
+    ui.progress(f"calibration set: {len(cal.images)} images, {len(cal.prompts)} prompts, sha256 {cal.sha256[:16]}")
+    report = run_calibrate(
+        artifacts,
+        cal,
+        mode,
+        out_dir,
+        thresholds=Fp16Thresholds(range_fraction, max_rel_err),
+        exclude=exclude,
+        chunk_bytes=chunk_mb << 20,
+        progress=ui.progress,
+    )
+    if mode == "fp16-policy":
+        est = report["estimate_on_first_image"]
+        summary = {
+            "changed_nodes": len(report["changed_nodes"]),
+            "default_estimate_passed": est["default"]["passed"],
+            "calibrated_estimate_passed": est["calibrated"]["passed"],
+            "policy": str(out_dir / "policy.json"),
+            "fp16_export": report["fp16_export"],
+        }
+    else:
+        summary = {"export_folder": report["export_folder"], "accuracy": report["accuracy"]}
+    click.echo(json.dumps(summary))
+
+
+@main.command(name="gpu-check")
+@click.option("--variant", type=click.Choice(["full", "tiny"]), default="full", show_default=True)
+@click.option(
+    "--artifacts",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Existing FP32 export folder to reuse (default: artifacts/<variant>, exported when missing).",
+)
+@click.option("--engines", "engines_root", type=click.Path(path_type=Path), default=Path("engines"), show_default=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("reports/gpu-check"), show_default=True)
+@click.pass_obj
+@_handle_errors
+def gpu_check_cmd(ui: Ui, variant: str, artifacts: Path | None, engines_root: Path, out_dir: Path) -> None:
+    """doctor, export, FP16 pass, engines, TensorRT parity and bench into one report folder (GPU steps need a GPU)."""
+    from .gpu_check import gpu_check
+
+    folder = gpu_check(out_dir, variant, artifacts, engines_root, progress=ui.progress)
+    click.echo(f"gpu-check passed: report in {folder} (summary.md)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from .compare import OutputCheck, check_outputs
 from .runtime.arrays import to_numpy
-from .tolerances import DETECTION_TOLERANCES
+from .tolerances import DETECTION_TOLERANCES, tolerance
 
 #: Threshold that keeps every query: scores are products of sigmoids, which can underflow to 0.0 in float32.
 KEEP_ALL = -1.0
@@ -87,17 +88,43 @@ class DetectionCase:
 
 
 @dataclasses.dataclass
+class StageCase:
+    """One graph (stage) of the candidate's backend against the eager wrappers, on the same inputs."""
+
+    stage: str
+    checks: list[OutputCheck]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def describe(self) -> str:
+        return f"stage {self.stage}:\n" + "\n".join("  " + c.describe() for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "passed": self.passed, "outputs": [c.to_dict() for c in self.checks]}
+
+
+@dataclasses.dataclass
 class DetectionReport:
-    """All detection cases of one parity run."""
+    """All detection cases (end to end) and per-stage checks of one parity run."""
 
     backend: str
     precision: str
     weights: str
     cases: list[DetectionCase] = dataclasses.field(default_factory=list)
+    stages: list[StageCase] = dataclasses.field(default_factory=list)
+    #: (image, reference masks, candidate masks) of the first case at its keeping threshold, for figures
+    figure_data: tuple[Any, list[np.ndarray], list[np.ndarray]] | None = None
 
     @property
     def passed(self) -> bool:
-        return bool(self.cases) and all(c.passed for c in self.cases)
+        return bool(self.cases) and all(c.passed for c in self.cases) and all(s.passed for s in self.stages)
+
+    def failures(self) -> list[str]:
+        """Failing stage outputs (``stage.output``) and failing end-to-end cases."""
+        out = [f"{s.stage}.{c.name}" for s in self.stages for c in s.checks if not c.passed]
+        return out + [f"{c.case}@{c.threshold:.3g}" for c in self.cases if not c.passed]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -105,8 +132,61 @@ class DetectionReport:
             "precision": self.precision,
             "weights": self.weights,
             "passed": self.passed,
+            "failures": self.failures(),
+            "stages": [s.to_dict() for s in self.stages],
             "cases": [c.to_dict() for c in self.cases],
         }
+
+
+#: Prompts and box of the per-stage decoder check (one positive box per prompt).
+STAGE_PROMPTS = ("a red square", "blue disc")
+STAGE_BOX = (0.68, 0.55, 0.3, 0.4)
+
+
+def run_stage_parity(
+    model: Any,
+    candidate: Any,
+    image: Any,
+    precision: str = "fp32",
+    table: Mapping[str, Any] | None = None,
+) -> list[StageCase]:
+    """Each graph of ``candidate.backend`` against the eager wrappers (same inputs, tolerances as data).
+
+    The decoder runs on the reference encoders' outputs, so each stage's error is its own.
+
+    Args:
+        model: Eager sam3 model with the candidate's weights.
+        candidate: A :class:`sam3_trt.Sam3Processor`.
+        image: Image for the vision stage.
+        precision: Tolerance column of :data:`sam3_trt.tolerances.TOLERANCES`.
+        table: Tolerance table override (tests prove the check can fail).
+    """
+    from .runtime.backends import TorchBackend
+    from .runtime.image import preprocess
+    from .specs import SPECS
+
+    reference = TorchBackend(model)
+    p = len(STAGE_PROMPTS)
+    feeds: dict[str, Any] = {
+        "pixel_values": preprocess(image, use_torch=False),
+        "input_ids": candidate.tokenizer(list(STAGE_PROMPTS)),
+        "boxes": np.tile(np.asarray(STAGE_BOX, np.float32), (p, 1, 1)),
+        "box_labels": np.ones((p, 1), bool),
+        "box_mask": np.zeros((p, 1), bool),
+    }
+    cases = []
+    for stage in ("vision_encoder", "text_encoder", "decoder"):
+        inputs = {n: feeds[n] for n in SPECS[stage].input_names}
+        ref = {k: to_numpy(v) for k, v in reference.run(stage, inputs).items()}
+        out = {k: to_numpy(v) for k, v in candidate.backend.run(stage, inputs).items()}
+        tols = {name: tolerance(stage, name, precision, table) for name in ref} | {
+            "": tolerance(stage, "", precision, table)
+        }
+        cases.append(StageCase(stage, check_outputs(ref, out, tols)))
+        if stage != "decoder":
+            feeds |= ref  # the decoder sees the reference encoders' outputs
+    reference.close()
+    return cases
 
 
 def set_images(reference: Any, candidate: Any, image: Any) -> dict[str, dict]:
@@ -225,6 +305,7 @@ def run_detection_parity(
     cases: Sequence[tuple[str, str | None, Sequence[tuple[Sequence[float], bool]]]] = DEFAULT_CASES,
     precision: str = "fp32",
     progress: Callable[[str], None] | None = None,
+    stages: bool = False,
 ) -> DetectionReport:
     """Run every case on every image, at threshold 0 and at a threshold that keeps detections.
 
@@ -237,9 +318,13 @@ def run_detection_parity(
         cases: ``(label, prompt or None, boxes)``.
         precision: Tolerance column.
         progress: Called with one line per step.
+        stages: Also check each graph against the eager wrappers on the first image (:func:`run_stage_parity`).
     """
     say = progress or (lambda _m: None)
     report = DetectionReport(backend=backend, precision=precision, weights=weights)
+    if stages and images:
+        say("parity: per stage (vision, text, decoder) against eager")
+        report.stages = run_stage_parity(model, candidate, images[0], precision)
     with upstream_processor(model) as reference:
         for i, image in enumerate(images):
             say(f"parity: image{i}: set_image on both")
@@ -248,6 +333,14 @@ def run_detection_parity(
                 name = f"image{i}:{label}"
                 say(f"parity: {name}")
                 results = run_case(reference, candidate, image, prompt, boxes, states)
-                for threshold in (0.0, keeping_threshold(results["reference"]["scores"])):
+                keep = keeping_threshold(results["reference"]["scores"])
+                for threshold in (0.0, keep):
                     report.cases.append(compare_detections(name, results, threshold, candidate, precision))
+                if report.figure_data is None:
+                    picked = [results[side]["scores"] > keep for side in ("reference", "candidate")]
+                    report.figure_data = (
+                        image,
+                        list(results["reference"]["masks"][picked[0], 0]),
+                        list(results["candidate"]["masks"][picked[1], 0]),
+                    )
     return report

@@ -34,6 +34,17 @@ def tiny_export(tmp_path_factory, tiny_model):
 
 
 @pytest.fixture(scope="session")
+def tiny_fp16(tiny_export, tmp_path_factory):
+    """The tiny export through the mixed-precision pass with the default policy (and its estimate)."""
+    from sam3_trt.engines.mixed import convert_export
+    from sam3_trt.engines.precision import DEFAULT_POLICY
+
+    src, _ = tiny_export
+    out = tmp_path_factory.mktemp("fp16") / "tiny-fp16"
+    return src, out, convert_export(src, out, DEFAULT_POLICY)
+
+
+@pytest.fixture(scope="session")
 def full_export(tmp_path_factory):
     """Full-size random-weight export, made once through the CLI in its own process (~10 GB peak).
 

@@ -91,12 +91,36 @@ def test_doctor_reports_every_component():
 
 def test_parity_command_writes_a_passing_report(tiny_export, tmp_path):
     out, _ = tiny_export
-    report = tmp_path / "report.json"
-    proc = _run("parity", "--artifacts", str(out), "--backend", "onnxruntime", "--json", str(report))
+    report, figure = tmp_path / "report.json", tmp_path / "report.png"
+    proc = _run(
+        "parity", "--artifacts", str(out), "--backend", "onnxruntime", "--json", str(report), "--figure", str(figure)
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(report.read_text())
     assert data["passed"] is True and data["backend"] == "onnxruntime" and "RANDOM" in data["weights"]
     assert len(data["cases"]) == 6 and "parity passed" in proc.stdout
+    assert [s["stage"] for s in data["stages"]] == ["vision_encoder", "text_encoder", "decoder"]
+    for stage in data["stages"]:
+        assert stage["passed"] and all(o["rel_l2"] <= 1e-4 and o["cosine"] > 0.9999 for o in stage["outputs"])
+    _check_mask_figure(figure, width=640, height=480)
+
+
+def _check_mask_figure(path, width, height):
+    """Three panels of the image size; both mask panels show mask colours; the difference panel is dark."""
+    import numpy as np
+    from PIL import Image
+
+    from sam3_trt.assets.images import demo_image
+
+    img = np.asarray(Image.open(path).convert("RGB"))
+    assert img.shape == (height + 24, 3 * width + 20, 3)
+    panels = [img[24:, i * (width + 10) : i * (width + 10) + width] for i in range(3)]
+    dimmed = (np.asarray(demo_image(width, height), np.float32) * 0.5).astype(np.int16)
+    coloured = [int((np.abs(p.astype(np.int16) - dimmed).max(axis=-1) > 3).sum()) for p in panels[:2]]
+    assert min(coloured) > 100 and abs(coloured[0] - coloured[1]) <= 0.01 * coloured[0], coloured  # masks drawn
+    diff = panels[2]
+    assert (diff == 60).all(axis=-1).sum() > 100  # agreeing mask pixels
+    assert (diff == [255, 40, 40]).all(axis=-1).sum() + (diff == [40, 40, 255]).all(axis=-1).sum() < 0.01 * diff.size
 
 
 def test_parity_command_fails_on_a_tampered_export(tiny_export, tmp_path):
@@ -115,4 +139,5 @@ def test_parity_command_fails_on_a_tampered_export(tiny_export, tmp_path):
     onnx.save(graph, str(bad / "decoder.onnx"), save_as_external_data=True, location="decoder.onnx.data")
     proc = _run("parity", "--artifacts", str(bad), "--backend", "onnxruntime")
     assert proc.returncode == 1
-    assert "parity failed" in _error_line(proc) and "FAIL" in proc.stdout
+    line = _error_line(proc)
+    assert "parity failed (fp32 tolerances)" in line and "decoder." in line and "FAIL" in proc.stdout

@@ -124,8 +124,12 @@ def test_build_for_a_gpu_that_needs_standard_tensorrt_fails_cleanly(tiny_export,
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
-    assert "needs standard TensorRT" in line and "make engines GPU=h100" in line
-    assert not any(tmp_path.iterdir())
+    assert "needs standard TensorRT" in line and "make engines GPU=h100" in line and "h100.plan.json" in line
+    assert [p.name for p in tmp_path.iterdir()] == ["h100.plan.json"]  # the plan, no engine folder
+    plan = json.loads((tmp_path / "h100.plan.json").read_text())
+    assert plan["target"]["sm"] == "sm90" and "H100" in plan["needs"]
+    assert plan["run_on_the_target"][-1].startswith("sam3-trt build --gpu h100 --onnx-dir")
+    assert set(plan["graphs"]) == set(SPECS) and plan["precision"]["mode"] == "fp32"
 
 
 @pytest.mark.gpu

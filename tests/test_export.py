@@ -100,8 +100,9 @@ def test_reexport_is_byte_identical(tiny_export, tiny_model, tmp_path):
 def test_parity_fails_on_a_perturbed_graph(tiny_export, tiny_model, tmp_path):
     from onnx import numpy_helper
 
-    from sam3_trt.export.parity import compare_graph, ort_session
+    from sam3_trt.export.parity import compare_graph
     from sam3_trt.export.wrappers import TextEncoder
+    from sam3_trt.ort import ort_session
 
     out, _ = tiny_export
     model, _ = tiny_model

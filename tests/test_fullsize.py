@@ -81,3 +81,51 @@ def test_full_rtx_engines_build_ahead_of_time(full_export, tmp_path):
     manifest = build_engines(out, tmp_path, resolve_target("5090"))
     for name in SPECS:
         assert (tmp_path / "5090" / manifest["graphs"][name]["file"]).stat().st_size > 10e6, name
+
+
+@pytest.fixture(scope="module")
+def full_fp16(full_export, tmp_path_factory):
+    """The full-size export through the default FP16 policy with its CPU estimate (~5 min, ~9 GB), in its own process."""
+    import subprocess
+    import sys
+
+    from sam3_trt.manifest import read_manifest
+
+    out, _ = full_export
+    dst = tmp_path_factory.mktemp("fp16") / "full-fp16"
+    cmd = [sys.executable, "-m", "sam3_trt.cli", "fp16", "--onnx-dir", str(out), "--out", str(dst)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"full-size FP16 pass failed (exit {proc.returncode}):\n{proc.stderr[-6000:]}")
+    return dst, read_manifest(dst, kind="onnx-export")
+
+
+def test_full_fp16_estimate_within_tolerance(full_fp16):
+    """Default policy on the full-size random-weight model: every output within the FP16 tolerances."""
+    from sam3_trt.tolerances import TOLERANCES
+
+    _, manifest = full_fp16
+    est = manifest["checks"]["fp16_estimate"]
+    assert est["passed"] is True, [c for c in est["cases"] if not c["passed"]]
+    for case in est["cases"]:
+        bar = TOLERANCES["fp16"][case["graph"]]
+        for o in case["outputs"]:
+            assert o["rel_l2"] <= bar.get(o["name"], bar[""])["rel_l2"], (case["graph"], o)
+    vision = manifest["precision"]["graphs"]["vision_encoder"]
+    assert len(vision["fp32_compute_nodes"]) == 32  # the 32 ViT blocks' fc1, kept FP32 by the default rule
+    assert vision["fp16_nodes"] > 100
+
+
+def test_full_fp16_rtx_engines_build_ahead_of_time(full_fp16, tmp_path):
+    from sam3_trt.engines.parse import rtx_available
+
+    if not rtx_available():
+        pytest.skip("tensorrt_rtx is not installed (pip install 'sam3-trt[rtx]')")
+    from sam3_trt.engines.builder import build_engines
+    from sam3_trt.engines.targets import resolve_target
+
+    out, _ = full_fp16
+    manifest = build_engines(out, tmp_path, resolve_target("5090"))
+    assert manifest["precision"]["mode"] == "fp16" and manifest["precision"]["fp16_estimate_passed"] is True
+    for name in SPECS:
+        assert (tmp_path / "5090" / manifest["graphs"][name]["file"]).stat().st_size > 10e6, name

@@ -14,6 +14,7 @@ sha256s, build flags and time, plus the export's weights origin (for parity runs
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import time
@@ -28,7 +29,7 @@ from ..errors import Sam3TrtError
 from ..manifest import make_staging, publish, read_manifest, verify_files, write_manifest
 from ..specs import SPECS
 from .parse import load_trt, strongly_typed_network
-from .targets import Target
+from .targets import TARGETS, Target
 
 
 @dataclasses.dataclass
@@ -50,18 +51,82 @@ class BuildOptions:
     timing_cache: Path | None = None
 
 
-def _check_target_gpu(target: Target, gpu: GpuInfo) -> None:
+PLAN_SUFFIX = ".plan.json"
+
+
+def precision_summary(export_manifest: dict[str, Any]) -> dict[str, Any]:
+    """What an export's precision is (FP32, FP16 policy, INT8/FP8 Q/DQ), for plans and engine manifests."""
+    precision = export_manifest.get("precision")
+    if not precision:
+        return {"mode": "fp32", "policy": None}
+    summary: dict[str, Any] = {"mode": precision["mode"], "policy": precision.get("policy")}
+    if "graphs" in precision:  # FP16 pass
+        estimate = export_manifest.get("checks", {}).get("fp16_estimate", {})
+        summary["fp16_nodes"] = {g: s["fp16_nodes"] for g, s in precision["graphs"].items()}
+        summary["fp16_estimate_passed"] = estimate.get("passed")
+    if "quantization" in precision:  # calibration: Q/DQ graphs
+        summary["graphs_quantized"] = precision["graphs_quantized"]
+        summary["calibration_set_sha256"] = precision["calibration_set"]["sha256"]
+    return summary
+
+
+def build_plan(
+    onnx_dir: Path, export_manifest: dict[str, Any], out_root: Path, target: Target, opts: BuildOptions
+) -> dict[str, Any]:
+    """What a build of ``onnx_dir`` for ``target`` will do, written before building (and kept when it cannot run here).
+
+    Args:
+        onnx_dir: Export folder (FP32 or FP16).
+        export_manifest: Its manifest.
+        out_root: Parent of the engine folder.
+        target: Build target.
+        opts: Builder options.
+    """
+    needs = (
+        "nothing: TensorRT for RTX builds ahead of time without a GPU"
+        if target.flavour == "rtx"
+        else f"a {target.description} ({target.sm}) with TensorRT 10.x or 11.x (pip install 'sam3-trt[gpu]')"
+    )
+    command = f"sam3-trt build --gpu {target.name} --onnx-dir {onnx_dir} --out {out_root}"
+    if target.name in TARGETS and target.flavour != TARGETS[target.name].flavour:
+        command += f" --flavour {target.flavour}"
+    return {
+        "kind": "build-plan",
+        "target": dataclasses.asdict(target),
+        "needs": needs,
+        "engine_folder": str(out_root / target.name),
+        "precision": precision_summary(export_manifest),
+        "graphs": {
+            name: {
+                "onnx": str(onnx_dir / spec.onnx_file),
+                "onnx_sha256": export_manifest["graphs"][name]["sha256"],
+                "engine": spec.engine_file,
+                "profile": {k: [list(s) for s in v] for k, v in spec.profile().items()},
+            }
+            for name, spec in SPECS.items()
+        },
+        "options": dataclasses.asdict(opts) | {"timing_cache": str(opts.timing_cache) if opts.timing_cache else None},
+        "run_on_the_target": [
+            "pip install 'sam3-trt[gpu]'  # TensorRT 10.x or 11.x",
+            f"copy {onnx_dir} to the GPU machine (or re-run the export there)",
+            command,
+        ],
+    }
+
+
+def _check_target_gpu(target: Target, gpu: GpuInfo, plan_path: Path) -> None:
     if target.flavour == "rtx":
         return  # ahead of time: no GPU needed
     if not gpu.available:
         raise Sam3TrtError(
             f"{target.name} ({target.description}) needs standard TensorRT, which builds on the target GPU, and this "
-            f"machine has none ({gpu.reason}); run `make engines GPU={target.name}` on a machine with that GPU"
+            f"machine has none ({gpu.reason}); the build plan is in {plan_path}: run its commands on a machine with "
+            f"that GPU (`make engines GPU={target.name}` there)"
         )
     if gpu.sm != target.sm:
         raise Sam3TrtError(
             f"asked for {target.name} ({target.sm}) but this machine has {gpu.names[0]} ({gpu.sm}); standard TensorRT "
-            f"builds for the local GPU: use GPU=auto here, or build on a {target.description}"
+            f"builds for the local GPU: use GPU=auto here, or build on a {target.description} (plan: {plan_path})"
         )
 
 
@@ -91,12 +156,23 @@ def build_engines(
     onnx_dir = Path(onnx_dir)
     export_manifest = read_manifest(onnx_dir, kind="onnx-export")
     verify_files(onnx_dir, export_manifest)
-    gpu = gpu_info()
-    _check_target_gpu(target, gpu)
-    trt = load_trt(target.flavour)
-    out = Path(out_root) / target.name
+    out_root = Path(out_root)
+    out = out_root / target.name
     if out.exists() and not force:
         raise Sam3TrtError(f"engine folder {out} exists; pass --force to rebuild it")
+    plan = build_plan(onnx_dir, export_manifest, out_root, target, opts)
+    plan_path = out_root / f"{target.name}{PLAN_SUFFIX}"
+    try:
+        out_root.mkdir(parents=True, exist_ok=True)
+        plan_path.write_text(json.dumps(plan, indent=2) + "\n")
+    except OSError as exc:
+        raise Sam3TrtError(
+            f"cannot write to --out {out_root} ({exc.strerror or exc}); choose a writable folder"
+        ) from None
+    say(f"build plan: {plan_path}")
+    gpu = gpu_info()
+    _check_target_gpu(target, gpu, plan_path)
+    trt = load_trt(target.flavour)
     staging = make_staging(out)
     try:
         logger = trt.Logger(trt.Logger.WARNING)
@@ -129,7 +205,8 @@ def build_engines(
             else "none",
             "version_compatible": bool(opts.version_compatible and target.flavour == "tensorrt"),
             "device_seen": list(gpu.names) if gpu.available else "built ahead of time without a GPU",
-            "precision": "as in the ONNX graphs (strongly typed)",
+            "precision": precision_summary(export_manifest)
+            | {"network": "strongly typed (types from the ONNX graphs)"},
             "build_flags": dataclasses.asdict(opts)
             | {"timing_cache": str(opts.timing_cache) if opts.timing_cache else None},
             "build_seconds": timings,

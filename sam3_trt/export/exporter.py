@@ -33,6 +33,8 @@ from .patches import cpu_compat, empty_position_caches, export_patches
 from .wrappers import WRAPPERS
 
 OPSET = 18
+#: Node metadata key holding the torch module path of the node (kept; everything else is stripped).
+NAME_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 #: Trace with sizes >= 2 on every dynamic axis: torch.export specialises axes traced at size 1.
 TRACE_SIZES = {"B": 2, "P": 2, "N": 2}
 
@@ -113,6 +115,8 @@ def export_graph(model: Any, spec: GraphSpec, path: Path) -> None:
 def _strip_trace_metadata(model: Any) -> None:
     """Drop trace metadata (Python stack traces with absolute paths, FX names, the export signature).
 
+    Keeps each node's module path (:data:`NAME_SCOPES_KEY`): the mixed-precision policy matches on it.
+
     It makes the bytes depend on where the code is installed and on what ran before the export; the
     graph itself is unchanged.
     """
@@ -124,7 +128,10 @@ def _strip_trace_metadata(model: Any) -> None:
         if hasattr(graph, "initializers"):
             values += list(graph.initializers.values())
         for node in graph.all_nodes() if hasattr(graph, "all_nodes") else graph:
+            scopes = node.metadata_props.get(NAME_SCOPES_KEY)
             node.metadata_props.clear()
+            if scopes is not None:  # module paths: path-independent, read by the precision policy
+                node.metadata_props[NAME_SCOPES_KEY] = scopes
             values += list(node.outputs)
         for value in values:
             value.metadata_props.clear()
@@ -223,7 +230,7 @@ def export(
                 say(f"export: simplifying {name} with onnxslim")
                 simplify_graph(path)
             timings[name] = round(time.perf_counter() - start, 2)
-            files[name] = _file_entry(path)
+            files[name] = file_entry(path)
         shutil.copyfile(bpe_path(), staging / BPE_FILE)
 
         checks: dict[str, Any] = {}
@@ -284,7 +291,8 @@ def release_memory() -> None:
         pass
 
 
-def _file_entry(path: Path) -> dict[str, Any]:
+def file_entry(path: Path) -> dict[str, Any]:
+    """Manifest entry of a graph file: name, sha256, external data file and its sha256, bytes."""
     entry: dict[str, Any] = {"file": path.name, "sha256": sha256_file(path)}
     data = path.with_name(path.name + ".data")
     if data.exists():

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..compare import OutputCheck, check_outputs
+from ..ort import ort_session, run_graph
 from ..specs import SPECS
 from ..tolerances import tolerance
 from .patches import cpu_compat
@@ -112,29 +113,6 @@ class ParityReport:
         return {"precision": self.precision, "passed": self.passed, "cases": [c.to_dict() for c in self.cases]}
 
 
-def ort_session(path: str | Path, threads: int | None = None) -> Any:
-    """ONNX Runtime CPU session for parity (all graph optimisations on, as users run it; no memory arena).
-
-    Args:
-        path: ``.onnx`` file (external data beside it).
-        threads: Intra-op threads; ``None`` lets ONNX Runtime choose.
-    """
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    # no arena: parity runs each graph a few times and must not hold the ViT's peak buffers afterwards
-    opts.enable_cpu_mem_arena = False
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-
-
-def _run_ort(session: Any, graph: str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    spec = SPECS[graph]
-    outs = session.run(spec.output_names, {n: feeds[n] for n in spec.input_names})
-    return dict(zip(spec.output_names, outs, strict=True))
-
-
 def _run_eager(module: Any, graph: str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     import torch
 
@@ -166,7 +144,7 @@ def compare_graph(
     Returns:
         ``(case, eager outputs, ONNX Runtime outputs)``.
     """
-    ref, out = _run_eager(module, graph, feeds), _run_ort(session, graph, feeds)
+    ref, out = _run_eager(module, graph, feeds), run_graph(session, graph, feeds)
     return _case(graph, label, ref, out, precision), ref, out
 
 
@@ -239,7 +217,7 @@ def run_parity(
         state = processor.set_image(images[0])
     fpn_eager = {f"fpn{i}": t.numpy() for i, t in enumerate(state["backbone_out"]["backbone_fpn"])}
     session = ort_session(export_dir / SPECS["vision_encoder"].onnx_file)
-    fpn_ort = _run_ort(session, "vision_encoder", {"pixel_values": pixels[:1]})
+    fpn_ort = run_graph(session, "vision_encoder", {"pixel_values": pixels[:1]})
     report.cases.append(_case("vision_encoder", "B1", fpn_eager, fpn_ort, precision))
     for batch in (b for b in vision_batches if b != 1):
         say(f"parity: vision_encoder B={batch}")
@@ -324,7 +302,7 @@ def _pipeline_case(
         ref_final = {k: state[k].float().numpy() for k in ("masks_logits", "boxes", "scores")}
 
     ids = model.backbone.language_backbone.tokenizer([prompt], context_length=32).numpy()
-    text_out = _run_ort(sessions["text_encoder"], "text_encoder", {"input_ids": ids})
+    text_out = run_graph(sessions["text_encoder"], "text_encoder", {"input_ids": ids})
     geo = state["geometric_prompt"]
     n = int(geo.box_embeddings.shape[0])
     if n == 0:
@@ -335,7 +313,7 @@ def _pipeline_case(
             "box_labels": geo.box_labels.transpose(0, 1).numpy().astype(bool),
             "box_mask": geo.box_mask.numpy().astype(bool),
         }
-    dec = _run_ort(sessions["decoder"], "decoder", {**fpn_ort, **text_out, **box_feeds})
+    dec = run_graph(sessions["decoder"], "decoder", {**fpn_ort, **text_out, **box_feeds})
 
     ref_raw = {ours: ref_raw_t[theirs].numpy() for theirs, ours in _RAW_KEYS.items()}
     ref_raw["pred_logits"] = ref_raw["pred_logits"].squeeze(-1)

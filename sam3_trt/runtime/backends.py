@@ -14,6 +14,7 @@ same graph (TensorRT output buffers are): copy what you keep.
 from __future__ import annotations
 
 import threading
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,6 +36,8 @@ class Backend:
         self._lock = threading.Lock()
         #: graph name -> number of runs (tests use this to prove caching)
         self.calls: dict[str, int] = dict.fromkeys(SPECS, 0)
+        #: graph name -> wall seconds of its latest run (``sam3-trt bench`` reads this per stage)
+        self.last_seconds: dict[str, float] = {}
         self._closed = False
 
     def run(self, graph: str, feeds: Mapping[str, Any]) -> dict[str, Any]:
@@ -45,7 +48,10 @@ class Backend:
         sizes = spec.infer_sizes(feeds)
         with self._lock:
             self.calls[graph] += 1
-            return self._run(graph, feeds, sizes)
+            start = time.perf_counter()
+            out = self._run(graph, feeds, sizes)
+            self.last_seconds[graph] = time.perf_counter() - start
+            return out
 
     def _run(self, graph: str, feeds: Mapping[str, Any], sizes: Mapping[str, int]) -> dict[str, Any]:
         raise NotImplementedError
@@ -203,8 +209,9 @@ class TensorRTBackend(Backend):
         self.logger = self.trt.Logger(self.trt.Logger.WARNING)
         self.runtime = self.trt.Runtime(self.logger)
         self._runtime_cache = None
-        self.engines: dict[str, Any] = {}
         self.contexts: dict[str, Any] = {}
+        #: graph name -> engine milliseconds of its latest run (CUDA events on the stream)
+        self.last_gpu_ms: dict[str, float] = {}
         self._buffers: dict[tuple[str, str], Any] = {}
         for graph, spec in SPECS.items():
             path = self.folder / spec.engine_file
@@ -263,9 +270,13 @@ class TensorRTBackend(Backend):
                 out = self._buffer(graph, t.name, shape, t.dtype)
                 ctx.set_tensor_address(t.name, out.data_ptr())
                 outputs[t.name] = out
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record(self.stream)
             if not ctx.execute_async_v3(self.stream.cuda_stream):
                 raise Sam3TrtError(f"TensorRT execution of {graph} failed (see the TensorRT log above)")
+            end.record(self.stream)
         self.stream.synchronize()
+        self.last_gpu_ms[graph] = begin.elapsed_time(end)  # engine time only, from CUDA events
         return outputs
 
     def close(self) -> None:

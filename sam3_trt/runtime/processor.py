@@ -209,6 +209,11 @@ class Sam3Processor:
             return self._store(state, state["_raw"])
         return state
 
+    def clear_text_cache(self) -> None:
+        """Forget cached text features (the next prompt runs the text encoder again)."""
+        with self._lock:
+            self._text_cache.clear()
+
     # -- internals ------------------------------------------------------------------------------
     def _text_features(self, prompts: Sequence[str]) -> tuple[Any, Any]:
         with self._lock:

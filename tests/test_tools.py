@@ -1,0 +1,150 @@
+"""bench, parity on FP16 graphs, gpu-check: run on the tiny export, outputs decoded and checked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from sam3_trt.device import gpu_info
+
+
+def _run(*args, timeout=900):
+    return subprocess.run(
+        [sys.executable, "-m", "sam3_trt.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _error_line(proc):
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    return lines[0]
+
+
+def test_bench_measures_every_stage_beside_eager(tiny_export, tmp_path):
+    from PIL import Image
+
+    from sam3_trt.bench import STAGES, TARGETS
+    from sam3_trt.figures import SERIES_COLOURS
+
+    out, _ = tiny_export
+    report_path, figure = tmp_path / "bench.json", tmp_path / "bench.png"
+    proc = _run(
+        "bench", "--artifacts", str(out), "--backends", "torch,onnxruntime", "--image-size", "640x480",
+        "--prompts", "2", "--repeats", "2", "--warmup", "1", "--threads", "2",
+        "--json", str(report_path), "--figure", str(figure),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert set(report["backends"]) == {"torch", "onnxruntime"}
+    ours, eager = report["backends"]["onnxruntime"], report["backends"]["torch"]
+    assert set(ours["stages"]) == set(STAGES) and set(eager["stages"]) == set(STAGES) - {"preprocess"}
+    for result in (ours, eager):
+        assert result["threads"] == 2 and result["repeats"] == 2 and result["prompts"] == 2
+        assert result["load_s"] > 0 and result["peak_rss_mb"] > 100
+        for stage, st in result["stages"].items():
+            assert 0 < st["min_ms"] <= st["median_ms"] <= st["p90_ms"], (stage, st)
+    # stage parts add up: set_image covers the vision encoder; a cold prompt costs text + decoder + post
+    assert ours["stages"]["vision_encoder"]["min_ms"] <= ours["stages"]["set_image"]["median_ms"]
+    assert ours["stages"]["text_warm"]["median_ms"] < ours["stages"]["text_cold"]["median_ms"]
+    ratios = report["speedup_vs_eager"]["onnxruntime"]
+    expected = eager["stages"]["set_image"]["median_ms"] / ours["stages"]["set_image"]["median_ms"]
+    assert ratios["set_image"] == pytest.approx(expected, rel=1e-2)
+    assert report["targets"] == json.loads(json.dumps(TARGETS))
+    assert set(report["target_check"]["cpu"]) == {"set_image", "text_cold", "text_warm", "peak_rss"}
+    assert report["machine"]["cpu_count"] >= 1 and "RANDOM" in json.dumps(report["weights"]).upper()
+    assert "set_image" in proc.stdout and "onnxruntime vs eager" in proc.stdout
+    img = np.asarray(Image.open(figure).convert("RGB"))
+    for colour in SERIES_COLOURS[:2]:  # one bar colour per backend, both drawn
+        assert (img == colour).all(axis=-1).sum() > 200, colour
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--backends", "torch,foo"], "use a comma list of torch, onnxruntime, tensorrt"),
+        (["--image-size", "12"], "use WIDTHxHEIGHT"),
+        (["--backends", "tensorrt"], "needs --engines DIR"),
+        (["--prompts", "0"], "--prompts 0"),
+    ],
+)
+def test_bench_bad_input_is_one_line(tiny_export, args, message):
+    out, _ = tiny_export
+    proc = _run("bench", "--artifacts", str(out), *args)
+    assert proc.returncode == 2 and message in _error_line(proc)
+
+
+def test_stage_parity_fails_on_tight_tolerances(tiny_export, tiny_model):
+    import copy
+
+    from sam3_trt import Sam3Processor
+    from sam3_trt.assets.images import demo_image
+    from sam3_trt.parity import run_stage_parity
+    from sam3_trt.tolerances import TOLERANCES
+
+    out, _ = tiny_export
+    model, _ = tiny_model
+    tight = copy.deepcopy(TOLERANCES)
+    tight["fp32"]["text_encoder"]["text_features"] = {"max_abs": 0.0, "rel_l2": 0.0}
+    with Sam3Processor(out, backend="onnxruntime") as proc:
+        stages = run_stage_parity(model, proc, demo_image(), table=tight)
+    failed = {(s.stage, c.name) for s in stages for c in s.checks if not c.passed}
+    assert failed == {("text_encoder", "text_features")}
+
+
+def test_parity_of_fp16_graphs_uses_fp16_tolerances(tiny_fp16, tmp_path):
+    """ONNX Runtime on the FP16 graphs against eager FP32: passes FP16 tolerances, would fail FP32 ones."""
+    _, fp16_dir, _ = tiny_fp16
+    report = tmp_path / "p.json"
+    proc = _run("parity", "--artifacts", str(fp16_dir), "--backend", "onnxruntime", "--json", str(report))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    data = json.loads(report.read_text())
+    assert data["precision"] == "fp16" and data["passed"]
+    worst = max(o["rel_l2"] for s in data["stages"] for o in s["outputs"])
+    assert 1e-4 < worst < 2e-2  # beyond the FP32 bar, within the FP16 one
+
+
+def test_gpu_check_runs_cpu_steps_and_stops_with_one_line(tiny_export, tmp_path):
+    if gpu_info().available:
+        pytest.skip("a GPU is present: this test covers the stop on machines without one")
+    out, _ = tiny_export
+    report = tmp_path / "report"
+    proc = _run("gpu-check", "--variant", "tiny", "--artifacts", str(out), "--out", str(report))
+    assert proc.returncode == 2
+    line = _error_line(proc)
+    assert "ran the CPU steps" in line and "need an NVIDIA GPU" in line and str(report) in line
+    summary = (report / "summary.md").read_text()
+    assert "| doctor | ok |" in summary and "| export | reused |" in summary
+    assert "| fp16 pass + CPU estimate | ok |" in summary and "| GPU steps | not run |" in summary
+    assert json.loads((report / "fp16_estimate.json").read_text())["passed"] is True
+    assert "gpu" in json.loads((report / "doctor.json").read_text())
+
+
+@pytest.mark.gpu
+def test_gpu_check_full_run_on_a_gpu(tiny_export, tmp_path):
+    """GPU only (not yet run on hardware by this project): engines, TensorRT FP16 parity, bench."""
+    info = gpu_info()
+    if not info.available:
+        pytest.skip(f"needs an NVIDIA GPU ({info.reason}); gpu-check's GPU steps have not been run on hardware")
+    out, _ = tiny_export
+    report = tmp_path / "report"
+    proc = _run(
+        "gpu-check",
+        "--variant",
+        "tiny",
+        "--artifacts",
+        str(out),
+        "--out",
+        str(report),
+        "--engines",
+        str(tmp_path / "e"),
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for name in ("parity.json", "parity.png", "bench.json", "engines_manifest.json", "summary.md"):
+        assert (report / name).is_file(), name
