@@ -85,7 +85,7 @@ def build_plan(
     needs = (
         "nothing: TensorRT for RTX builds ahead of time without a GPU"
         if target.flavour == "rtx"
-        else f"a {target.description} ({target.sm}) with TensorRT 10.x or 11.x (pip install 'sam3-trt[gpu]')"
+        else f"the target GPU, {target.description} ({target.sm}), with TensorRT 10.x or 11.x (pip install 'sam3-trt[gpu]')"
     )
     command = f"sam3-trt build --gpu {target.name} --onnx-dir {onnx_dir} --out {out_root}"
     if target.name in TARGETS and target.flavour != TARGETS[target.name].flavour:
