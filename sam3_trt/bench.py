@@ -102,14 +102,10 @@ def _timed_attr(obj: Any, name: str, sink: dict[str, float], key: str) -> Iterat
         finally:
             sink[key] = sink.get(key, 0.0) + time.perf_counter() - start
 
-    setattr(obj, name, wrapper)
-    try:
+    from .export.patches import swap_attr
+
+    with swap_attr(obj, name, wrapper):
         yield
-    finally:
-        with contextlib.suppress(AttributeError):
-            delattr(obj, name)  # instance attribute: the class method shows through again
-        if getattr(obj, name) is not original:
-            setattr(obj, name, original)
 
 
 def run_worker(cfg: WorkerConfig) -> dict[str, Any]:

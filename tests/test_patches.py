@@ -49,3 +49,21 @@ def test_swap_attr_removes_attributes_it_added():
     with swap_attr(Box, "extra", 1):
         assert Box.extra == 1
     assert not hasattr(Box, "extra")
+
+
+def test_swap_attr_on_an_instance_method_leaves_no_instance_attribute():
+    """A leftover bound method on the model changed torch.export's module paths (and export bytes)."""
+    from sam3_trt.export.patches import swap_attr
+
+    class Model:
+        def forward_grounding(self):
+            return "class"
+
+    m = Model()
+    with swap_attr(m, "forward_grounding", lambda: "patched"):
+        assert m.forward_grounding() == "patched"
+    assert "forward_grounding" not in vars(m) and m.forward_grounding() == "class"
+    m.forward_grounding = lambda: "own"  # an attribute the instance did hold comes back as it was
+    with swap_attr(m, "forward_grounding", lambda: "patched"):
+        pass
+    assert m.forward_grounding() == "own"

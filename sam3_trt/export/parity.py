@@ -30,7 +30,7 @@ from ..compare import OutputCheck, check_outputs
 from ..ort import ort_session, run_graph
 from ..specs import SPECS
 from ..tolerances import tolerance
-from .patches import cpu_compat
+from .patches import cpu_compat, swap_attr
 
 #: Box prompts used by decoder parity: normalised cx, cy, w, h. Sizes span a few feature pixels up to the
 #: full image, so torchvision's adaptive sampling uses 1 to 11 samples per bin (72x72 map, 7x7 bins).
@@ -170,12 +170,8 @@ def decoder_box_inputs(num_prompts: int, num_boxes: int, real: Sequence[int]) ->
 @contextlib.contextmanager
 def _forward_grounding_returning(model: Any, outputs: Mapping[str, Any]) -> Iterator[None]:
     """Make ``model.forward_grounding`` return ``outputs`` (to reuse upstream's post-processing)."""
-    original = model.forward_grounding
-    model.forward_grounding = lambda **kwargs: dict(outputs)
-    try:
+    with swap_attr(model, "forward_grounding", lambda **kwargs: dict(outputs)):
         yield
-    finally:
-        model.forward_grounding = original
 
 
 def run_parity(

@@ -52,9 +52,14 @@ class _DeviceRedirect(types.ModuleType):
 
 @contextlib.contextmanager
 def swap_attr(obj: Any, name: str, value: Any) -> Iterator[None]:
-    """Set ``obj.name = value`` for the duration of the block, then restore it exactly."""
+    """Set ``obj.name = value`` for the duration of the block, then restore it exactly.
+
+    Only what ``obj`` itself held is restored: patching a method on an instance leaves no instance
+    attribute behind (a leftover bound method changes how torch.export records module paths).
+    """
     missing = object()
-    old = obj.__dict__.get(name, missing) if isinstance(obj, type) else getattr(obj, name, missing)
+    own = getattr(obj, "__dict__", None)
+    old = own.get(name, missing) if own is not None else getattr(obj, name, missing)
     setattr(obj, name, value)
     try:
         yield
