@@ -22,6 +22,8 @@ MODE ?= fp16-policy
 IMAGES ?=
 PROMPTS ?=
 CAL_OUT ?= $(ARTIFACTS)/$(VARIANT)-$(MODE)
+# `make bench` adds ONNX Runtime on the INT8 vision graph when `make calibrate MODE=int8` made this folder
+INT8_OUT ?= $(ARTIFACTS)/$(VARIANT)-int8
 
 .PHONY: install demo test lint export engines bench gpu-check calibrate clean help
 
@@ -32,7 +34,7 @@ help:
 	@echo "make export    export VARIANT=full|tiny [CHECKPOINT=sam3.pt] to OUT=$(OUT)"
 	@echo "make engines   GPU=5090|4090|3090|a100|h100|...|auto [VARIANT=tiny] [PRECISION=fp16|fp32] [POLICY=default|file.json]:"
 	@echo "               export if needed, FP16 pass + estimate, build plan, engines in $(ENGINES)/<variant>/<target>/"
-	@echo "make bench     full-size CPU benchmark (eager vs ONNX Runtime, own processes) -> benchmarks/results/"
+	@echo "make bench     full-size CPU benchmark (eager vs ONNX Runtime [+ INT8 vision after make calibrate MODE=int8]) -> benchmarks/results/"
 	@echo "make calibrate MODE=fp16-policy|int8|fp8 [IMAGES=dir PROMPTS=file] [VARIANT=tiny] -> $(ARTIFACTS)/<variant>-<mode>/"
 	@echo "make gpu-check doctor, export, FP16 pass, engines, TensorRT parity, bench -> reports/gpu-check/ (GPU steps need a GPU)"
 
@@ -71,7 +73,8 @@ engines: install
 
 bench: install
 	test -f $(OUT)/manifest.json || $(BIN)/sam3-trt export --variant $(VARIANT) $(WEIGHTS) --out $(OUT) --force
-	$(BIN)/python benchmarks/cpu_bench.py --artifacts $(OUT) --out benchmarks/results
+	$(BIN)/python benchmarks/cpu_bench.py --artifacts $(OUT) --out benchmarks/results \
+		$(if $(wildcard $(INT8_OUT)/manifest.json),--int8-artifacts $(INT8_OUT),)
 
 calibrate: install
 	test -f $(OUT)/manifest.json || $(BIN)/sam3-trt export --variant $(VARIANT) $(WEIGHTS) --out $(OUT) --force

@@ -20,28 +20,37 @@ from sam3_trt.manifest import read_manifest
 def markdown(report: dict) -> str:
     """README table: median ms per stage, speed-ups, targets."""
     backends = list(report["backends"])
+    compared = list(report["speedup_vs_eager"])
     rows = [
-        "| stage | " + " | ".join(f"{b} (ms)" for b in backends) + " | speed-up |",
-        "|---" * (len(backends) + 2) + "|",
+        "| stage | " + " | ".join(f"{b} (ms)" for b in backends) + "".join(f" | {b} speed-up" for b in compared) + " |",
+        "|---" * (len(backends) + len(compared) + 1) + "|",
     ]
-    ratios = report["speedup_vs_eager"].get("onnxruntime", {})
+    blank = " |" * (len(compared) + 1)
     for stage in STAGES:
         vals = [report["backends"][b]["stages"].get(stage, {}).get("median_ms") for b in backends]
         cells = [f"{v:,.1f}" if v is not None else "-" for v in vals]
-        ratio = f"{ratios[stage]:.2f}x" if stage in ratios else "-"
-        rows.append(f"| {stage} | " + " | ".join(cells) + f" | {ratio} |")
-    rows.append("| load (s) | " + " | ".join(f"{report['backends'][b]['load_s']:.1f}" for b in backends) + " | |")
+        ratios = [report["speedup_vs_eager"][b].get(stage) for b in compared]
+        rows.append(
+            f"| {stage} | " + " | ".join(cells) + "".join(f" | {r:.2f}x" if r else " | -" for r in ratios) + " |"
+        )
+    rows.append("| load (s) | " + " | ".join(f"{report['backends'][b]['load_s']:.1f}" for b in backends) + blank)
     rows.append(
-        "| peak RSS (MB) | " + " | ".join(f"{report['backends'][b]['peak_rss_mb']:,.0f}" for b in backends) + " | |"
+        "| peak RSS (MB) | " + " | ".join(f"{report['backends'][b]['peak_rss_mb']:,.0f}" for b in backends) + blank
     )
     m = report["machine"]
-    checks = report["target_check"].get("cpu", {})
-    met = ", ".join(
-        f"{k} {v['measured']} ({v['target']}: {'met' if v['met'] else 'NOT met'})" for k, v in checks.items()
-    )
+    lines = []
+    for key, label in (("cpu", "Targets (onnxruntime, FP32)"), ("cpu_int8", "Same targets, INT8 vision graph")):
+        checks = report["target_check"].get(key)
+        if isinstance(checks, dict):
+            met = ", ".join(
+                f"{k} {v['measured']} ({v['target']}: {'met' if v['met'] else 'NOT met'})" for k, v in checks.items()
+            )
+            lines.append(f"{label}: {met}.")
     return (
         "\n".join(rows)
-        + f"\n\nMachine: {m.get('cpu')}, {m.get('cpu_count')} cores, {m.get('memory_gb')} GB, torch {m.get('torch')}, onnxruntime {m.get('onnxruntime')}.\nTargets: {met}.\n"
+        + f"\n\nMachine: {m.get('cpu')}, {m.get('cpu_count')} cores, {m.get('memory_gb')} GB, torch {m.get('torch')}, onnxruntime {m.get('onnxruntime')}.\n"
+        + "\n".join(lines)
+        + "\n"
     )
 
 
@@ -52,6 +61,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--prompts", type=int, default=2)
+    parser.add_argument("--int8-artifacts", type=Path, default=None, help="`calibrate --mode int8` folder")
     args = parser.parse_args()
     variant = read_manifest(args.artifacts)["weights"]["variant"]
     report = run_bench(
@@ -61,6 +71,7 @@ def main() -> None:
         repeats=args.repeats,
         warmup=args.warmup,
         progress=print,
+        int8_artifacts=args.int8_artifacts,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"cpu_{variant}.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -440,6 +440,12 @@ def _size(text: str) -> tuple[int, int]:
     help="Comma list of torch (upstream eager), onnxruntime, tensorrt.",
 )
 @click.option("--engines", type=click.Path(path_type=Path), default=None, help="Engine folder for tensorrt.")
+@click.option(
+    "--int8-artifacts",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also run ONNX Runtime on this `calibrate --mode int8` folder (as onnxruntime-int8).",
+)
 @click.option("--image-size", default="1008x1008", show_default=True, help="WIDTHxHEIGHT of the drawn test image.")
 @click.option("--image", type=click.Path(path_type=Path), default=None, help="Use this image file instead.")
 @click.option("--prompts", type=int, default=1, show_default=True, help="Text prompts per image (K).")
@@ -455,6 +461,7 @@ def bench(
     artifacts: Path,
     backends: str,
     engines: Path | None,
+    int8_artifacts: Path | None,
     image_size: str,
     image: Path | None,
     prompts: int,
@@ -480,6 +487,7 @@ def bench(
         engines=engines,
         image=image,
         progress=ui.progress,
+        int8_artifacts=int8_artifacts,
     )
     for line in bench_lines(report):
         click.echo(line)
@@ -521,6 +529,11 @@ def bench(
     help="fp16-policy: keep a tensor FP32 when its FP16 round-trip error exceeds this.",
 )
 @click.option("--exclude", multiple=True, help="int8/fp8: scope regex of nodes to leave unquantized (repeatable).")
+@click.option(
+    "--quantize-attention",
+    is_flag=True,
+    help="int8/fp8: also quantize attention's activation x activation MatMuls (kept float by default).",
+)
 @click.option("--chunk-mb", type=int, default=4096, show_default=True, help="Tensor MB exposed per statistics pass.")
 @click.pass_obj
 @_handle_errors
@@ -536,6 +549,7 @@ def calibrate(
     range_fraction: float,
     max_rel_err: float,
     exclude: tuple[str, ...],
+    quantize_attention: bool,
     chunk_mb: int,
 ) -> None:
     """Data-driven precision: an FP16 keep-list (fp16-policy) or a Q/DQ vision encoder (int8, fp8)."""
@@ -546,7 +560,7 @@ def calibrate(
     if images is None:
         if prompts_file is not None:
             raise Sam3TrtError("--prompts needs --images (or leave both out for the generated default set)")
-        cal = default_set(out_dir / "default_set")
+        cal = default_set(out_dir / "default_set", limit=limit, seed=seed)
     else:
         if prompts_file is None:
             raise Sam3TrtError(f"--images {images} needs --prompts FILE (one text prompt per line)")
@@ -563,6 +577,7 @@ def calibrate(
         exclude=exclude,
         chunk_bytes=chunk_mb << 20,
         progress=ui.progress,
+        quantize_attention=quantize_attention,
     )
     if mode == "fp16-policy":
         est = report["estimate_on_first_image"]

@@ -53,6 +53,16 @@ def read_manifest(folder: str | os.PathLike[str], kind: str | None = None) -> di
     return data
 
 
+def graph_sources(manifest: dict[str, Any]) -> dict[str, dict[str, str | None]]:
+    """What a derived folder (FP16, INT8) records of the export it was made from: per graph, the sha256
+    of the ``.onnx`` file and of its external data. The data's hash matters: exports are byte-reproducible,
+    so a random-weight and a checkpoint export of one architecture share the ``.onnx`` file.
+    """
+    return {
+        name: {"sha256": g["sha256"], "data_sha256": g.get("data_sha256")} for name, g in manifest["graphs"].items()
+    }
+
+
 def verify_files(folder: str | os.PathLike[str], manifest: dict[str, Any]) -> None:
     """Check every graph file (and its external data) against the sha256 in the manifest.
 

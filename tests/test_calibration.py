@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +14,8 @@ from sam3_trt.calibration.dataset import default_set, load_set, read_prompts
 from sam3_trt.calibration.stats import FP16_MAX, TensorStats, next_chunk
 from sam3_trt.errors import Sam3TrtError
 from sam3_trt.specs import SPECS
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 # ---------------------------------------------------------------- sets
@@ -29,6 +33,9 @@ def test_sets_sample_deterministically_and_hash_their_content(tmp_path):
     with open(a.images[0], "ab") as fh:  # one changed byte in one image changes the hash
         fh.write(b"\0")
     assert load_set(tmp_path / "d" / "images", prompts, limit=3, seed=1).sha256 not in (a.sha256,)
+    # --limit applies to the generated default set too (it was once ignored there)
+    limited = default_set(tmp_path / "e", count=5, limit=2, seed=1)
+    assert len(limited.images) == 2 and "generated" in limited.source
 
 
 def test_bad_sets_are_named(tmp_path):
@@ -188,6 +195,25 @@ def test_int8_vision_graph_runs_and_reports_accuracy(int8_export, small_set):
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     quant = report["quantization"]
     assert quant["quantize_linear_nodes"] > 0 and quant["excluded_nodes"]  # patch_embed left FP32
+    # attention's q@k^T and p@v stay float: two per Softmax, none reading a DequantizeLinear output
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    softmaxes = [n for n in model.graph.node if n.op_type == "Softmax"]
+    assert quant["attention_matmuls_kept_float"] == 2 * len(softmaxes) > 0
+    for sm in softmaxes:
+        scores = next(n for n in model.graph.node if sm.input[0] in n.output)
+        assert scores.op_type == "MatMul" and all(producers.get(i) != "DequantizeLinear" for i in scores.input)
+    # activation scales come from the streamed ranges handed to the quantizer as its calibration cache
+    ranges = json.loads((out / quant["ranges_file"]).read_text())["data"]
+    inits = {i.name: i for i in model.graph.initializer}
+    checked = 0
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] in ranges:
+            r = ranges[node.input[0]]
+            bound = max(abs(float(np.asarray(r["lowest"]))), abs(float(np.asarray(r["highest"]))))
+            scale = float(onnx.numpy_helper.to_array(inits[node.input[1]]))
+            assert scale == pytest.approx(bound / 127.0, rel=1e-5), node.input[0]
+            checked += 1
+    assert checked >= 10
     acc = report["accuracy"]
     for name, row in acc["vision_outputs"].items():
         assert 0 < row["rel_l2_max"] < 0.1 and row["cosine_min"] > 0.99, name  # measured, not zero
@@ -235,3 +261,33 @@ def test_calibrate_cli_bad_input_is_one_line(tiny_export, tmp_path):
     assert proc.returncode == 2 and "holds no images" in proc.stderr
     proc = run("--mode", "int8", "--out", str(tmp_path / "o"), "--exclude", "(")
     assert proc.returncode == 2 and "not a valid regular expression" in proc.stderr
+    proc = run("--mode", "fp16-policy", "--out", str(tmp_path / "o"), "--quantize-attention")
+    assert proc.returncode == 2 and "--quantize-attention applies to --mode int8/fp8 only" in proc.stderr
+
+
+def test_bench_runs_the_int8_vision_graph_beside_fp32(int8_export, tiny_export, planted_text_export):
+    """`bench --int8-artifacts`: ONNX Runtime on the Q/DQ vision graph, measured beside FP32 and eager."""
+    import importlib.util
+
+    from sam3_trt.bench import run_bench
+
+    int8, _ = int8_export
+    src, _ = tiny_export
+    report = run_bench(src, ["torch", "onnxruntime"], (320, 240), repeats=1, warmup=0, threads=2, int8_artifacts=int8)
+    assert set(report["backends"]) == {"torch", "onnxruntime", "onnxruntime-int8"}
+    assert report["backends"]["onnxruntime-int8"]["stages"]["vision_encoder"]["median_ms"] > 0
+    assert set(report["speedup_vs_eager"]) == {"onnxruntime", "onnxruntime-int8"}
+    assert set(report["target_check"]["cpu_int8"]) == set(report["target_check"]["cpu"])
+    # the published table gets one speed-up column per backend and the INT8 target line
+    spec = importlib.util.spec_from_file_location("cpu_bench", REPO / "benchmarks" / "cpu_bench.py")
+    cpu_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cpu_bench)
+    table = cpu_bench.markdown(report)
+    assert "| onnxruntime-int8 speed-up |" in table.splitlines()[0]
+    assert all(row.count("|") == 7 for row in table.split("\n\n")[0].splitlines())  # load and RSS rows too
+    assert "Same targets, INT8 vision graph" in table
+    # an INT8 folder from another export, or a folder that is not INT8, is refused by name
+    with pytest.raises(Sam3TrtError, match="calibrated from another export"):
+        run_bench(planted_text_export, ["onnxruntime"], int8_artifacts=int8)
+    with pytest.raises(Sam3TrtError, match="precision is 'fp32', not int8"):
+        run_bench(src, ["onnxruntime"], int8_artifacts=src)

@@ -278,3 +278,17 @@ def test_rtx_builds_fp16_engines_of_the_tiny_export(tiny_fp16, tmp_path):
         assert (tmp_path / "4090" / manifest["graphs"][name]["file"]).stat().st_size > 1e5, name
     plan_file = json.loads((tmp_path / "4090.plan.json").read_text())
     assert plan_file["precision"]["mode"] == "fp16" and plan_file["target"]["sm"] == "sm89"
+
+
+def test_reuse_needs_the_same_weights_not_only_the_same_graph_files(tiny_fp16):
+    """Exports are byte-reproducible: a checkpoint export shares the random-weight export's .onnx files."""
+    from sam3_trt.engines.mixed import _reusable
+    from sam3_trt.manifest import read_manifest
+
+    src, out, _ = tiny_fp16
+    source = read_manifest(src, kind="onnx-export")
+    assert _reusable(out, source, DEFAULT_POLICY, True) is not None
+    other_weights = copy.deepcopy(source)
+    other_weights["graphs"]["text_encoder"]["data_sha256"] = "0" * 64  # same .onnx, other .onnx.data
+    assert _reusable(out, other_weights, DEFAULT_POLICY, True) is None
+    assert _reusable(out, source, BLANKET_FP16, True) is None  # another policy

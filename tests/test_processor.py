@@ -236,3 +236,43 @@ def test_close_frees_the_backend(tiny_export, image):
         proc.set_image(image)
     with pytest.raises(Sam3TrtError, match="closed"):
         proc.set_image(image)
+
+
+class _ReusingBackend:
+    """ONNX Runtime made to behave like TensorRT: every run writes into the same output arrays."""
+
+    @staticmethod
+    def make(folder, reuses: bool):
+        from sam3_trt.runtime.backends import OnnxRuntimeBackend
+
+        class Reusing(OnnxRuntimeBackend):
+            reuses_outputs = reuses
+
+            def _run(self, graph, feeds, sizes):
+                out = super()._run(graph, feeds, sizes)
+                held = self.__dict__.setdefault("held", {})
+                if graph in held and all(held[graph][k].shape == v.shape for k, v in out.items()):
+                    for k, v in out.items():
+                        np.copyto(held[graph][k], v)
+                else:
+                    held[graph] = out
+                return held[graph]
+
+        return Reusing(folder)
+
+
+@pytest.mark.parametrize("reuses", [True, False])
+def test_kept_features_survive_backends_that_reuse_output_buffers(tiny_export, reuses):
+    """Image features, cached text features and raw outputs are copied exactly when the backend reuses buffers."""
+    out, _ = tiny_export
+    with Sam3Processor(out, backend=_ReusingBackend.make(out, reuses)) as proc:
+        proc.set_confidence_threshold(-1.0)
+        state_a = proc.set_image(demo_image(640, 480, variant=0))
+        first = proc.set_text_prompt("blue disc", state_a)["masks_logits"].clone()
+        state_b = proc.set_image(demo_image(480, 640, variant=1))  # overwrites the vision buffers
+        proc.set_text_prompt("green triangle", state_b)  # and the text and decoder buffers
+        again = proc.set_text_prompt("blue disc", state_a)["masks_logits"]
+        if reuses:  # copied: state A and the text cache still hold their own values
+            assert (again - first).abs().max().item() <= 1e-6
+        else:  # this fake backend lies about reuse: state A now reads image B's features
+            assert again.shape != first.shape or (again - first).abs().max().item() > 1e-3

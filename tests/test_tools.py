@@ -45,6 +45,7 @@ def test_bench_measures_every_stage_beside_eager(tiny_export, tmp_path):
     assert set(report["backends"]) == {"torch", "onnxruntime"}
     ours, eager = report["backends"]["onnxruntime"], report["backends"]["torch"]
     assert set(ours["stages"]) == set(STAGES) and set(eager["stages"]) == set(STAGES) - {"preprocess"}
+    assert ours["attention_sites_fused"]["vision_encoder"] == 2  # the tiny ViT's two blocks, on the CPU
     for result in (ours, eager):
         assert result["threads"] == 2 and result["repeats"] == 2 and result["prompts"] == 2
         assert result["load_s"] > 0 and result["peak_rss_mb"] > 100
@@ -148,3 +149,11 @@ def test_gpu_check_full_run_on_a_gpu(tiny_export, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     for name in ("parity.json", "parity.png", "bench.json", "engines_manifest.json", "summary.md"):
         assert (report / name).is_file(), name
+
+
+def test_full_size_disk_guard_names_the_folder_and_the_shortfall(tmp_path):
+    from conftest import require_disk
+
+    require_disk(tmp_path, 0.001, "a small step")  # enough room: no error
+    with pytest.raises(pytest.fail.Exception, match=r"needs about 1000000 GB free in .*found [0-9.]+ GB"):
+        require_disk(tmp_path, 1e6, "the full-size tests")

@@ -112,12 +112,16 @@ def load_set(
     return CalibrationSet(tuple(files), texts, _hash(files, texts), str(folder))
 
 
-def default_set(folder: str | os.PathLike[str], count: int = 4) -> CalibrationSet:
+def default_set(
+    folder: str | os.PathLike[str], count: int = 4, limit: int | None = None, seed: int = 0
+) -> CalibrationSet:
     """Generate the default set into ``folder``: ``count`` drawn scenes of varied size, and prompts.
 
     Args:
         folder: Where to write ``images/`` and ``prompts.txt``.
         count: Number of images.
+        limit: Use at most this many of them, sampled with ``seed`` (as :func:`load_set`).
+        seed: Sampling seed for ``limit``.
     """
     from ..assets.images import demo_image
 
@@ -127,7 +131,7 @@ def default_set(folder: str | os.PathLike[str], count: int = 4) -> CalibrationSe
     for i in range(count):
         demo_image(*sizes[i % len(sizes)], variant=i).save(folder / "images" / f"scene{i:02d}.png")
     (folder / "prompts.txt").write_text("# generated default calibration prompts\n" + "\n".join(DEFAULT_PROMPTS) + "\n")
-    chosen = load_set(folder / "images", folder / "prompts.txt")
+    chosen = load_set(folder / "images", folder / "prompts.txt", limit=limit, seed=seed)
     return dataclasses.replace(chosen, source=f"generated default set ({count} drawn images)")
 
 

@@ -7,6 +7,12 @@ QDQ format) calibrates activation ranges on the calibration set's images, quanti
 TensorRT requires) and leaves biases FP32 (an int32 bias breaks TensorRT's parser). Nodes whose scope
 matches an exclusion pattern stay unquantized.
 
+INT8 activation ranges (min/max) come from this package's streamed statistics (:mod:`.stats`), handed
+to the quantizer as its calibration cache: ONNX Runtime's own MinMax calibrator holds the augmented
+full-size vision graph's run at once and was killed for memory at 24 GB here, while the streamed pass
+exposes the calibrated tensors a chunk at a time. FP8 needs the quantizer's Distribution calibrator
+(histograms), which still runs inside ONNX Runtime's quantizer (fine for the tiny variant).
+
 ModelOpt's ONNX quantizer is NVIDIA's tool for this, but its ``[onnx]`` extra pins onnx 1.21 and pulls
 onnxruntime-gpu and cupy; ONNX Runtime's quantizer runs on this CPU-only project's pinned stack.
 
@@ -18,7 +24,7 @@ not run in ONNX Runtime CPU: their accuracy needs a GPU (TensorRT for RTX builds
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +49,66 @@ def excluded_nodes(model: Any, patterns: Sequence[str]) -> list[str]:
     return [n.name for n in model.graph.node if any(rx.search(node_scope(n)) or rx.search(n.name) for rx in compiled)]
 
 
+def activation_matmuls(model: Any) -> list[str]:
+    """``MatMul`` nodes with no weight input (attention's ``q @ k^T`` and ``p @ v``).
+
+    Left unquantized by default: they carry no weights to compress, their inputs (scores up to 5184 x
+    5184 per head) cost most of the calibration time and memory, and kept float they stay one fused
+    attention kernel on the CPU (:mod:`sam3_trt.runtime.ort_attention`), as ModelOpt's
+    ``disable_mha_qdq`` leaves them.
+    """
+    weights = {i.name for i in model.graph.initializer}
+    constants = {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type == "MatMul" and not any(i in weights or i in constants for i in n.input)
+    ]
+
+
+def calibration_tensors(model: Any, skip: Collection[str] = ()) -> list[str]:
+    """Float activations the quantizer calibrates: inputs and outputs of ``QUANT_OPS`` nodes (ONNX Runtime's rule).
+
+    Args:
+        model: The FP32 graph (external data not needed).
+        skip: Names of nodes left unquantized (their tensors are not needed).
+    """
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in (*inferred.value_info, *inferred.output, *inferred.input)}
+    weights = {i.name for i in model.graph.initializer}
+    out: dict[str, None] = {}
+    for node in model.graph.node:
+        if node.op_type in QUANT_OPS and node.name not in skip:
+            for name in (*node.input, *node.output):
+                if name and name not in weights and types.get(name) == onnx.TensorProto.FLOAT:
+                    out[name] = None
+    return list(out)
+
+
+def write_range_cache(stats: Mapping[str, Any], names: Sequence[str], path: Path) -> None:
+    """ONNX Runtime calibration cache (MinMax) at ``path`` from streamed statistics of ``names``.
+
+    Raises:
+        Sam3TrtError: A tensor has no statistics or no finite range.
+    """
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData, save_tensors_data
+
+    data = {}
+    for name in names:
+        st = stats.get(name)
+        if st is None or not st.count:
+            raise Sam3TrtError(f"no activation statistics for tensor {name!r}: the calibration pass did not reach it")
+        if not (np.isfinite(st.min) and np.isfinite(st.max)) or st.nonfinite:
+            raise Sam3TrtError(
+                f"tensor {name!r} has a non-finite value on the calibration set (min {st.min}, max {st.max}); "
+                "fix the model or exclude its nodes with --exclude"
+            )
+        data[name] = TensorData(lowest=np.float32(st.min), highest=np.float32(st.max))
+    save_tensors_data(TensorsData(CalibrationMethod.MinMax, data), path)
+
+
 class _Reader:
     """ONNX Runtime calibration data reader over prepared ``pixel_values`` arrays."""
 
@@ -61,16 +127,22 @@ def quantize_vision(
     mode: str = "int8",
     exclude: Sequence[str] = (),
     progress: Callable[[str], None] | None = None,
+    chunk_bytes: int = 4 << 30,
+    quantize_attention: bool = False,
 ) -> dict[str, Any]:
     """Write ``dst``: the FP32 vision graph ``src`` with Q/DQ nodes calibrated on ``pixels``.
 
     Args:
         src: FP32 ``vision_encoder.onnx``.
-        dst: Output ``.onnx`` (external data beside it).
+        dst: Output ``.onnx`` (external data beside it); ``int8`` also writes the activation ranges
+            used, as ONNX Runtime's calibration cache ``<dst stem>.ranges.json``.
         pixels: Preprocessed images (``1x3x1008x1008``), the calibration set.
         mode: ``int8`` or ``fp8``.
         exclude: Scope regexes of nodes to leave unquantized.
         progress: Called with one line per step.
+        chunk_bytes: ``int8``: tensor bytes exposed per statistics pass (bounds memory).
+        quantize_attention: Also quantize activation x activation ``MatMul`` nodes (attention);
+            by default they stay float (:func:`activation_matmuls`).
 
     Returns:
         What was done: quantized node count, exclusions, settings.
@@ -83,13 +155,29 @@ def quantize_vision(
     if mode not in types:
         raise Sam3TrtError(f"--mode {mode}: quantization modes are {sorted(types)}")
     model = onnx.load(str(src), load_external_data=False)
-    skip = excluded_nodes(model, exclude)
+    by_pattern = excluded_nodes(model, exclude)
+    attention = [] if quantize_attention else activation_matmuls(model)
+    skip = list(dict.fromkeys([*by_pattern, *attention]))
     candidates = [n.name for n in model.graph.node if n.op_type in QUANT_OPS and n.name not in skip]
-    say(f"quantize: {mode} Q/DQ on {len(candidates)} Conv/MatMul/ConvTranspose nodes ({len(skip)} excluded)")
+    say(
+        f"quantize: {mode} Q/DQ on {len(candidates)} Conv/MatMul/ConvTranspose nodes "
+        f"({len(by_pattern)} excluded by --exclude, {len(attention)} attention MatMuls kept float)"
+    )
+    cache = None
+    if mode == "int8":
+        from .stats import collect_stats
+
+        names = calibration_tensors(model, set(skip))
+        say(f"quantize: activation ranges of {len(names)} tensors over {len(pixels)} images (streamed)")
+        stats = collect_stats(
+            src, [{"pixel_values": x} for x in pixels], ["pixel_values"], chunk_bytes, say, tensors=names
+        )
+        cache = dst.with_name(dst.name.removesuffix(".onnx") + ".ranges.json")
+        write_range_cache(stats, names, cache)
     quantize_static(
         str(src),
         str(dst),
-        _Reader(pixels),
+        None if cache else _Reader(pixels),
         quant_format=QuantFormat.QDQ,
         op_types_to_quantize=list(QUANT_OPS),
         per_channel=True,
@@ -99,6 +187,7 @@ def quantize_vision(
         use_external_data_format=True,
         # ONNX Runtime calibrates float8 only from activation distributions
         calibrate_method=CalibrationMethod.MinMax if mode == "int8" else CalibrationMethod.Distribution,
+        calibration_cache_path=cache,
         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
     )
     out = onnx.load(str(dst), load_external_data=False)
@@ -111,11 +200,13 @@ def quantize_vision(
         "quantized_op_types": list(QUANT_OPS),
         "candidate_nodes": len(candidates),
         "quantize_linear_nodes": qdq,
-        "excluded_nodes": skip,
+        "excluded_nodes": by_pattern,
+        "attention_matmuls_kept_float": len(attention),
         "settings": (
             "QDQ, per-channel symmetric weights, symmetric activations, "
-            f"{'MinMax' if mode == 'int8' else 'Distribution'} calibration, FP32 bias"
+            f"{'MinMax (streamed statistics)' if mode == 'int8' else 'Distribution'} calibration, FP32 bias"
         ),
+        "ranges_file": cache.name if cache else None,
     }
 
 

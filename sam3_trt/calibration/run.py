@@ -22,7 +22,7 @@ from typing import Any
 from .. import __version__
 from ..assets import BPE_FILE
 from ..errors import Sam3TrtError
-from ..manifest import read_manifest, verify_files, write_manifest
+from ..manifest import graph_sources, read_manifest, verify_files, write_manifest
 from ..specs import SPECS
 from .dataset import CalibrationSet, graph_feeds
 from .fp16_policy import Fp16Thresholds, calibrated_policy
@@ -77,6 +77,7 @@ def calibrate(
     exclude: Sequence[str] = (),
     chunk_bytes: int = 4 << 30,
     progress: Callable[[str], None] | None = None,
+    quantize_attention: bool = False,
 ) -> dict[str, Any]:
     """Run one calibration mode (see the module docstring); returns its report.
 
@@ -89,10 +90,14 @@ def calibrate(
         exclude: Scope regexes left unquantized (``int8``/``fp8``).
         chunk_bytes: Estimated bytes of exposed tensors per statistics pass.
         progress: Called with one line per step.
+        quantize_attention: ``int8``/``fp8``: also quantize attention's activation x activation MatMuls.
     """
     say = progress or (lambda _m: None)
     if mode not in MODES:
         raise Sam3TrtError(f"--mode {mode}: use one of {', '.join(MODES)}")
+    if mode == "fp16-policy" and (exclude or quantize_attention):
+        flag = "--exclude" if exclude else "--quantize-attention"
+        raise Sam3TrtError(f"{flag} applies to --mode int8/fp8 only; drop it for fp16-policy")
     artifacts, out = Path(artifacts), Path(out_dir)
     manifest = read_manifest(artifacts, kind="onnx-export")
     if manifest.get("precision", {}).get("mode", "fp32") != "fp32":
@@ -105,7 +110,7 @@ def calibrate(
     if mode == "fp16-policy":
         report = _fp16_policy(artifacts, manifest, cal, out, thresholds or Fp16Thresholds(), chunk_bytes, say)
     else:
-        report = _quantize(artifacts, manifest, cal, out, mode, exclude, say)
+        report = _quantize(artifacts, manifest, cal, out, mode, exclude, chunk_bytes, quantize_attention, say)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     return report
 
@@ -171,6 +176,8 @@ def _quantize(
     out: Path,
     mode: str,
     exclude: Sequence[str],
+    chunk_bytes: int,
+    quantize_attention: bool,
     say: Callable[[str], None],
 ) -> dict[str, Any]:
     from ..export.exporter import file_entry
@@ -181,7 +188,14 @@ def _quantize(
     for stale in (out / vision, out / (vision + ".data")):
         stale.unlink(missing_ok=True)
     info = quantize_vision(
-        artifacts / vision, out / vision, [f["pixel_values"] for f in feeds], mode, exclude, progress=say
+        artifacts / vision,
+        out / vision,
+        [f["pixel_values"] for f in feeds],
+        mode,
+        exclude,
+        say,
+        chunk_bytes,
+        quantize_attention,
     )
     for graph in ("text_encoder", "decoder"):
         for name in (SPECS[graph].onnx_file, SPECS[graph].onnx_file + ".data"):
@@ -201,7 +215,7 @@ def _quantize(
         "quantization": info,
         "calibration_set": cal.to_dict(),
         "accuracy": accuracy,
-        "source": {"folder": str(artifacts), "graphs": {n: g["sha256"] for n, g in manifest["graphs"].items()}},
+        "source": {"folder": str(artifacts), "graphs": graph_sources(manifest)},
     }
     keep = {k: v for k, v in manifest.items() if k not in ("format", "graphs", "checks", "precision")}
     write_manifest(

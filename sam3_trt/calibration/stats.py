@@ -16,7 +16,7 @@ import dataclasses
 import json
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,12 +132,15 @@ def _dim_size(dim: Any, sizes: Mapping[str, int]) -> int | None:
     return int(value) if isinstance(value, int) and value > 0 else None
 
 
-def tensors_to_watch(model: Any, sizes: Mapping[str, int] | None = None) -> list[tuple[str, str, int | None]]:
+def tensors_to_watch(
+    model: Any, sizes: Mapping[str, int] | None = None, names: Collection[str] | None = None
+) -> list[tuple[str, str, int | None]]:
     """``(tensor, producer node, bytes or None when unresolved)`` for every float tensor a value-changing node produces.
 
     Args:
         model: The graph (external data not needed).
         sizes: Dynamic sizes of the run (``{"P": 4, "N": 1}``) to size symbolic dimensions.
+        names: Watch exactly these node outputs instead (layout ops' outputs included).
     """
     import onnx
 
@@ -145,9 +148,11 @@ def tensors_to_watch(model: Any, sizes: Mapping[str, int] | None = None) -> list
     values = {v.name: v for v in (*inferred.value_info, *inferred.output)}
     out = []
     for node in model.graph.node:
-        if node.op_type in LAYOUT_OPS:
+        if names is None and node.op_type in LAYOUT_OPS:
             continue
         for name in node.output:
+            if names is not None and name not in names:
+                continue
             v = values.get(name)
             if v is not None and v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
                 shape = v.type.tensor_type.shape
@@ -182,6 +187,7 @@ def collect_stats(
     input_names: Sequence[str],
     chunk_bytes: int = 4 << 30,
     progress: Callable[[str], None] | None = None,
+    tensors: Collection[str] | None = None,
 ) -> dict[str, TensorStats]:
     """Statistics of every float tensor of one graph over ``feeds``.
 
@@ -191,6 +197,8 @@ def collect_stats(
         input_names: The graph's inputs (taken from each feed).
         chunk_bytes: Estimated output bytes per chunk (one chunk's outputs are held at once).
         progress: Called with one line per chunk.
+        tensors: Only these tensors (graph inputs among them are read from ``feeds``); default: every
+            float tensor a value-changing node produces.
     """
     import onnx
 
@@ -202,8 +210,13 @@ def collect_stats(
     model = onnx.load(str(graph_path), load_external_data=False)
     spec = next((s for s in SPECS.values() if s.input_names == list(input_names)), None)
     sizes = spec.infer_sizes({n: feeds[0][n] for n in input_names}) if spec is not None and feeds else {}
-    watch = tensors_to_watch(model, sizes)
+    watch = tensors_to_watch(model, sizes, None if tensors is None else set(tensors))
     stats = {name: TensorStats(name, producer) for name, producer, _ in watch}
+    for name in input_names if tensors is not None else ():
+        if name in tensors:
+            stats[name] = TensorStats(name, "graph input")
+            for feed in feeds:
+                stats[name].update(np.asarray(feed[name], dtype=np.float32))
     remaining = list(watch)
     # unresolved sizes are estimated by the largest unresolved tensor seen so far (adapts after each chunk)
     unknown_bytes = 64 << 20

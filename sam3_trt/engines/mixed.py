@@ -29,7 +29,7 @@ import numpy as np
 from .. import __version__
 from ..assets import BPE_FILE
 from ..errors import ParityError, Sam3TrtError
-from ..manifest import make_staging, publish, read_manifest, verify_files, write_manifest
+from ..manifest import graph_sources, make_staging, publish, read_manifest, verify_files, write_manifest
 from ..specs import SPECS
 from .precision import NodeDecision, PrecisionPolicy, float_tensors, plan, summarize
 
@@ -299,7 +299,7 @@ def convert_export(
                 "mode": "fp16",
                 "policy": policy.to_dict(),
                 "tool": _tool_version(),
-                "source": {"folder": str(src), "graphs": {n: g["sha256"] for n, g in source["graphs"].items()}},
+                "source": {"folder": str(src), "graphs": graph_sources(source)},
                 "graphs": summaries,
                 "report_file": REPORT_FILE,
                 "seconds": seconds,
@@ -331,7 +331,7 @@ def _reusable(out: Path, source: dict[str, Any], policy: PrecisionPolicy, estima
     except Sam3TrtError:
         return None
     precision = existing.get("precision", {})
-    same_source = precision.get("source", {}).get("graphs") == {n: g["sha256"] for n, g in source["graphs"].items()}
+    same_source = precision.get("source", {}).get("graphs") == graph_sources(source)
     has_estimate = existing.get("checks", {}).get("fp16_estimate", {}).get("passed") is True or not estimated
     return existing if same_source and precision.get("policy") == policy.to_dict() and has_estimate else None
 

@@ -31,6 +31,8 @@ class Backend:
     """Base class: spec validation, call counting, locking, context management."""
 
     name = "base"
+    #: True when a run's outputs live in buffers the next run overwrites (callers copy what they keep)
+    reuses_outputs = False
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -77,6 +79,9 @@ class OnnxRuntimeBackend(Backend):
         threads: Intra-op threads (``None``: ONNX Runtime's default).
         memory_arena: Keep ONNX Runtime's CPU arena (fast repeated calls); ``False`` returns each call's
             buffers (the full-size vision graph peaks at several GB).
+        fuse_attention: With the CPU provider only, run attention sites as ONNX Runtime's
+            ``MultiHeadAttention`` (flash attention, no score matrix; :mod:`.ort_attention`). The
+            export's files are not changed; ``fused_sites`` records how many sites each graph got.
     """
 
     name = "onnxruntime"
@@ -87,6 +92,7 @@ class OnnxRuntimeBackend(Backend):
         providers: list[str] | str | None = None,
         threads: int | None = None,
         memory_arena: bool = True,
+        fuse_attention: bool = True,
     ) -> None:
         super().__init__()
         import onnxruntime as ort
@@ -103,6 +109,9 @@ class OnnxRuntimeBackend(Backend):
             self._opts.intra_op_num_threads = threads
         self._ort = ort
         self._sessions: dict[str, Any] = {}
+        self._fuse = fuse_attention and self.providers == ["CPUExecutionProvider"]
+        #: graph name -> attention sites run as MultiHeadAttention (0 when not fused)
+        self.fused_sites: dict[str, int] = {}
 
     def session(self, graph: str) -> Any:
         """The graph's session, created on first use (a truncated or corrupt file fails here, by name)."""
@@ -111,13 +120,32 @@ class OnnxRuntimeBackend(Backend):
             if not path.is_file():
                 raise Sam3TrtError(f"{path} is missing; re-run `sam3-trt export`")
             try:
-                self._sessions[graph] = self._ort.InferenceSession(str(path), self._opts, providers=self.providers)
+                self._sessions[graph] = self._load(graph, path)
             except Exception as exc:  # noqa: BLE001 - ORT raises several types for bad files
                 first = str(exc).strip().splitlines()[0][:200]
                 raise Sam3TrtError(
                     f"cannot load {path} ({first}); the file is truncated or corrupt: re-run the export"
                 ) from None
         return self._sessions[graph]
+
+    def _load(self, graph: str, path: Path) -> Any:
+        self.fused_sites[graph] = 0
+        if self._fuse:
+            import onnx
+
+            from .ort_attention import fuse_attention
+
+            model, fused = fuse_attention(onnx.load(str(path), load_external_data=False))
+            if fused:
+                # the edited graph is passed as bytes; its weights still load from the export's data file
+                opts = self._ort.SessionOptions()
+                opts.enable_cpu_mem_arena = self._opts.enable_cpu_mem_arena
+                opts.intra_op_num_threads = self._opts.intra_op_num_threads
+                opts.add_session_config_entry("session.model_external_initializers_file_folder_path", str(path.parent))
+                session = self._ort.InferenceSession(model.SerializeToString(), opts, providers=self.providers)
+                self.fused_sites[graph] = fused
+                return session
+        return self._ort.InferenceSession(str(path), self._opts, providers=self.providers)
 
     def _run(self, graph: str, feeds: Mapping[str, Any], sizes: Mapping[str, int]) -> dict[str, Any]:
         spec = SPECS[graph]
@@ -183,6 +211,7 @@ class TensorRTBackend(Backend):
     """
 
     name = "tensorrt"
+    reuses_outputs = True  # one output buffer per tensor, rebound on every run
     RUNTIME_CACHE = "runtime_cache.bin"
 
     def __init__(self, folder: str | Path, manifest: Mapping[str, Any], device_index: int = 0) -> None:

@@ -142,7 +142,7 @@ class Sam3Processor:
                 st = {} if st is None else st
                 st.clear()
                 st["original_height"], st["original_width"] = int(im.shape[0]), int(im.shape[1])
-                fpn = [_copy(feats[name][i : i + 1]) for name in ("fpn0", "fpn1", "fpn2")]
+                fpn = [self._keep(feats[name][i : i + 1]) for name in ("fpn0", "fpn1", "fpn2")]
                 st["backbone_out"] = {"backbone_fpn": fpn, "vision_features": fpn[-1]}
                 out.append(st)
         return out
@@ -222,7 +222,7 @@ class Sam3Processor:
             out = self.backend.run("text_encoder", {"input_ids": self.tokenizer(missing)})
             with self._lock:
                 for i, p in enumerate(missing):
-                    self._text_cache[p] = (_copy(out["text_features"][i]), _copy(out["text_mask"][i]))
+                    self._text_cache[p] = (self._keep(out["text_features"][i]), self._keep(out["text_mask"][i]))
         with self._lock:
             entries = []
             for p in prompts:
@@ -256,7 +256,7 @@ class Sam3Processor:
         }
         out = self.backend.run("decoder", feeds)
         return [
-            {k: _copy(out[k][i]) for k in ("pred_logits", "pred_boxes", "presence_logit", "pred_masks")}
+            {k: self._keep(out[k][i]) for k in ("pred_logits", "pred_boxes", "presence_logit", "pred_masks")}
             for i in range(count)
         ]
 
@@ -276,6 +276,10 @@ class Sam3Processor:
         state["_raw"] = raw
         state.update(self._finish(raw, state))
         return state
+
+    def _keep(self, x: Any) -> Any:
+        """``x`` to hold past the next run: copied only when the backend reuses its output buffers."""
+        return _copy(x) if self.backend.reuses_outputs else x
 
     def _as_result_tensor(self, x: Any) -> Any:
         if not self._torch:
