@@ -44,16 +44,18 @@ def run_graph(session: Any, graph: str, feeds: Mapping[str, np.ndarray]) -> dict
 
 
 @contextlib.contextmanager
-def linked_copy(model: Any, source: str | os.PathLike[str]) -> Iterator[Path]:
-    """Path of ``model`` (an edited copy of ``source``) saved where ``source``'s external data resolves.
+def session_for_model(model: Any, source: str | os.PathLike[str], optimize: bool = False) -> Iterator[Any]:
+    """Session of an edited copy of ``source`` (``model``) that still reads ``source``'s external data.
 
     ONNX Runtime refuses external data outside the model's folder (symlinks included), so the data
-    file is hard-linked into a temporary folder beside ``source`` (copied when linking fails). The
-    folder is removed on exit: create the session inside the ``with`` block (it reads the weights then).
+    file is hard-linked into a temporary folder beside ``source`` (copied when linking fails); the
+    folder is removed once the session holds the weights.
 
     Args:
         model: Edited ``onnx.ModelProto`` whose initializers still point at ``source``'s data file.
         source: The original ``.onnx`` file.
+        optimize: ONNX Runtime graph optimisations (off by default: edits such as FP16 round-trips
+            must run as written).
     """
     import onnx
 
@@ -70,21 +72,7 @@ def linked_copy(model: Any, source: str | os.PathLike[str]) -> Iterator[Path]:
                 shutil.copyfile(data, Path(tmp) / data.name)
         path = Path(tmp) / source.name
         onnx.save(model, str(path))
-        yield path
+        session = ort_session(path, optimize=optimize)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def session_for_model(model: Any, source: str | os.PathLike[str], optimize: bool = False) -> Iterator[Any]:
-    """Session of an edited copy of ``source`` (``model``) that still reads ``source``'s external data.
-
-    Args:
-        model: Edited ``onnx.ModelProto`` whose initializers still point at ``source``'s data file.
-        source: The original ``.onnx`` file.
-        optimize: ONNX Runtime graph optimisations (off by default: edits such as FP16 round-trips
-            must run as written).
-    """
-    with linked_copy(model, source) as path:
-        session = ort_session(path, optimize=optimize)
     yield session
