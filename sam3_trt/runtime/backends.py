@@ -107,6 +107,8 @@ class OnnxRuntimeBackend(Backend):
         self._opts.enable_cpu_mem_arena = memory_arena
         if threads:
             self._opts.intra_op_num_threads = threads
+        # a graph edited in memory (attention fusion) is passed as bytes: its weights load from here
+        self._opts.add_session_config_entry("session.model_external_initializers_file_folder_path", str(self.folder))
         self._ort = ort
         self._sessions: dict[str, Any] = {}
         self._fuse = fuse_attention and self.providers == ["CPUExecutionProvider"]
@@ -137,12 +139,7 @@ class OnnxRuntimeBackend(Backend):
 
             model, fused = fuse_attention(onnx.load(str(path), load_external_data=False))
             if fused:
-                # the edited graph is passed as bytes; its weights still load from the export's data file
-                opts = self._ort.SessionOptions()
-                opts.enable_cpu_mem_arena = self._opts.enable_cpu_mem_arena
-                opts.intra_op_num_threads = self._opts.intra_op_num_threads
-                opts.add_session_config_entry("session.model_external_initializers_file_folder_path", str(path.parent))
-                session = self._ort.InferenceSession(model.SerializeToString(), opts, providers=self.providers)
+                session = self._ort.InferenceSession(model.SerializeToString(), self._opts, providers=self.providers)
                 self.fused_sites[graph] = fused
                 return session
         return self._ort.InferenceSession(str(path), self._opts, providers=self.providers)
