@@ -67,6 +67,9 @@ class WorkerConfig:
         repeats: Timed runs.
         warmup: Untimed runs first.
         threads: CPU threads (torch and ONNX Runtime alike).
+        device: ``torch`` only: ``"cpu"`` or ``"cuda"`` (eager runs on the GPU the engines run on).
+        autocast: ``torch`` only: ``"bfloat16"`` runs eager under CUDA autocast, as upstream's examples do.
+        device_memory: ``tensorrt`` only: device-memory provider (``auto``, ``torch``, ``cuda-python``).
     """
 
     backend: str
@@ -76,6 +79,9 @@ class WorkerConfig:
     repeats: int = 3
     warmup: int = 1
     threads: int = 2
+    device: str = "cpu"
+    autocast: str | None = None
+    device_memory: str = "auto"
 
 
 def _stats(values: Sequence[float]) -> dict[str, float]:
@@ -91,15 +97,25 @@ def _peak_rss_mb() -> float:
 
 
 @contextlib.contextmanager
-def _timed_attr(obj: Any, name: str, sink: dict[str, float], key: str) -> Iterator[None]:
-    """Wrap ``obj.name`` so each call adds its wall time to ``sink[key]`` (restored on exit)."""
+def _timed_attr(
+    obj: Any, name: str, sink: dict[str, float], key: str, sync: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """Wrap ``obj.name`` so each call adds its wall time to ``sink[key]`` (restored on exit).
+
+    ``sync`` (``torch.cuda.synchronize`` on a GPU) runs before and after, so the time is the stage's own
+    GPU work, not what it queued.
+    """
     original = getattr(obj, name)
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if sync:
+            sync()
         start = time.perf_counter()
         try:
             return original(*args, **kwargs)
         finally:
+            if sync:
+                sync()
             sink[key] = sink.get(key, 0.0) + time.perf_counter() - start
 
     from .export.patches import swap_attr
@@ -119,19 +135,18 @@ def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
     return _run_ours(cfg)
 
 
-def _sync(backend: str) -> None:
-    if backend == "tensorrt":
-        import torch
-
-        torch.cuda.synchronize()
-
-
 def _run_ours(cfg: WorkerConfig) -> dict[str, Any]:
     from .runtime.image import open_image, preprocess
     from .runtime.processor import Sam3Processor
 
     start = time.perf_counter()
-    proc = Sam3Processor(cfg.artifacts, backend=cfg.backend, threads=cfg.threads)
+    proc = Sam3Processor(cfg.artifacts, backend=cfg.backend, threads=cfg.threads, device_memory=cfg.device_memory)
+    memory = getattr(proc.backend, "memory", None)  # TensorRT: wall times wait for the GPU
+
+    def _sync(_backend: str) -> None:
+        if memory is not None:
+            memory.synchronize()
+
     if cfg.backend == "onnxruntime":
         for graph in ("vision_encoder", "text_encoder", "decoder"):
             proc.backend.session(graph)  # sessions are lazy: count their creation as load time
@@ -176,13 +191,12 @@ def _run_ours(cfg: WorkerConfig) -> dict[str, Any]:
     result = _result(cfg, load_s, times)
     if cfg.backend == "onnxruntime":
         result["attention_sites_fused"] = dict(proc.backend.fused_sites)
-    if cfg.backend == "tensorrt":
-        import torch
-
-        free, total = torch.cuda.mem_get_info()
+    if memory is not None:
+        backend = proc.backend
         result["device"] = {
-            "name": torch.cuda.get_device_name(),
-            "memory_used_mb": round((total - free) / 2**20, 1),
+            "name": backend.gpu.names[backend.device_index],
+            "device_memory": memory.name,
+            "memory": memory.memory_info(),
             "engine_gpu_time": {g: _stats(v) for g, v in gpu_ms.items()},
         }
     proc.close()
@@ -198,21 +212,35 @@ def _run_eager(cfg: WorkerConfig) -> dict[str, Any]:
     from .runtime.image import open_image
 
     torch.set_num_threads(cfg.threads)
+    on_gpu = cfg.device != "cpu"
     start = time.perf_counter()
     model, _ = model_from_manifest(read_manifest(cfg.artifacts))
-    with cpu_compat():
+    # upstream builds on CUDA by default; our CPU construction patches stay on only for CPU runs
+    compat = cpu_compat if not on_gpu else contextlib.nullcontext
+    with compat():
         from sam3.model.sam3_image_processor import Sam3Processor as Upstream
 
-        proc = Upstream(model, device="cpu", confidence_threshold=0.5)
+        model = model.to(cfg.device)
+        proc = Upstream(model, device=cfg.device, confidence_threshold=0.5)
+    if on_gpu:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     load_s = time.perf_counter() - start
+    autocast = (
+        torch.autocast(device_type="cuda", dtype=getattr(torch, cfg.autocast))
+        if cfg.autocast
+        else contextlib.nullcontext()
+    )
     times: dict[str, list[float]] = {s: [] for s in STAGES if s not in ("preprocess",)}
     sink: dict[str, float] = {}
+    sync = torch.cuda.synchronize if on_gpu else None
     with (
         torch.inference_mode(),
-        cpu_compat(),
-        _timed_attr(model.backbone, "forward_image", sink, "vision_encoder"),
-        _timed_attr(model.backbone, "forward_text", sink, "text_encoder"),
-        _timed_attr(model, "forward_grounding", sink, "decoder"),
+        compat(),
+        autocast,
+        _timed_attr(model.backbone, "forward_image", sink, "vision_encoder", sync),
+        _timed_attr(model.backbone, "forward_text", sink, "text_encoder", sync),
+        _timed_attr(model, "forward_grounding", sink, "decoder", sync),
     ):
         for rep in range(cfg.warmup + cfg.repeats):
             sink.clear()
@@ -222,6 +250,8 @@ def _run_eager(cfg: WorkerConfig) -> dict[str, Any]:
             sample["decode"] = time.perf_counter() - t
             t = time.perf_counter()
             state = proc.set_image(image)
+            if sync:
+                sync()
             sample["set_image"] = time.perf_counter() - t
             sample["vision_encoder"] = sink["vision_encoder"]
             cold, text, dec = [], [], []
@@ -230,6 +260,8 @@ def _run_eager(cfg: WorkerConfig) -> dict[str, Any]:
                 sink.pop("decoder", None)
                 t = time.perf_counter()
                 proc.set_text_prompt(prompt, state)
+                if sync:
+                    sync()
                 cold.append(time.perf_counter() - t)
                 text.append(sink["text_encoder"])
                 dec.append(sink["decoder"])
@@ -238,7 +270,19 @@ def _run_eager(cfg: WorkerConfig) -> dict[str, Any]:
             if rep >= cfg.warmup:
                 for k, v in sample.items():
                     times[k].append(v)
-    return _result(cfg, load_s, times)
+    result = _result(cfg, load_s, times)
+    result["eager"] = {"device": cfg.device, "autocast": cfg.autocast}
+    if on_gpu:
+        free, total = torch.cuda.mem_get_info()
+        result["device"] = {
+            "name": torch.cuda.get_device_name(),
+            "memory": {
+                "free_mb": round(free / 2**20, 1),
+                "total_mb": round(total / 2**20, 1),
+                "torch_peak_allocated_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+            },
+        }
+    return result
 
 
 def _prompt_stages(
@@ -311,10 +355,17 @@ def run_bench(
     if "tensorrt" in backends and engines is None:
         raise Sam3TrtError("--backends tensorrt needs --engines DIR (an engine folder from `sam3-trt build`)")
     manifest = read_manifest(artifacts, kind="onnx-export")
-    runs = [(b, b, str(engines if b == "tensorrt" else artifacts)) for b in backends]
+    # with TensorRT, eager runs on the same GPU: in FP32, and under bfloat16 autocast as upstream's examples
+    eager_gpu = {"device": "cuda"} if "tensorrt" in backends else {}
+    runs: list[tuple[str, str, str, dict[str, Any]]] = []
+    for b in backends:
+        folder = str(engines if b == "tensorrt" else artifacts)
+        runs.append((b, b, folder, eager_gpu if b == "torch" else {}))
+        if b == "torch" and eager_gpu:
+            runs.append(("torch-bf16", b, folder, {**eager_gpu, "autocast": "bfloat16"}))
     if int8_artifacts is not None:
         check_int8_source(manifest, int8_artifacts, artifacts)
-        runs.append(("onnxruntime-int8", "onnxruntime", str(int8_artifacts)))
+        runs.append(("onnxruntime-int8", "onnxruntime", str(int8_artifacts), {}))
     threads = threads or os.cpu_count() or 1
     results: dict[str, Any] = {}
     drawn = image is None
@@ -324,7 +375,7 @@ def run_bench(
 
             image = Path(tmp) / "bench.png"
             demo_image(*image_size).save(image)
-        for label, backend, folder in runs:
+        for label, backend, folder, extra in runs:
             cfg = WorkerConfig(
                 backend=backend,
                 artifacts=folder,
@@ -333,6 +384,7 @@ def run_bench(
                 repeats=repeats,
                 warmup=warmup,
                 threads=threads,
+                **extra,
             )
             say(f"bench: {label} ({warmup} warm-up + {repeats} timed runs, {threads} threads, own process)")
             results[label] = _spawn(cfg)

@@ -58,6 +58,22 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 def main(ctx: click.Context, quiet: bool, verbose: bool) -> None:
     """SAM3 on TensorRT: export, build engines, run, check parity."""
     ctx.obj = Ui(quiet=quiet, verbose=verbose)
+    _route_tensorrt_log(quiet, verbose)
+
+
+def _route_tensorrt_log(quiet: bool, verbose: bool) -> None:
+    """TensorRT's messages go to stderr (stdout carries results only): errors with -q, everything with -v."""
+    import logging
+
+    from .engines.parse import LOG, set_trt_log_level
+
+    set_trt_log_level("ERROR" if quiet else "VERBOSE" if verbose else "WARNING")
+    if not LOG.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        LOG.addHandler(handler)
+        LOG.setLevel(logging.DEBUG)
+        LOG.propagate = False
 
 
 @main.command()
@@ -229,8 +245,13 @@ def segment(
 )
 @click.option("--workspace-gb", type=float, default=None, help="Workspace memory limit in GB.")
 @click.option("--hardware-compatible", is_flag=True, help="TensorRT: AMPERE_PLUS engines (any Ampere or newer GPU).")
-@click.option("--version-compatible", is_flag=True, help="TensorRT: engines later TensorRT versions can run.")
+@click.option(
+    "--version-compatible", is_flag=True, help="TensorRT: engines the same or later TensorRT versions can run."
+)
 @click.option("--timing-cache", type=click.Path(path_type=Path), default=None, help="TensorRT timing cache file.")
+@click.option(
+    "--tf32", is_flag=True, help="Let FP32 layers use TF32 tensor cores (faster, ~1e-3 relative error; off by default)."
+)
 @click.option("--force", is_flag=True, help="Replace an existing engine folder.")
 @click.pass_obj
 @_handle_errors
@@ -245,6 +266,7 @@ def build(
     hardware_compatible: bool,
     version_compatible: bool,
     timing_cache: Path | None,
+    tf32: bool,
     force: bool,
 ) -> None:
     """Build TensorRT (on the target GPU) or TensorRT for RTX (ahead of time, no GPU needed) engines."""
@@ -253,7 +275,7 @@ def build(
     from .engines.targets import resolve_target
 
     target = resolve_target(gpu_name, gpu_info(), flavour)
-    options = BuildOptions(opt_level, workspace_gb, hardware_compatible, version_compatible, timing_cache)
+    options = BuildOptions(opt_level, workspace_gb, hardware_compatible, version_compatible, timing_cache, tf32)
     manifest = build_engines(onnx_dir, out_root, target, options, progress=ui.progress, force=force)
     click.echo(
         json.dumps(
@@ -386,12 +408,12 @@ def parity(
     from .assets.images import demo_image
     from .export.model import model_from_manifest
     from .parity import DEFAULT_CASES, run_detection_parity
-    from .runtime.artifacts import resolve_artifacts
+    from .runtime.artifacts import artifact_precision, resolve_artifacts
     from .runtime.image import open_image
     from .runtime.processor import Sam3Processor
 
     found = resolve_artifacts(artifacts)
-    precision = found.manifest.get("precision", {}).get("mode", "fp32")  # picks the tolerance column
+    precision = artifact_precision(found.manifest)  # picks the tolerance column
     pictures = [open_image(p) for p in images] or [demo_image()]
     ui.progress(f"reference: upstream sam3 ({reference}) from {found.manifest.get('weights', {}).get('kind')} weights")
     model, origin = model_from_manifest(found.manifest, checkpoint)

@@ -3,6 +3,9 @@
 ``tensorrt.Runtime()`` without a CUDA driver returns a dead object that can segfault the process, so
 every TensorRT path asks :func:`gpu_info` first. Sources, in order: ``cuda-python`` (``cudaGetDeviceCount``
 returns an error code instead of raising), torch's CUDA, ``nvidia-smi``.
+
+:func:`cudart` is the one place that imports ``cuda.bindings.runtime``: GPU discovery and the cuda-python
+device-memory layer both call it (and the CI doubles in :mod:`sam3_trt.testing` replace it).
 """
 
 from __future__ import annotations
@@ -38,18 +41,29 @@ class GpuInfo:
     @property
     def sm(self) -> str | None:
         """``"sm89"``-style name of device 0's compute capability."""
-        if not self.compute_capabilities:
+        return self.sm_of(0)
+
+    def sm_of(self, index: int) -> str | None:
+        """``"sm89"``-style name of device ``index``'s compute capability (``None`` when unknown)."""
+        if not 0 <= index < len(self.compute_capabilities):
             return None
-        major, minor = self.compute_capabilities[0]
+        major, minor = self.compute_capabilities[index]
         return f"sm{major}{minor}"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
+def cudart() -> Any:
+    """``cuda.bindings.runtime`` (cuda-python's CUDA runtime API); ``ImportError`` when not installed."""
+    from cuda.bindings import runtime
+
+    return runtime
+
+
 def _from_cuda_python() -> GpuInfo | None:
     try:
-        from cuda.bindings import runtime as rt
+        rt = cudart()
     except ImportError:
         return None
     err, count = rt.cudaGetDeviceCount()

@@ -12,19 +12,33 @@ from .device import gpu_info
 
 #: (label, import name, distribution name, what it is for)
 COMPONENTS: tuple[tuple[str, str, str, str], ...] = (
-    ("torch", "torch", "torch", "export, eager reference (torch backend)"),
+    (
+        "torch",
+        "torch",
+        "torch",
+        "export, eager reference; with CUDA: TensorRT device memory (device_memory='torch', results as CUDA tensors)",
+    ),
     ("torchvision", "torchvision", "torchvision", "sam3's roi_align and transforms (eager reference)"),
     ("sam3", "sam3", "sam3", "the upstream model (export, eager reference)"),
-    ("onnx", "onnx", "onnx", "graph checks"),
-    ("onnxruntime", "onnxruntime", "onnxruntime", "CPU backend and export parity"),
-    ("tensorrt_rtx", "tensorrt_rtx", "tensorrt_rtx_cu13", "TensorRT for RTX: ahead-of-time builds (no GPU needed)"),
-    ("tensorrt", "tensorrt", "tensorrt", "TensorRT engines (build and run need a GPU)"),
-    ("cuda-python", "cuda.bindings.runtime", "cuda-python", "GPU discovery, device memory without torch"),
-    ("pycuda", "pycuda", "pycuda", "optional device memory for torch-free installs"),
+    ("onnx", "onnx", "onnx", "graph checks, FP16 pass, calibration"),
+    ("onnxruntime", "onnxruntime", "onnxruntime", "CPU backend, parity checks, INT8 calibration"),
+    (
+        "tensorrt_rtx",
+        "tensorrt_rtx",
+        "tensorrt_rtx_cu13",
+        "TensorRT for RTX: ahead-of-time engine builds (no GPU needed); runs them on RTX GPUs",
+    ),
+    ("tensorrt", "tensorrt", "tensorrt", "standard TensorRT: builds and runs engines on the target GPU"),
+    (
+        "cuda-python",
+        "cuda.bindings.runtime",
+        "cuda-python",
+        "GPU discovery; TensorRT device memory without torch (device_memory='cuda-python')",
+    ),
 )
 
 # Importing these without a driver can crash or fail; report them as installed without importing.
-_NO_IMPORT = {"tensorrt", "tensorrt_rtx", "pycuda"}
+_NO_IMPORT = {"tensorrt", "tensorrt_rtx"}
 
 
 def _component(label: str, module: str, dist: str, purpose: str) -> dict[str, Any]:
@@ -58,7 +72,6 @@ def _install_hint(label: str) -> str:
     return {
         "tensorrt_rtx": "pip install 'sam3-trt[rtx]'",
         "tensorrt": "pip install 'sam3-trt[gpu]' on a machine with an NVIDIA GPU",
-        "pycuda": "optional: pip install pycuda (needs the CUDA toolkit)",
         "cuda-python": "pip install 'sam3-trt[rtx]'",
     }.get(label, "make install")
 
@@ -69,7 +82,21 @@ def report() -> dict[str, Any]:
     return {
         "components": [_component(*c) for c in COMPONENTS],
         "gpu": gpu.to_dict() | {"sm": gpu.sm},
+        "device_memory": _device_memory_choice(gpu.available),
     }
+
+
+def _device_memory_choice(gpu_available: bool) -> str:
+    """What ``device_memory="auto"`` would pick for the TensorRT backend (nothing is opened)."""
+    from .runtime.device_memory.torch import torch_cuda_available
+
+    if not gpu_available:
+        return "none: no GPU (the TensorRT backend cannot run here)"
+    if torch_cuda_available():
+        return "torch (CUDA tensors)"
+    if importlib.util.find_spec("cuda") is not None:
+        return "cuda-python"
+    return "none: install cuda-python (pip install 'sam3-trt[rtx]') or torch with CUDA"
 
 
 def format_report(data: dict[str, Any]) -> str:
@@ -79,6 +106,7 @@ def format_report(data: dict[str, Any]) -> str:
         version = c.get("version", "")
         lines.append(f"{c['name']:<13} {c['status']:<9} {version:<14} {c['detail']}  [{c['for']}]")
     gpu = data["gpu"]
+    lines.append(f"{'device memory':<13} {data['device_memory']}  [TensorRT backend, device_memory='auto']")
     if gpu["available"]:
         for name, (major, minor) in zip(gpu["names"], gpu["compute_capabilities"], strict=True):
             lines.append(

@@ -49,6 +49,22 @@ def tiny_export(tmp_path_factory, tiny_model):
 
 
 @pytest.fixture(scope="session")
+def rtx_engines(tiny_export, tmp_path_factory):
+    """TensorRT for RTX engines of the tiny export, built ahead of time for the RTX 5090 (sm120), no GPU needed."""
+    from sam3_trt.engines.parse import rtx_available
+
+    if not rtx_available():
+        pytest.skip("tensorrt_rtx is not installed (pip install 'sam3-trt[rtx]')")
+    from sam3_trt.engines.builder import build_engines
+    from sam3_trt.engines.targets import resolve_target
+
+    out, _ = tiny_export
+    root = tmp_path_factory.mktemp("engines")
+    manifest = build_engines(out, root, resolve_target("5090"))
+    return root, manifest
+
+
+@pytest.fixture(scope="session")
 def tiny_fp16(tiny_export, tmp_path_factory):
     """The tiny export through the mixed-precision pass with the default policy (and its estimate)."""
     from sam3_trt.engines.mixed import convert_export

@@ -36,10 +36,14 @@ def test_patches_restore_everything_even_after_an_error():
 def test_cpu_compat_redirects_hard_coded_cuda_factories():
     from sam3.model import position_encoding
 
+    original_pin = torch.Tensor.pin_memory
+    x = torch.arange(4.0)
     with cpu_compat():
         t = position_encoding.torch.zeros((1, 2), device="cuda")
         assert t.device.type == "cpu"
-        assert torch.ones(2).pin_memory() is not None  # no accelerator needed inside the block
+        pinned = x.pin_memory()  # no accelerator: the patch hands the tensor back as it is
+        assert pinned is x and pinned.device.type == "cpu" and pinned.tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert torch.Tensor.pin_memory is original_pin  # undone after the block
 
 
 def test_swap_attr_removes_attributes_it_added():

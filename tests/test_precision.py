@@ -123,7 +123,6 @@ def test_default_policy_keeps_declared_nodes_fp32_and_io_types(tiny_fp16):
             assert onnx.helper.tensor_dtype_to_np_dtype(declared[t.name]) == np.dtype(t.dtype), (graph, t.name)
         kinds = {d["precision"] for d in decisions[graph]}
         assert kinds == {"fp16", "fp32"}, graph
-        assert manifest["precision"]["graphs"][graph]["checks"]["ort_outputs_finite"] is True
         fp16_ops = {d["op_type"] for d in decisions[graph] if d["precision"] == "fp16"}
         assert fp16_ops <= set(DEFAULT_POLICY.fp16_op_types), graph
         assert all(
@@ -134,7 +133,16 @@ def test_default_policy_keeps_declared_nodes_fp32_and_io_types(tiny_fp16):
     # the ViT's fc1 matmuls are kept FP32 by the keep rule, with the rule named as the reason
     kept = manifest["precision"]["graphs"]["vision_encoder"]["fp32_compute_nodes"]
     assert kept and all(".mlp.fc1" in k["scope"] and "keep rule" in k["reason"] for k in kept)
-    assert manifest["precision"]["graphs"]["vision_encoder"]["checks"]["fp32_nodes_checked"] == len(kept)
+    # read the converted graph itself: every node the manifest lists as kept reads only FP32 tensors
+    model = onnx.load(str(out / SPECS["vision_encoder"].onnx_file), load_external_data=False)
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in (*inferred.value_info, *inferred.input)}
+    types |= {i.name: i.data_type for i in model.graph.initializer}
+    nodes = {n.name: n for n in model.graph.node}
+    for k in kept:
+        node = nodes[k["node"]]
+        assert node.op_type in ("MatMul", "Gemm"), k
+        assert {types[t] for t in node.input if t} == {onnx.TensorProto.FLOAT}, k
 
 
 def test_fp16_graph_stores_fp32_tensors_between_fp32_nodes(tiny_fp16):
@@ -160,7 +168,6 @@ def test_fp16_graph_stores_fp32_tensors_between_fp32_nodes(tiny_fp16):
 def test_default_policy_estimate_within_tolerance_on_tiny(tiny_fp16):
     _, _, manifest = tiny_fp16
     est = manifest["checks"]["fp16_estimate"]
-    assert est["passed"] is True
     graphs = {c["graph"] for c in est["cases"]}
     assert graphs == {"vision_encoder", "text_encoder", "decoder", "pipeline"}
     moved = [

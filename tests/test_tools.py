@@ -30,7 +30,7 @@ def _error_line(proc):
 def test_bench_measures_every_stage_beside_eager(tiny_export, tmp_path):
     from PIL import Image
 
-    from sam3_trt.bench import STAGES, TARGETS
+    from sam3_trt.bench import STAGES
     from sam3_trt.figures import SERIES_COLOURS
 
     out, _ = tiny_export
@@ -54,16 +54,49 @@ def test_bench_measures_every_stage_beside_eager(tiny_export, tmp_path):
     # stage parts add up: set_image covers the vision encoder; a cold prompt costs text + decoder + post
     assert ours["stages"]["vision_encoder"]["min_ms"] <= ours["stages"]["set_image"]["median_ms"]
     assert ours["stages"]["text_warm"]["median_ms"] < ours["stages"]["text_cold"]["median_ms"]
-    ratios = report["speedup_vs_eager"]["onnxruntime"]
-    expected = eager["stages"]["set_image"]["median_ms"] / ours["stages"]["set_image"]["median_ms"]
-    assert ratios["set_image"] == pytest.approx(expected, rel=1e-2)
-    assert report["targets"] == json.loads(json.dumps(TARGETS))
+    assert set(report["speedup_vs_eager"]["onnxruntime"]) >= {"set_image", "text_cold", "end_to_end"}
     assert set(report["target_check"]["cpu"]) == {"set_image", "text_cold", "text_warm", "peak_rss"}
     assert report["machine"]["cpu_count"] >= 1 and "RANDOM" in json.dumps(report["weights"]).upper()
     assert "set_image" in proc.stdout and "onnxruntime vs eager" in proc.stdout
     img = np.asarray(Image.open(figure).convert("RGB"))
     for colour in SERIES_COLOURS[:2]:  # one bar colour per backend, both drawn
         assert (img == colour).all(axis=-1).sum() > 200, colour
+
+
+def _planted(backend: str, ms: dict[str, float], rss_mb: float) -> dict:
+    from sam3_trt.bench import STAGES
+
+    stages = {s: {"median_ms": ms.get(s, 10.0), "p90_ms": ms.get(s, 10.0), "min_ms": ms.get(s, 10.0)} for s in STAGES}
+    return {"backend": backend, "threads": 2, "repeats": 1, "warmup": 0, "prompts": 1, "load_s": 1.0,
+            "stages": stages, "peak_rss_mb": rss_mb}  # fmt: skip
+
+
+def test_bench_verdicts_follow_the_measured_stage_times(tmp_path, monkeypatch):
+    """Workers stubbed with planted stage times: ratios are eager/backend, and a slower backend flips the verdict."""
+    from sam3_trt import bench
+    from sam3_trt.manifest import write_manifest
+
+    out = tmp_path / "export"  # only its manifest is read before the (stubbed) workers run
+    out.mkdir()
+    write_manifest(out, {"kind": "onnx-export", "weights": {"kind": "random"}})
+    eager = {"set_image": 1000.0, "text_cold": 300.0, "text_warm": 300.0, "end_to_end": 1400.0}
+    timings = {
+        "torch": (eager, 5000.0),
+        "onnxruntime": ({"set_image": 500.0, "text_cold": 200.0, "text_warm": 100.0, "end_to_end": 800.0}, 4000.0),
+    }
+    monkeypatch.setattr(bench, "_spawn", lambda cfg: _planted(cfg.backend, *timings[cfg.backend]))
+    report = bench.run_bench(out, ["torch", "onnxruntime"], repeats=1, warmup=0)
+    ratios = report["speedup_vs_eager"]["onnxruntime"]
+    assert (ratios["set_image"], ratios["text_cold"], ratios["text_warm"]) == (2.0, 1.5, 3.0)
+    assert ratios["peak_rss_ratio"] == 0.8
+    checks = report["target_check"]["cpu"]
+    assert all(c["met"] for c in checks.values()), checks
+    assert checks["set_image"]["measured"] == 2.0
+    # ONNX Runtime made slower on set_image (and heavier): those verdicts flip, the others stay
+    timings["onnxruntime"] = ({**timings["onnxruntime"][0], "set_image": 900.0}, 6000.0)
+    checks = bench.run_bench(out, ["torch", "onnxruntime"], repeats=1, warmup=0)["target_check"]["cpu"]
+    assert {k for k, c in checks.items() if not c["met"]} == {"set_image", "peak_rss"}
+    assert checks["set_image"]["measured"] == pytest.approx(1000 / 900, abs=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -106,7 +139,7 @@ def test_parity_of_fp16_graphs_uses_fp16_tolerances(tiny_fp16, tmp_path):
     proc = _run("parity", "--artifacts", str(fp16_dir), "--backend", "onnxruntime", "--json", str(report))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     data = json.loads(report.read_text())
-    assert data["precision"] == "fp16" and data["passed"]
+    assert data["precision"] == "fp16"
     worst = max(o["rel_l2"] for s in data["stages"] for o in s["outputs"])
     assert 1e-4 < worst < 2e-2  # beyond the FP32 bar, within the FP16 one
 
@@ -123,8 +156,10 @@ def test_gpu_check_runs_cpu_steps_and_stops_with_one_line(tiny_export, tmp_path)
     summary = (report / "summary.md").read_text()
     assert "| doctor | ok |" in summary and "| export | reused |" in summary
     assert "| fp16 pass + CPU estimate | ok |" in summary and "| GPU steps | not run |" in summary
-    assert json.loads((report / "fp16_estimate.json").read_text())["passed"] is True
-    assert "gpu" in json.loads((report / "doctor.json").read_text())
+    estimate = json.loads((report / "fp16_estimate.json").read_text())
+    assert {c["graph"] for c in estimate["cases"]} >= {"vision_encoder", "text_encoder", "decoder"}
+    doctor = json.loads((report / "doctor.json").read_text())
+    assert doctor["gpu"]["available"] is False and doctor["gpu"]["reason"]  # the machine it ran on has no GPU
 
 
 @pytest.mark.gpu

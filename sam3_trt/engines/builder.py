@@ -28,7 +28,7 @@ from ..device import GpuInfo, gpu_info
 from ..errors import Sam3TrtError
 from ..manifest import make_staging, publish, read_manifest, verify_files, write_manifest
 from ..specs import SPECS
-from .parse import load_trt, strongly_typed_network
+from .parse import load_trt, make_logger, strongly_typed_network
 from .targets import TARGETS, Target
 
 
@@ -40,8 +40,12 @@ class BuildOptions:
         opt_level: Builder optimisation level (0-5; TensorRT's default is 3).
         workspace_gb: Workspace memory pool limit (``None``: TensorRT's default).
         hardware_compatible: TensorRT only: ``AMPERE_PLUS`` engines that run on any Ampere or newer GPU.
-        version_compatible: TensorRT only: engines later TensorRT versions can run (lean runtime).
+        version_compatible: TensorRT only: engines the same or a later TensorRT can run (they embed a lean
+            runtime; the runtime allows their host code because the manifest says so).
         timing_cache: File to load and save TensorRT's timing cache (repeat builds are faster).
+        tf32: Let FP32 layers use TF32 tensor cores (TensorRT's default, ~1e-3 relative error). Off by
+            default so FP32 engines are FP32 and meet the FP32 parity bar; parity of TF32 engines uses the
+            ``tf32`` tolerance column.
     """
 
     opt_level: int = 3
@@ -49,9 +53,15 @@ class BuildOptions:
     hardware_compatible: bool = False
     version_compatible: bool = False
     timing_cache: Path | None = None
+    tf32: bool = False
 
 
 PLAN_SUFFIX = ".plan.json"
+
+
+def parity_column(mode: str, tf32: bool) -> str:
+    """Tolerance column (:mod:`sam3_trt.tolerances`) parity of engines of this precision uses."""
+    return "tf32" if mode == "fp32" and tf32 else mode
 
 
 def precision_summary(export_manifest: dict[str, Any]) -> dict[str, Any]:
@@ -175,7 +185,7 @@ def build_engines(
     trt = load_trt(target.flavour)
     staging = make_staging(out)
     try:
-        logger = trt.Logger(trt.Logger.WARNING)
+        logger = make_logger(trt)
         timings: dict[str, float] = {}
         engines: dict[str, Any] = {}
         for name, spec in SPECS.items():
@@ -204,9 +214,18 @@ def build_engines(
             if opts.hardware_compatible and target.flavour == "tensorrt"
             else "none",
             "version_compatible": bool(opts.version_compatible and target.flavour == "tensorrt"),
+            "runs_on": (
+                "this or a newer TensorRT (version-compatible: the runtime allows the plan's embedded host code)"
+                if opts.version_compatible and target.flavour == "tensorrt"
+                else "this exact TensorRT version"
+            ),
             "device_seen": list(gpu.names) if gpu.available else "built ahead of time without a GPU",
             "precision": precision_summary(export_manifest)
-            | {"network": "strongly typed (types from the ONNX graphs)"},
+            | {
+                "network": "strongly typed (types from the ONNX graphs)",
+                "tf32": bool(opts.tf32),
+                "parity_column": parity_column(precision_summary(export_manifest)["mode"], opts.tf32),
+            },
             "build_flags": dataclasses.asdict(opts)
             | {"timing_cache": str(opts.timing_cache) if opts.timing_cache else None},
             "build_seconds": timings,
@@ -230,11 +249,46 @@ def _build_one(trt: Any, logger: Any, path: Path, name: str, target: Target, opt
     if not parser.parse_from_file(os.fspath(path)) or parser.num_errors:
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise Sam3TrtError(f"{target.flavour} cannot parse {path}: {errors}")
+    config, _ = build_config(trt, builder, name, target, opts)
+    cache = None
+    if opts.timing_cache is not None and target.flavour == "tensorrt":
+        blob = opts.timing_cache.read_bytes() if opts.timing_cache.is_file() else b""
+        cache = config.create_timing_cache(blob)
+        if not config.set_timing_cache(cache, ignore_mismatch=False):
+            raise Sam3TrtError(
+                f"TensorRT refused the timing cache {opts.timing_cache} (made by another TensorRT or GPU); "
+                "delete it or pass another --timing-cache"
+            )
+    data = builder.build_serialized_network(network, config)
+    if data is None:
+        why = logger.last_error() or "no message from TensorRT"
+        raise Sam3TrtError(f"{target.flavour} failed to build {name} for {target.sm}: {why}")
+    if cache is not None:
+        opts.timing_cache.write_bytes(bytes(cache.serialize()))
+    return bytes(data)
+
+
+def build_config(trt: Any, builder: Any, graph: str, target: Target, opts: BuildOptions) -> tuple[Any, Any]:
+    """The builder config of one graph: its optimisation profile from the specs, precision and target flags.
+
+    Args:
+        trt: The flavour's TensorRT module.
+        builder: ``trt.Builder``.
+        graph: Graph name (its spec gives the profile).
+        target: Build target.
+        opts: Builder options.
+
+    Returns:
+        ``(IBuilderConfig, IOptimizationProfile)``: the profile is the one added to the config.
+    """
     config = builder.create_builder_config()
+    if not opts.tf32:  # TensorRT turns TF32 on by default: FP32 layers would round inputs to 10-bit mantissas
+        config.clear_flag(trt.BuilderFlag.TF32)
     profile = builder.create_optimization_profile()
-    for tensor, (lo, opt, hi) in SPECS[name].profile().items():
+    for tensor, (lo, opt, hi) in SPECS[graph].profile().items():
         profile.set_shape(tensor, lo, opt, hi)
-    config.add_optimization_profile(profile)
+    if config.add_optimization_profile(profile) < 0:
+        raise Sam3TrtError(f"TensorRT rejected the optimisation profile of {graph}: {SPECS[graph].profile()}")
     config.builder_optimization_level = int(opts.opt_level)
     if opts.workspace_gb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_gb * (1 << 30)))
@@ -246,14 +300,4 @@ def _build_one(trt: Any, logger: Any, path: Path, name: str, target: Target, opt
             config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
         if opts.version_compatible:
             config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-    cache = None
-    if opts.timing_cache is not None and target.flavour == "tensorrt":
-        blob = opts.timing_cache.read_bytes() if opts.timing_cache.is_file() else b""
-        cache = config.create_timing_cache(blob)
-        config.set_timing_cache(cache, ignore_mismatch=False)
-    data = builder.build_serialized_network(network, config)
-    if data is None:
-        raise Sam3TrtError(f"{target.flavour} failed to build {name} for {target.sm} (see the TensorRT log above)")
-    if cache is not None:
-        opts.timing_cache.write_bytes(bytes(cache.serialize()))
-    return bytes(data)
+    return config, profile

@@ -7,9 +7,11 @@ segfault the process on a machine without a driver.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import importlib
 import importlib.util
+import logging
 import os
 from typing import Any
 
@@ -44,6 +46,61 @@ def load_trt(flavour: str) -> Any:
     except ImportError:
         extra = "rtx" if flavour == "rtx" else "gpu"
         raise Sam3TrtError(f"{FLAVOURS[flavour]} is not installed: pip install 'sam3-trt[{extra}]'") from None
+
+
+#: TensorRT's messages go to this logger (stderr through the CLI's handler), never to stdout.
+LOG = logging.getLogger("sam3_trt.tensorrt")
+#: ``sam3-trt -q`` / default / ``-v``: the least severe TensorRT message shown.
+LOG_LEVELS = {"quiet": "ERROR", "default": "WARNING", "verbose": "VERBOSE"}
+_default_level = "WARNING"
+
+
+def set_trt_log_level(level: str) -> None:
+    """Least severe TensorRT message for loggers made from now on (``"ERROR"``, ``"WARNING"``, ``"INFO"``, ``"VERBOSE"``)."""
+    global _default_level
+    if level not in ("INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE"):
+        raise ValueError(f"unknown TensorRT log level {level!r}")
+    _default_level = level
+
+
+def make_logger(trt: Any, level: str | None = None) -> Any:
+    """A ``trt.ILogger`` that sends TensorRT's messages to Python logging and keeps the last errors.
+
+    Errors become part of our own one-line messages (``logger.last_error()``), so a failed deserialisation
+    or execution says why without "see the log above".
+
+    Args:
+        trt: The TensorRT flavour's module.
+        level: Least severe message kept (default: :func:`set_trt_log_level`'s, ``WARNING``).
+    """
+    severity = trt.ILogger.Severity
+    threshold = getattr(severity, level or _default_level)
+    to_python = {
+        severity.INTERNAL_ERROR: logging.CRITICAL,
+        severity.ERROR: logging.ERROR,
+        severity.WARNING: logging.WARNING,
+        severity.INFO: logging.INFO,
+        severity.VERBOSE: logging.DEBUG,
+    }
+
+    class _Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: collections.deque[str] = collections.deque(maxlen=8)
+
+        def log(self, sev: Any, msg: str) -> None:
+            if sev <= severity.ERROR:
+                self.errors.append(msg)
+            if sev <= threshold:
+                LOG.log(to_python.get(sev, logging.INFO), "[TensorRT] %s", msg)
+
+        def last_error(self) -> str:
+            """The latest TensorRT error message (``""`` when none), cleared after reading."""
+            msg = self.errors[-1] if self.errors else ""
+            self.errors.clear()
+            return msg
+
+    return _Logger()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +143,7 @@ def parse_onnx(path: str | os.PathLike[str], flavour: str = "rtx") -> ParseRepor
         flavour: ``"rtx"`` or ``"tensorrt"``.
     """
     trt = load_trt(flavour)
-    logger = trt.Logger(trt.Logger.ERROR)
+    logger = make_logger(trt, "ERROR")
     builder = trt.Builder(logger)
     network = strongly_typed_network(trt, builder)
     parser = trt.OnnxParser(network, logger)

@@ -7,6 +7,16 @@ from typing import Any
 import numpy as np
 
 
+def installed(module: str) -> bool:
+    """Whether ``module`` can be found, without importing it (a finder that refuses it counts as absent)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def is_torch_tensor(x: Any) -> bool:
     """Whether ``x`` is a torch tensor (checked by type, so torch is never imported here)."""
     return type(x).__module__.startswith("torch") and hasattr(x, "detach")

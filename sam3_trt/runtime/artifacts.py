@@ -48,6 +48,12 @@ class Artifacts:
         return path
 
 
+def artifact_precision(manifest: dict[str, Any]) -> str:
+    """Tolerance column for parity of an export or engine folder (``fp32``, ``tf32``, ``fp16``, ``int8``, ``fp8``)."""
+    precision = manifest.get("precision", {})
+    return precision.get("parity_column") or precision.get("mode", "fp32")
+
+
 def installed_trt_version(flavour: str) -> str | None:
     """Version of an installed TensorRT flavour, read from package metadata (nothing is imported)."""
     for dist in FLAVOUR_DISTS[flavour]:
@@ -58,37 +64,56 @@ def installed_trt_version(flavour: str) -> str | None:
     return None
 
 
-def engine_mismatch(manifest: dict[str, Any], gpu: GpuInfo, version: str | None) -> str | None:
-    """Why an engine folder cannot run here, or ``None`` if it can.
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
+def engine_mismatch(manifest: dict[str, Any], gpu: GpuInfo, version: str | None, device_index: int = 0) -> str | None:
+    """Why an engine folder cannot run on device ``device_index`` here, or ``None`` if it can.
+
+    Engines need the TensorRT version that built them, except version-compatible ones (standard TensorRT's
+    ``--version-compatible``), which run on the same or a newer TensorRT, never an older one.
 
     Args:
         manifest: The engine folder's manifest.
-        gpu: Local GPU.
+        gpu: Local GPUs.
         version: Installed version of the folder's flavour (``None``: not installed).
+        device_index: The CUDA device the engines would run on.
     """
     flavour = manifest.get("flavour", "?")
     built = manifest.get("trt_version", "?")
     ccs = list(manifest.get("compute_capabilities", []))
     if not gpu.available:
         return f"no usable GPU ({gpu.reason})"
+    if not 0 <= device_index < len(gpu.names):
+        return f"device_index={device_index}, but this machine has {len(gpu.names)} GPU(s)"
     if version is None:
         return f"built with {flavour} {built}, which is not installed here"
-    if version != built and not manifest.get("version_compatible", False):
-        return f"built with {flavour} {built}, but {flavour} {version} is installed (engines need the exact version)"
-    sm = gpu.sm
+    if version != built:
+        if not manifest.get("version_compatible", False):
+            return (
+                f"built with {flavour} {built}, but {flavour} {version} is installed (engines need the exact version)"
+            )
+        if _version_key(version) < _version_key(built):
+            return (
+                f"built version-compatible with {flavour} {built}, but the older {flavour} {version} is installed "
+                "(version-compatible engines run on the same or a newer TensorRT)"
+            )
+    sm = gpu.sm_of(device_index)
     if sm in ccs:
         return None
-    if manifest.get("hardware_compatibility") == "ampere_plus" and gpu.compute_capabilities[0][0] >= 8:
+    if manifest.get("hardware_compatibility") == "ampere_plus" and gpu.compute_capabilities[device_index][0] >= 8:
         return None
-    return f"built for {', '.join(ccs) or '?'}, but this GPU ({gpu.names[0]}) is {sm}"
+    return f"built for {', '.join(ccs) or '?'}, but GPU {device_index} ({gpu.names[device_index]}) is {sm}"
 
 
-def resolve_artifacts(path: str | Path, gpu: GpuInfo | None = None) -> Artifacts:
+def resolve_artifacts(path: str | Path, gpu: GpuInfo | None = None, device_index: int = 0) -> Artifacts:
     """Resolve ``path`` to an export folder, an engine folder, or the engine sub-folder matching this GPU.
 
     Args:
         path: Export folder, engine folder, or a parent of engine folders (``engines/``).
         gpu: Local GPU (probed when ``None`` and needed).
+        device_index: The CUDA device engines must run on.
 
     Raises:
         Sam3TrtError: no artifacts there, or no engine folder that runs on this GPU and TensorRT.
@@ -117,7 +142,7 @@ def resolve_artifacts(path: str | Path, gpu: GpuInfo | None = None) -> Artifacts
         gpu = gpu_info()
     reasons = []
     for sub, manifest in engine_dirs:
-        why = engine_mismatch(manifest, gpu, installed_trt_version(manifest.get("flavour", "tensorrt")))
+        why = engine_mismatch(manifest, gpu, installed_trt_version(manifest.get("flavour", "tensorrt")), device_index)
         if why is None:
             return Artifacts(sub, "engines", manifest)
         reasons.append(f"{sub.name}: {why}")
@@ -126,12 +151,12 @@ def resolve_artifacts(path: str | Path, gpu: GpuInfo | None = None) -> Artifacts
     )
 
 
-def check_engines_runnable(artifacts: Artifacts, gpu: GpuInfo) -> None:
-    """Raise unless ``artifacts`` (an engine folder) was built for this GPU and TensorRT version."""
+def check_engines_runnable(artifacts: Artifacts, gpu: GpuInfo, device_index: int = 0) -> None:
+    """Raise unless ``artifacts`` (an engine folder) was built for device ``device_index`` and this TensorRT."""
     manifest = artifacts.manifest
-    why = engine_mismatch(manifest, gpu, installed_trt_version(manifest.get("flavour", "tensorrt")))
+    why = engine_mismatch(manifest, gpu, installed_trt_version(manifest.get("flavour", "tensorrt")), device_index)
     if why is not None:
         raise Sam3TrtError(
-            f"engine folder {artifacts.folder} cannot run here: {why}; rebuild with `make engines GPU=auto` "
-            "or use backend='onnxruntime' with the export folder"
+            f"engine folder {artifacts.folder} cannot run here: {why}; rebuild with `sam3-trt build --gpu auto` "
+            "or run the export folder with backend='onnxruntime'"
         )

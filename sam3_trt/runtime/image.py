@@ -115,9 +115,9 @@ def preprocess(image: Any, resolution: int = 1008, use_torch: bool | None = None
     """
     hwc = to_uint8_hwc(image)
     if use_torch is None:
-        from importlib.util import find_spec
+        from .arrays import installed
 
-        use_torch = find_spec("torch") is not None and find_spec("torchvision") is not None
+        use_torch = installed("torch") and installed("torchvision")
     if use_torch:
         import torch
         from torchvision.transforms import v2

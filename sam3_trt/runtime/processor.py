@@ -35,7 +35,6 @@ give each thread its own state.
 from __future__ import annotations
 
 import collections
-import importlib.util
 import math
 import threading
 from collections.abc import Sequence
@@ -46,6 +45,7 @@ import numpy as np
 
 from ..errors import Sam3TrtError
 from ..specs import CONTEXT_LENGTH, RESOLUTION, SPECS
+from .arrays import installed
 from .backends import Backend, OnnxRuntimeBackend, TensorRTBackend, TorchBackend
 from .image import preprocess, to_uint8_hwc
 from .postprocess import postprocess
@@ -58,7 +58,7 @@ _BOX_EPS = 1e-6
 
 
 def _has_torch() -> bool:
-    return importlib.util.find_spec("torch") is not None
+    return installed("torch")
 
 
 class Sam3Processor:
@@ -67,13 +67,19 @@ class Sam3Processor:
     Args:
         artifacts: Export folder (ONNX), engine folder, a parent of engine folders (the one matching this
             GPU and TensorRT is chosen), or an eager sam3 model (with ``backend="torch"``).
-        backend: ``"auto"`` (TensorRT when a matching engine and a GPU exist, else ONNX Runtime),
-            ``"onnxruntime"``, ``"tensorrt"`` or ``"torch"``; or a :class:`~sam3_trt.runtime.backends.Backend`.
+        backend: ``"auto"``: the folder decides: an export folder runs on ONNX Runtime, an engine folder
+            (or the engine folder under a parent that matches this GPU) on TensorRT; an engine folder that
+            cannot run here is an error naming why, never a silent fall back to the CPU. Or
+            ``"onnxruntime"``, ``"tensorrt"``, ``"torch"``, or a :class:`~sam3_trt.runtime.backends.Backend`.
         resolution: Must equal the graphs' resolution (1008).
-        device: Torch device for results (default: the backend's: ``cuda`` for TensorRT, else ``cpu``).
+        device: Torch device for results (default: the backend's: the GPU for TensorRT with torch memory,
+            else ``cpu``).
         confidence_threshold: Keep detections with score ``> threshold``.
         text_cache_size: Prompts whose text features are kept.
         threads: ONNX Runtime intra-op threads.
+        device_index: CUDA device for TensorRT.
+        device_memory: TensorRT device memory: ``"auto"`` (torch when installed with CUDA, else
+            cuda-python), ``"torch"`` or ``"cuda-python"`` (no torch needed).
     """
 
     def __init__(
@@ -85,6 +91,8 @@ class Sam3Processor:
         confidence_threshold: float = 0.5,
         text_cache_size: int = 64,
         threads: int | None = None,
+        device_index: int = 0,
+        device_memory: str = "auto",
     ) -> None:
         if resolution != RESOLUTION:
             raise Sam3TrtError(
@@ -93,8 +101,8 @@ class Sam3Processor:
             )
         self.resolution = resolution
         self.confidence_threshold = _check_threshold(confidence_threshold)
-        self.backend, tokenizer_path = _make_backend(artifacts, backend, threads)
-        self.device = device or ("cuda" if isinstance(self.backend, TensorRTBackend) else "cpu")
+        self.backend, tokenizer_path = _make_backend(artifacts, backend, threads, device_index, device_memory)
+        self.device = device or self.backend.result_device
         self.tokenizer = Tokenizer(tokenizer_path, context_length=CONTEXT_LENGTH)
         self._torch = _has_torch()
         self._text_cache: collections.OrderedDict[str, tuple[Any, Any]] = collections.OrderedDict()
@@ -363,7 +371,9 @@ def _check_box(box: Any) -> list[float]:
     return values
 
 
-def _make_backend(artifacts: Any, backend: str | Backend, threads: int | None) -> tuple[Backend, Path]:
+def _make_backend(
+    artifacts: Any, backend: str | Backend, threads: int | None, device_index: int, device_memory: str
+) -> tuple[Backend, Path]:
     from ..assets import BPE_FILE, bpe_path
     from .artifacts import resolve_artifacts
 
@@ -378,13 +388,14 @@ def _make_backend(artifacts: Any, backend: str | Backend, threads: int | None) -
         return TorchBackend(artifacts), bpe_path()
     if backend == "torch":
         raise Sam3TrtError("backend='torch' takes the eager sam3 model as `artifacts`, not a folder")
-    found = resolve_artifacts(artifacts)
+    found = resolve_artifacts(artifacts, device_index=device_index)
     if found.kind == "onnx-export":
         if backend == "tensorrt":
             raise Sam3TrtError(
-                f"{found.folder} is an ONNX export; build engines first (`make engines`) or use backend='onnxruntime'"
+                f"{found.folder} is an ONNX export; build engines first (`sam3-trt build --gpu auto --onnx-dir "
+                f"{found.folder} --out engines`) or use backend='onnxruntime'"
             )
         return OnnxRuntimeBackend(found.folder, threads=threads), found.tokenizer_path
     if backend == "onnxruntime":
         raise Sam3TrtError(f"{found.folder} is an engine folder; pass the export folder for backend='onnxruntime'")
-    return TensorRTBackend(found.folder, found.manifest), found.tokenizer_path
+    return TensorRTBackend(found.folder, found.manifest, device_index, device_memory), found.tokenizer_path

@@ -1,0 +1,288 @@
+"""TensorRT and TensorRT for RTX engines, read top to bottom: check, load, run.
+
+::
+
+    engine folder ── check_engines_runnable: manifest vs this device's compute capability and TensorRT
+       └─ device memory (runtime/device_memory): stream and CUDA context on device_index
+       └─ load_engines: Runtime → deserialize (None → one line naming file, versions, GPU)
+                        → I/O names, modes and dtypes checked against the graph specs
+       └─ contexts: one per graph (TensorRT for RTX: with the runtime cache, loaded from the folder)
+       └─ TensorRTBackend._run, per call: set_input_shape (refusal names the profile's min and max)
+          → set_tensor_address (fresh outputs) → execute_async_v3 on the backend's stream
+          → outputs handed over by event (torch) or on the same stream (cuda-python)
+
+Nothing here needs a GPU to be *read*; running it does. CI runs this whole path through the doubles in
+:mod:`sam3_trt.testing` (API use and data plumbing, never kernels or numerics).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ...engines.parse import load_trt, make_logger
+from ...errors import Sam3TrtError
+from ...specs import SPECS, GraphSpec
+from ..device_memory import DeviceMemory, Timer, open_device_memory
+from .base import Backend
+
+#: numpy dtype name -> TensorRT DataType member name
+_TRT_DTYPES = {"float32": "FLOAT", "float16": "HALF", "int64": "INT64", "int32": "INT32", "bool": "BOOL"}
+
+
+class RuntimeCacheFile:
+    """TensorRT for RTX's runtime cache (kernels specialised on this GPU), kept beside the engines.
+
+    Loaded once; a file the runtime rejects (another TensorRT for RTX, GPU or driver) is reported and
+    rebuilt, never silently used. Saved on close only when it changed, through a temporary file renamed
+    into place, so processes sharing an engine folder never read a half-written cache.
+
+    Args:
+        path: The cache file (``runtime_cache.bin`` in the engine folder).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.cache: Any = None
+        self._loaded = b""
+
+    def attach(self, config: Any) -> None:
+        """Give ``config`` (an ``IRuntimeConfig``) the shared cache, creating it from the file on first use."""
+        if self.cache is None:
+            self.cache = config.create_runtime_cache()
+            if self.path.is_file():
+                blob = self.path.read_bytes()
+                if self.cache.deserialize(blob):
+                    self._loaded = blob
+                else:
+                    warnings.warn(
+                        f"TensorRT for RTX rejected the runtime cache {self.path} (made by another TensorRT for RTX, "
+                        "GPU or driver); kernels are specialised again and the file is replaced on close",
+                        stacklevel=3,
+                    )
+        if not config.set_runtime_cache(self.cache):
+            raise Sam3TrtError(f"TensorRT for RTX refused the runtime cache of {self.path.parent}")
+
+    def save(self) -> None:
+        """Write the cache if it changed since it was loaded (atomically; a read-only folder only warns)."""
+        if self.cache is None:
+            return
+        data = bytes(self.cache.serialize())
+        if not data or data == self._loaded:
+            return
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, self.path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:  # a read-only engine folder still runs; it just specialises again next time
+            warnings.warn(
+                f"could not save the TensorRT for RTX runtime cache in {self.path.parent}: {exc}", stacklevel=2
+            )
+            return
+        self._loaded = data
+
+
+@dataclasses.dataclass
+class _Loaded:
+    runtime: Any
+    engines: dict[str, Any]
+    contexts: dict[str, Any]
+
+
+def _describe_device(gpu: Any, device_index: int) -> str:
+    return f"{gpu.names[device_index]} ({gpu.sm_of(device_index)})" if gpu.available else "no GPU"
+
+
+def load_engines(
+    trt: Any,
+    logger: Any,
+    folder: Path,
+    manifest: Mapping[str, Any],
+    gpu: Any,
+    device_index: int,
+    runtime_cache: RuntimeCacheFile | None,
+) -> _Loaded:
+    """Deserialize the three engines of ``folder`` and create one execution context each.
+
+    Args:
+        trt: The flavour's TensorRT module.
+        logger: From :func:`~sam3_trt.engines.parse.make_logger`.
+        folder: Engine folder.
+        manifest: Its manifest.
+        gpu: Local GPUs (for messages).
+        device_index: The device the engines load on (current while this runs).
+        runtime_cache: TensorRT for RTX's runtime cache, or ``None`` for standard TensorRT.
+
+    Raises:
+        Sam3TrtError: A missing or undeserializable engine, or one whose I/O differs from the specs.
+    """
+    runtime = trt.Runtime(logger)
+    if manifest.get("version_compatible"):
+        # version-compatible plans carry their own lean runtime (host code); only trusted folders get here
+        runtime.engine_host_code_allowed = True
+    engines: dict[str, Any] = {}
+    contexts: dict[str, Any] = {}
+    for graph, spec in SPECS.items():
+        path = folder / spec.engine_file
+        if not path.is_file():
+            raise Sam3TrtError(f"{path} is missing; rebuild the folder with `sam3-trt build --gpu auto`")
+        engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        if engine is None:
+            why = logger.last_error() or "no message from TensorRT"
+            raise Sam3TrtError(
+                f"TensorRT could not deserialize {path} ({why}): it was built by {manifest.get('flavour')} "
+                f"{manifest.get('trt_version')} for {', '.join(manifest.get('compute_capabilities', [])) or '?'}, "
+                f"this is {trt.__name__} {trt.__version__} on {_describe_device(gpu, device_index)}; "
+                "the file is truncated or from another TensorRT: rebuild with `sam3-trt build --gpu auto`"
+            )
+        check_engine_io(trt, engine, spec, path)
+        engines[graph] = engine
+        if runtime_cache is None:
+            context = engine.create_execution_context()
+        else:
+            config = engine.create_runtime_config()
+            runtime_cache.attach(config)
+            context = engine.create_execution_context(config)
+        if context is None:
+            why = logger.last_error() or "out of device memory?"
+            raise Sam3TrtError(f"TensorRT could not create an execution context for {path} ({why})")
+        contexts[graph] = context
+    return _Loaded(runtime, engines, contexts)
+
+
+def check_engine_io(trt: Any, engine: Any, spec: GraphSpec, path: Path) -> None:
+    """Raise unless ``engine``'s I/O tensors have the spec's names, directions and dtypes."""
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    for tensors, mode in ((spec.inputs, trt.TensorIOMode.INPUT), (spec.outputs, trt.TensorIOMode.OUTPUT)):
+        for t in tensors:
+            if t.name not in names:
+                raise Sam3TrtError(
+                    f"{path} has no tensor {t.name!r} (it has {names}); it was built from another export: "
+                    "rebuild with `sam3-trt build --gpu auto`"
+                )
+            if engine.get_tensor_mode(t.name) != mode:
+                raise Sam3TrtError(f"{path}: tensor {t.name!r} is not an {mode.name.lower()} of the engine")
+            want = getattr(trt.DataType, _TRT_DTYPES[t.dtype])
+            got = engine.get_tensor_dtype(t.name)
+            if got != want:
+                raise Sam3TrtError(f"{path}: tensor {t.name!r} is {got.name}, the specs say {t.dtype}; rebuild")
+
+
+class TensorRTBackend(Backend):
+    """The runner over TensorRT / TensorRT for RTX engines (see the module docstring). Needs an NVIDIA GPU.
+
+    Args:
+        folder: Engine folder (checked against this GPU and TensorRT version before anything is loaded).
+        manifest: Its manifest.
+        device_index: CUDA device to run on (runtime, engines, contexts and memory all live there).
+        device_memory: ``"auto"``, ``"torch"`` or ``"cuda-python"`` (:mod:`sam3_trt.runtime.device_memory`).
+    """
+
+    name = "tensorrt"
+    RUNTIME_CACHE = "runtime_cache.bin"
+
+    def __init__(
+        self, folder: str | Path, manifest: Mapping[str, Any], device_index: int = 0, device_memory: str = "auto"
+    ) -> None:
+        super().__init__()
+        from ...device import gpu_info
+        from ..artifacts import Artifacts, check_engines_runnable
+
+        self.folder = Path(folder)
+        self.device_index = int(device_index)
+        self.gpu = gpu_info()
+        check_engines_runnable(Artifacts(self.folder, "engines", dict(manifest)), self.gpu, self.device_index)
+        self.flavour = manifest["flavour"]
+        self.trt = load_trt(self.flavour)
+        self.logger = make_logger(self.trt)
+        # memory first: it creates the CUDA context the runtime (and the RTX runtime cache) needs
+        self.memory: DeviceMemory = open_device_memory(device_memory, self.device_index)
+        self.result_device = self.memory.result_device
+        self.runtime_cache = RuntimeCacheFile(self.folder / self.RUNTIME_CACHE) if self.flavour == "rtx" else None
+        self._timers: dict[str, Timer] = {}
+        try:
+            with self.memory.activate():
+                loaded = load_engines(
+                    self.trt, self.logger, self.folder, manifest, self.gpu, self.device_index, self.runtime_cache
+                )
+        except BaseException:
+            self.memory.close()
+            raise
+        self.runtime, self.engines, self.contexts = loaded.runtime, loaded.engines, loaded.contexts
+
+    @property
+    def last_gpu_ms(self) -> dict[str, float]:
+        """Graph name -> engine milliseconds of its latest run (CUDA events on the backend's stream)."""
+        with self._lock:
+            return {graph: timer.elapsed_ms() for graph, timer in self._timers.items()}
+
+    def _set_shape(self, graph: str, ctx: Any, name: str, shape: tuple[int, ...]) -> None:
+        if ctx.set_input_shape(name, shape):
+            return
+        lo, _, hi = self.engines[graph].get_tensor_profile_shape(name, 0)
+        why = self.logger.last_error()
+        raise Sam3TrtError(
+            f"For input: {name}, TensorRT refused shape {shape}: the engine's profile allows {tuple(lo)} to "
+            f"{tuple(hi)}{f' ({why})' if why else ''}; rebuild the engines with a larger range in the specs"
+        )
+
+    def _bind(self, ctx: Any, name: str, address: int) -> None:
+        if not ctx.set_tensor_address(name, address):
+            raise Sam3TrtError(f"TensorRT refused the device address of tensor {name!r} ({self.logger.last_error()})")
+
+    def _run(self, graph: str, feeds: Mapping[str, Any], sizes: Mapping[str, int]) -> dict[str, Any]:
+        spec = SPECS[graph]
+        ctx = self.contexts[graph]
+        mem = self.memory
+        with mem.activate():
+            inputs = []
+            for t in spec.inputs:
+                x = mem.to_device(feeds[t.name], t.dtype)
+                inputs.append(x)
+                self._set_shape(graph, ctx, t.name, t.resolve(sizes))
+                self._bind(ctx, t.name, mem.pointer(x))
+            outputs = {}
+            for t in spec.outputs:
+                shape = t.resolve(sizes)
+                engine_shape = tuple(ctx.get_tensor_shape(t.name))
+                if engine_shape != shape:
+                    raise Sam3TrtError(
+                        f"For output: {t.name}, the engine computes shape {engine_shape}, the specs {shape}"
+                    )
+                out = mem.empty(shape, t.dtype)
+                self._bind(ctx, t.name, mem.pointer(out))
+                outputs[t.name] = out
+            mem.wait_for_caller()
+            mem.start_timer()
+            if not ctx.execute_async_v3(mem.stream_handle):
+                why = self.logger.last_error() or "no message from TensorRT"
+                raise Sam3TrtError(
+                    f"TensorRT execution of {graph} failed on {_describe_device(self.gpu, self.device_index)} "
+                    f"with {dict(sizes)} ({why})"
+                )
+            self._timers[graph] = mem.stop_timer()
+            mem.hand_over(inputs)
+        return outputs
+
+    def _release(self) -> None:
+        self.memory.synchronize()
+        if self.runtime_cache is not None:
+            with self.memory.activate():
+                self.runtime_cache.save()
+        self._timers.clear()
+        # contexts before engines before the runtime: TensorRT's documented destruction order
+        self.contexts.clear()
+        self.engines.clear()
+        self.runtime = None
+        self.memory.close()

@@ -1,0 +1,310 @@
+"""Device memory through cuda-python (``cuda.bindings.runtime``): the TensorRT runtime without torch.
+
+This is the default for a torch-free install (``pip install 'sam3-trt[rtx]'`` or ``[gpu]``). Results are
+:class:`DeviceArray` objects (a typed view of device memory, like Polygraphy's ``DeviceView``): they stay
+on the GPU, so the image features a processor keeps are fed back to the decoder without a host round
+trip, and ``numpy()`` / ``np.asarray`` copies them to the host when needed.
+
+Allocation is stream-ordered (``cudaMallocAsync`` / ``cudaFreeAsync`` on the backend's stream), so fresh
+outputs per run cost no device synchronisation. Every call's status is checked (:func:`check`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from ... import device
+from ...errors import Sam3TrtError
+from .base import CudaError, DeviceMemory, Timer, numpy_dtype
+
+
+def check(result: Any, call: str) -> Any:
+    """Unpack a cuda-python result ``(err, *values)``, raising :class:`CudaError` naming ``call`` on failure.
+
+    Args:
+        result: What a ``cuda.bindings.runtime`` function returned (a tuple whose first item is the status).
+        call: The call as written (``"cudaMallocAsync(4096)"``), for the message.
+
+    Returns:
+        ``None``, the single value, or the tuple of values after the status.
+    """
+    rt = device.cudart()
+    err, values = (result[0], result[1:]) if isinstance(result, tuple) else (result, ())
+    if err != rt.cudaError_t.cudaSuccess:
+        _, name = rt.cudaGetErrorName(err)
+        _, text = rt.cudaGetErrorString(err)
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        text = text.decode() if isinstance(text, bytes) else str(text)
+        raise CudaError(f"CUDA call {call} failed: {name} ({text})")
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else values
+
+
+class _Stream:
+    """The backend's stream; destroyed when the backend and every array allocated on it are gone."""
+
+    def __init__(self, rt: Any, device_index: int) -> None:
+        self.rt = rt
+        self.device_index = device_index
+        check(rt.cudaSetDevice(device_index), f"cudaSetDevice({device_index})")
+        self.handle = check(
+            rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking), "cudaStreamCreateWithFlags(cudaStreamNonBlocking)"
+        )
+        self.alive = True
+        self._finalizer = weakref.finalize(self, _destroy_stream, rt, self.handle, device_index)
+
+    def destroy(self) -> None:
+        if self.alive:
+            self.alive = False
+            self._finalizer()
+
+
+def _destroy_stream(rt: Any, handle: Any, device_index: int) -> None:
+    # finalizers ignore statuses on purpose: they may run at interpreter exit, after the driver is gone
+    rt.cudaStreamSynchronize(handle)
+    rt.cudaStreamDestroy(handle)
+
+
+class _Allocation:
+    """``nbytes`` of device memory from ``cudaMallocAsync``, freed on the stream when unreferenced."""
+
+    def __init__(self, stream: _Stream, nbytes: int) -> None:
+        self.stream = stream
+        self.nbytes = nbytes
+        # zero-byte allocations are legal in TensorRT (empty tensors) but cudaMallocAsync(0) returns NULL
+        self.ptr = int(
+            check(stream.rt.cudaMallocAsync(max(nbytes, 1), stream.handle), f"cudaMallocAsync({max(nbytes, 1)})")
+        )
+        weakref.finalize(self, _free, stream, self.ptr)
+
+
+def _free(stream: _Stream, ptr: int) -> None:
+    rt = stream.rt
+    if stream.alive:
+        rt.cudaFreeAsync(ptr, stream.handle)
+    else:  # the backend is closed and its stream synchronised: free at once
+        rt.cudaFree(ptr)
+
+
+class DeviceArray:
+    """A contiguous, typed view of device memory, without torch.
+
+    Args:
+        memory: The provider that owns the stream the array's copies run on.
+        allocation: The memory it views (kept alive by every view).
+        shape: Array shape.
+        dtype: numpy dtype.
+        offset: Byte offset of the view in ``allocation``.
+    """
+
+    def __init__(
+        self, memory: CudaPythonMemory, allocation: _Allocation, shape: Sequence[int], dtype: Any, offset: int = 0
+    ) -> None:
+        self._memory = memory
+        self._allocation = allocation
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self._offset = offset
+        if offset + self.nbytes > allocation.nbytes:
+            raise ValueError(f"view of {self.nbytes} bytes at {offset} exceeds its {allocation.nbytes}-byte allocation")
+
+    @property
+    def ptr(self) -> int:
+        """Device address of the first element."""
+        return self._allocation.ptr + self._offset
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"DeviceArray(shape={self.shape}, dtype={self.dtype}, device={self._memory.device_index})"
+
+    def __getitem__(self, index: int | slice) -> DeviceArray:
+        """Leading-axis views only (``a[i]``, ``a[i:j]``): what the processor needs, without copies."""
+        rows = self.shape[0]
+        row_bytes = self.nbytes // rows if rows else 0
+        if isinstance(index, (int, np.integer)):
+            i = int(index) + rows if index < 0 else int(index)
+            if not 0 <= i < rows:
+                raise IndexError(f"index {index} is out of range for axis 0 of size {rows}")
+            return DeviceArray(self._memory, self._allocation, self.shape[1:], self.dtype, self._offset + i * row_bytes)
+        if isinstance(index, slice):
+            start, stop, step = index.indices(rows)
+            if step != 1:
+                raise IndexError("DeviceArray supports only contiguous slices (step 1); copy to the host first")
+            count = max(0, stop - start)
+            return DeviceArray(
+                self._memory, self._allocation, (count, *self.shape[1:]), self.dtype, self._offset + start * row_bytes
+            )
+        raise IndexError(f"DeviceArray supports a[int] and a[start:stop], not {index!r}; use .numpy() first")
+
+    def numpy(self) -> np.ndarray:
+        """Copy to a new host array (waits for the backend's queued work on this array)."""
+        return self._memory.to_host(self)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        host = self.numpy()
+        return host if dtype is None else host.astype(dtype, copy=False)
+
+
+class _EventTimer(Timer):
+    def __init__(self, memory: CudaPythonMemory, start: Any, end: Any) -> None:
+        self._rt, self._start, self._end = memory.rt, start, end
+        self._ms: float | None = None
+        # events of timers nobody reads are destroyed with the timer (CUDA frees them once they complete)
+        weakref.finalize(self, _destroy_events, memory.rt, start, end)
+
+    def elapsed_ms(self) -> float:
+        if self._ms is None:
+            check(self._rt.cudaEventSynchronize(self._end), "cudaEventSynchronize(end of run)")
+            self._ms = float(check(self._rt.cudaEventElapsedTime(self._start, self._end), "cudaEventElapsedTime"))
+        return self._ms
+
+
+def _destroy_events(rt: Any, *events: Any) -> None:
+    for event in events:
+        rt.cudaEventDestroy(event)
+
+
+class CudaPythonMemory(DeviceMemory):
+    """cuda-python device memory (see the module docstring).
+
+    Args:
+        device_index: CUDA device.
+    """
+
+    name = "cuda-python"
+
+    def __init__(self, device_index: int) -> None:
+        super().__init__(device_index)
+        try:
+            self.rt = device.cudart()
+        except ImportError:
+            raise Sam3TrtError(
+                "device_memory='cuda-python' needs cuda-python: pip install 'sam3-trt[rtx]' (or pip install cuda-python)"
+            ) from None
+        try:
+            count = check(self.rt.cudaGetDeviceCount(), "cudaGetDeviceCount")
+        except CudaError as exc:
+            raise Sam3TrtError(f"no usable NVIDIA GPU for the TensorRT backend: {exc}") from None
+        if not 0 <= device_index < count:
+            raise Sam3TrtError(f"device_index={device_index}, but this machine has {count} CUDA device(s)")
+        self._stream = _Stream(self.rt, device_index)
+        self._timer_start: Any = None
+
+    @property
+    def stream_handle(self) -> int:
+        return int(self._stream.handle)
+
+    @contextlib.contextmanager
+    def activate(self) -> Iterator[None]:
+        # the current device is per host thread: set it on every run, not once
+        check(self.rt.cudaSetDevice(self.device_index), f"cudaSetDevice({self.device_index})")
+        yield
+
+    def wait_for_caller(self) -> None:
+        # inputs come from the host (copied on our stream) or from our own DeviceArrays (produced on our
+        # stream): nothing the caller queued on another stream can be pending
+        return None
+
+    def _allocate(self, shape: Sequence[int], dtype: Any) -> DeviceArray:
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        return DeviceArray(self, _Allocation(self._stream, nbytes), shape, dtype)
+
+    def empty(self, shape: Sequence[int], dtype: str) -> DeviceArray:
+        return self._allocate(shape, numpy_dtype(dtype))
+
+    def to_device(self, value: Any, dtype: str) -> DeviceArray:
+        want = numpy_dtype(dtype)
+        if isinstance(value, DeviceArray):
+            if value._memory is not self:
+                raise Sam3TrtError(
+                    f"a DeviceArray of another backend ({value!r}) was passed; pass host arrays between backends"
+                )
+            if value.dtype != want:
+                raise Sam3TrtError(f"device array has dtype {value.dtype}, the engine expects {want}")
+            return value
+        from ..arrays import to_numpy
+
+        host = np.ascontiguousarray(to_numpy(value), dtype=want)
+        out = self._allocate(host.shape, want)
+        check(
+            self.rt.cudaMemcpyAsync(
+                out.ptr,
+                host.ctypes.data,
+                host.nbytes,
+                self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice,
+                self.stream_handle,
+            ),
+            f"cudaMemcpyAsync(host to device, {host.nbytes} bytes)",
+        )
+        # from pageable host memory CUDA stages the data before cudaMemcpyAsync returns, so `host` may go
+        return out
+
+    def pointer(self, array: DeviceArray) -> int:
+        return array.ptr
+
+    def to_host(self, array: DeviceArray) -> np.ndarray:
+        """Copy ``array`` to a new host array after the work queued on the backend's stream."""
+        host = np.empty(array.shape, array.dtype)
+        with self.activate():
+            check(
+                self.rt.cudaMemcpyAsync(
+                    host.ctypes.data,
+                    array.ptr,
+                    array.nbytes,
+                    self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost,
+                    self.stream_handle,
+                ),
+                f"cudaMemcpyAsync(device to host, {array.nbytes} bytes)",
+            )
+            check(self.rt.cudaStreamSynchronize(self.stream_handle), "cudaStreamSynchronize")
+        return host
+
+    def _event(self) -> Any:
+        event = check(self.rt.cudaEventCreate(), "cudaEventCreate")
+        check(self.rt.cudaEventRecord(event, self.stream_handle), "cudaEventRecord")
+        return event
+
+    def start_timer(self) -> None:
+        self._timer_start = self._event()
+
+    def stop_timer(self) -> Timer:
+        return _EventTimer(self, self._timer_start, self._event())
+
+    def hand_over(self, inputs: Sequence[Any]) -> None:
+        # Outputs are DeviceArrays whose every use (numpy(), feeding the next engine) is queued on this same
+        # stream, and inputs are device memory freed stream-ordered (cudaFreeAsync): no event is needed.
+        return None
+
+    def synchronize(self) -> None:
+        with self.activate():
+            check(self.rt.cudaStreamSynchronize(self.stream_handle), "cudaStreamSynchronize")
+
+    def memory_info(self) -> dict[str, float]:
+        with self.activate():
+            free, total = check(self.rt.cudaMemGetInfo(), "cudaMemGetInfo")
+        return {"free_mb": round(free / 2**20, 1), "total_mb": round(total / 2**20, 1)}
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        with self.activate():
+            check(self.rt.cudaStreamSynchronize(self.stream_handle), "cudaStreamSynchronize (close)")
+        # arrays a caller still holds are freed with cudaFree when dropped (the stream is gone by then)
+        self._stream.destroy()
+        super().close()

@@ -1,0 +1,190 @@
+"""A double of ``cuda.bindings.runtime`` (cuda-python) over :class:`~.fake_gpu.FakeGpu`.
+
+Every function the double models is a ``mock.create_autospec`` of the real function (argument names and
+count checked) returning what the real one returns: a ``cudaError_t`` first, then real cuda-python
+types (``cudaStream_t``, ``cudaEvent_t``, ``cudaDeviceProp``). Enums, types and constants are the real
+module's. A real function the double does not model raises :class:`~.apicheck.NotModelled`; a name the
+real module lacks raises ``AttributeError``. :meth:`CudaRuntimeDouble.fail` makes a call return an
+error status, to show that the caller checks it.
+
+Copies follow CUDA's rules for pageable host memory (all numpy memory is pageable): host-to-device and
+device-to-host copies wait for the stream's queued work and complete before returning; device-to-device
+copies are queued on the stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .apicheck import function_double
+from .fake_gpu import FakeGpu
+
+
+class CudaRuntimeDouble:
+    """Module-like double of ``cuda.bindings.runtime``.
+
+    Args:
+        gpu: The host-memory GPU it acts on.
+    """
+
+    def __init__(self, gpu: FakeGpu) -> None:
+        from cuda.bindings import runtime as real
+
+        self._real = real
+        self.gpu = gpu
+        self._failures: dict[str, Any] = {}
+        #: names of the functions called, in order (tests assert protocols on it)
+        self.calls: list[str] = []
+        impls = {name[len("_impl_") :]: getattr(self, name) for name in dir(type(self)) if name.startswith("_impl_")}
+        self._functions = {name: self._wrap(name, impl) for name, impl in impls.items()}
+
+    def __getattr__(self, name: str) -> Any:
+        functions = self.__dict__.get("_functions", {})
+        if name in functions:
+            return functions[name]
+        value = getattr(self._real, name)  # AttributeError for names the real module lacks
+        if callable(value) and name.startswith("cuda") and not isinstance(value, type):
+            return function_double(value, None, f"cuda.bindings.runtime.{name}")
+        return value
+
+    def fail(self, name: str, error: str = "cudaErrorMemoryAllocation") -> None:
+        """Make the next call of ``name`` return ``error`` (a ``cudaError_t`` member name)."""
+        self._failures[name] = getattr(self._real.cudaError_t, error)
+
+    def _wrap(self, name: str, impl: Callable[..., Any]) -> Any:
+        real_fn = getattr(self._real, name)
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            if name in self._failures:
+                err = self._failures.pop(name)
+                n_values = {"cudaGetDeviceCount": 1, "cudaMallocAsync": 1, "cudaMalloc": 1}.get(name, 0)
+                return (err, *([None] * n_values))
+            return impl(*args, **kwargs)
+
+        return function_double(real_fn, run, f"cuda.bindings.runtime.{name}")
+
+    # -- helpers ---------------------------------------------------------------------------------
+    @property
+    def _ok(self) -> Any:
+        return self._real.cudaError_t.cudaSuccess
+
+    def _err(self, name: str) -> Any:
+        return getattr(self._real.cudaError_t, name)
+
+    # -- devices ---------------------------------------------------------------------------------
+    def _impl_cudaGetDeviceCount(self) -> tuple:
+        return (self._ok, len(self.gpu.names))
+
+    def _impl_cudaDriverGetVersion(self) -> tuple:
+        return (self._ok, 13000)
+
+    def _impl_cudaRuntimeGetVersion(self) -> tuple:
+        return self._real.cudaRuntimeGetVersion()  # the binding's own version needs no driver
+
+    def _impl_cudaGetDeviceProperties(self, device: int) -> tuple:
+        if not 0 <= device < len(self.gpu.names):
+            return (self._err("cudaErrorInvalidDevice"), None)
+        props = self._real.cudaDeviceProp()
+        props.name = self.gpu.names[device].encode().ljust(256, b"\x00")
+        props.major, props.minor = self.gpu.compute_capabilities[device]
+        props.totalGlobalMem = self.gpu.total_bytes
+        return (self._ok, props)
+
+    def _impl_cudaSetDevice(self, device: int) -> tuple:
+        return (self._ok if self.gpu.set_device(int(device)) else self._err("cudaErrorInvalidDevice"),)
+
+    def _impl_cudaGetDevice(self) -> tuple:
+        return (self._ok, self.gpu.device())
+
+    def _impl_cudaGetErrorName(self, error: Any) -> tuple:
+        return self._real.cudaGetErrorName(error)
+
+    def _impl_cudaGetErrorString(self, error: Any) -> tuple:
+        return self._real.cudaGetErrorString(error)
+
+    def _impl_cudaMemGetInfo(self) -> tuple:
+        return (self._ok, self.gpu.total_bytes - self.gpu.live_bytes(), self.gpu.total_bytes)
+
+    def _impl_cudaDeviceSynchronize(self) -> tuple:
+        self.gpu.sync_all()
+        return (self._ok,)
+
+    # -- streams and events ------------------------------------------------------------------------
+    def _impl_cudaStreamCreate(self) -> tuple:
+        return (self._ok, self._real.cudaStream_t(self.gpu.new_stream()))
+
+    def _impl_cudaStreamCreateWithFlags(self, flags: int) -> tuple:
+        return (self._ok, self._real.cudaStream_t(self.gpu.new_stream()))
+
+    def _impl_cudaStreamDestroy(self, stream: Any) -> tuple:
+        self.gpu.destroy_stream(int(stream))
+        return (self._ok,)
+
+    def _impl_cudaStreamSynchronize(self, stream: Any) -> tuple:
+        self.gpu.sync_stream(int(stream))
+        return (self._ok,)
+
+    def _impl_cudaStreamWaitEvent(self, stream: Any, event: Any, flags: int) -> tuple:
+        self.gpu.wait(int(stream), int(event))
+        return (self._ok,)
+
+    def _impl_cudaEventCreate(self) -> tuple:
+        return (self._ok, self._real.cudaEvent_t(self.gpu.new_event()))
+
+    def _impl_cudaEventCreateWithFlags(self, flags: int) -> tuple:
+        return (self._ok, self._real.cudaEvent_t(self.gpu.new_event()))
+
+    def _impl_cudaEventRecord(self, event: Any, stream: Any) -> tuple:
+        self.gpu.record(int(event), int(stream))
+        return (self._ok,)
+
+    def _impl_cudaEventSynchronize(self, event: Any) -> tuple:
+        self.gpu.sync_event(int(event))
+        return (self._ok,)
+
+    def _impl_cudaEventElapsedTime(self, start: Any, end: Any) -> tuple:
+        a, b = self.gpu.event(int(start)), self.gpu.event(int(end))
+        if a.time_s is None or b.time_s is None:
+            return (self._err("cudaErrorNotReady"), None)
+        return (self._ok, (b.time_s - a.time_s) * 1000.0)
+
+    def _impl_cudaEventDestroy(self, event: Any) -> tuple:
+        self.gpu.events.pop(int(event), None)
+        return (self._ok,)
+
+    # -- memory ----------------------------------------------------------------------------------
+    def _impl_cudaMalloc(self, size: int) -> tuple:
+        return (self._ok, self.gpu.malloc(size))
+
+    def _impl_cudaFree(self, devPtr: int) -> tuple:
+        self.gpu.sync_all()  # cudaFree synchronises the device
+        return (self._ok if self.gpu.free(int(devPtr)) else self._err("cudaErrorInvalidValue"),)
+
+    def _impl_cudaMallocAsync(self, size: int, hStream: Any) -> tuple:
+        self.gpu.stream(int(hStream))
+        return (self._ok, self.gpu.malloc(size))
+
+    def _impl_cudaFreeAsync(self, devPtr: int, hStream: Any) -> tuple:
+        ptr = int(devPtr)
+        if ptr not in self.gpu.allocations:
+            return (self._err("cudaErrorInvalidValue"),)
+        self.gpu.stream(int(hStream)).enqueue(f"free {ptr:#x}", lambda: self.gpu.free(ptr))
+        return (self._ok,)
+
+    def _impl_cudaMemcpyAsync(self, dst: int, src: int, count: int, kind: Any, stream: Any) -> tuple:
+        kinds = self._real.cudaMemcpyKind
+        st = self.gpu.stream(int(stream))
+        if kind in (kinds.cudaMemcpyHostToDevice, kinds.cudaMemcpyDeviceToHost):
+            device_ptr = int(dst) if kind == kinds.cudaMemcpyHostToDevice else int(src)
+            if self.gpu.owner(device_ptr, int(count)) is None:
+                return (self._err("cudaErrorInvalidValue"),)
+            # pageable host memory: the copy waits for the stream's queued work and completes before returning
+            st.enqueue(f"memcpy {count} bytes", lambda: self.gpu.copy(int(dst), int(src), int(count)))
+            st.run()
+            return (self._ok,)
+        if kind == kinds.cudaMemcpyDeviceToDevice:
+            st.enqueue(f"memcpy d2d {count} bytes", lambda: self.gpu.copy(int(dst), int(src), int(count)))
+            return (self._ok,)
+        return (self._err("cudaErrorInvalidMemcpyDirection"),)
