@@ -12,8 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from sam3_trt.bench import STAGES, bench_lines, run_bench
-from sam3_trt.figures import bar_chart
+from sam3_trt.bench import STAGES, bench_figure, bench_lines, run_bench
 from sam3_trt.manifest import read_manifest
 
 
@@ -75,9 +74,7 @@ def main() -> None:
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"cpu_{variant}.json").write_text(json.dumps(report, indent=2) + "\n")
-    stages = [s for s in STAGES if s in report["backends"]["onnxruntime"]["stages"]]
-    series = {b: [r["stages"].get(s, {}).get("median_ms") for s in stages] for b, r in report["backends"].items()}
-    bar_chart(stages, series, args.out / f"cpu_{variant}.png", f"CPU, {variant} model: median ms per stage")
+    bench_figure(report, args.out / f"cpu_{variant}.png")
     (args.out / f"cpu_{variant}.md").write_text(markdown(report))
     print("\n".join(bench_lines(report)))
     print(markdown(report))

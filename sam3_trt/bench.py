@@ -526,10 +526,28 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def bench_figure(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Bar chart of each backend's median per stage, titled with the model, weights, machine and unit."""
+    from .figures import bar_chart
+
+    stages = [s for s in STAGES if any(s in r["stages"] for r in report["backends"].values())]
+    series = {b: [r["stages"].get(s, {}).get("median_ms") for s in stages] for b, r in report["backends"].items()}
+    weights = report.get("weights", {})
+    machine = report.get("machine", {})
+    gpu = machine.get("gpu")
+    gpu_text = ", ".join(gpu) if isinstance(gpu, list) else "no GPU"
+    title = (
+        f"sam3-trt bench: {weights.get('variant', '?')} model, {weights.get('kind', '?')} weights, "
+        f"{report.get('precision', 'fp32')}: median per stage, ms (log scale)"
+    )
+    subtitle = f"{machine.get('cpu', 'CPU ?')}, {machine.get('cpu_count', '?')} cores; {gpu_text}"
+    bar_chart(stages, series, path, title, subtitle=subtitle)
+
+
 def bench_lines(report: dict[str, Any]) -> list[str]:
     """A plain-text table: median ms per stage and backend, then speed-ups."""
     backends = list(report["backends"])
-    lines = [f"{'stage':<16}" + "".join(f"{b:>14}" for b in backends)]
+    lines = [f"{'stage (ms)':<16}" + "".join(f"{b:>14}" for b in backends)]
     for stage in STAGES:
         row = [report["backends"][b]["stages"].get(stage, {}).get("median_ms") for b in backends]
         lines.append(f"{stage:<16}" + "".join(f"{v:>14.1f}" if v is not None else f"{'-':>14}" for v in row))

@@ -50,6 +50,47 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def check_output_file(path: Path | None, option: str, suffixes: tuple[str, ...] | None = None) -> None:
+    """Refuse an output file before any work starts: one line naming the option, the path and the fix.
+
+    Args:
+        path: The file to be written (``None``: not asked for).
+        option: The option that named it (``--json``).
+        suffixes: Accepted suffixes, when the format follows the suffix.
+    """
+    if path is None:
+        return
+    if path.is_dir():
+        raise Sam3TrtError(
+            f"{option} {path} is a folder; give a file name inside it, e.g. {path / ('out' + (suffixes or ('.json',))[0])}"
+        )
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise Sam3TrtError(f"{option} {path}: the suffix picks the format; use one of {', '.join(suffixes)}")
+    check_output_folder(path.parent, option, create=False)
+
+
+def check_output_folder(folder: Path, option: str, create: bool = True) -> None:
+    """Refuse a folder that cannot be written (created when missing and ``create``), before any work starts."""
+    import tempfile
+
+    if create and not folder.exists():
+        try:
+            folder.mkdir(parents=True)
+        except OSError as exc:
+            raise Sam3TrtError(
+                f"{option}: cannot create folder {folder} ({exc.strerror or exc}); choose a writable place"
+            ) from None
+    if not folder.is_dir():
+        raise Sam3TrtError(f"{option}: folder {folder} does not exist; create it or choose another path")
+    try:  # permissions alone do not tell (root, read-only mounts, sysfs): try it
+        with tempfile.TemporaryFile(dir=folder, prefix=".sam3-trt-write-check-"):
+            pass
+    except OSError as exc:
+        raise Sam3TrtError(
+            f"{option}: cannot write in {folder} ({exc.strerror or exc}); choose a writable folder"
+        ) from None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sam3-trt")
 @click.option("--quiet", "-q", is_flag=True, help="Only print results and errors.")
@@ -173,9 +214,14 @@ def export(
 @click.option("--box", "boxes", multiple=True, help="Box prompt x0,y0,x1,y1[,neg] in pixels of IMAGE (repeatable).")
 @click.option("--artifacts", type=click.Path(path_type=Path), required=True, help="Export folder or engine folder.")
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto", show_default=True)
-@click.option("--threshold", type=float, default=0.5, show_default=True, help="Keep detections with score > threshold.")
-@click.option("--output", type=click.Path(path_type=Path), required=True, help="Overlay PNG to write.")
+@click.option(
+    "--threshold", type=float, default=0.5, show_default=True, help="Keep detections with score > threshold (0 to 1)."
+)
+@click.option("--output", type=click.Path(path_type=Path), required=True, help="Overlay to write: .png, .jpg or .webp.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Detections JSON (RLE masks).")
+@click.option(
+    "--max-detections", type=int, default=10, show_default=True, help="Best detections drawn and written (by score)."
+)
 @click.pass_obj
 @_handle_errors
 def segment(
@@ -188,36 +234,59 @@ def segment(
     threshold: float,
     output: Path,
     json_path: Path | None,
+    max_detections: int,
 ) -> None:
     """Segment IMAGE with text and/or box prompts; write an overlay PNG (and JSON)."""
     from .export.model import WeightsOrigin
     from .runtime.artifacts import resolve_artifacts
     from .runtime.image import open_image, to_uint8_hwc
     from .runtime.processor import Sam3Processor
-    from .segment import parse_box, write_outputs
+    from .segment import IMAGE_FORMATS, parse_box, write_outputs
     from .segment import segment as run_segment
 
+    if not 0.0 <= threshold <= 1.0:  # NaN too
+        raise Sam3TrtError(f"--threshold {threshold}: scores are probabilities; use a value in [0, 1], e.g. 0.5")
+    if max_detections < 1:
+        raise Sam3TrtError(f"--max-detections {max_detections}: use 1 or more")
+    if not prompts and not boxes:
+        raise Sam3TrtError("give at least one --prompt TEXT or --box x0,y0,x1,y1[,neg]")
+    check_output_file(output, "--output", tuple(IMAGE_FORMATS))  # the suffix picks PNG, JPEG or WebP
+    check_output_file(json_path, "--json", (".json",))
     picture = open_image(image)
     rgb = to_uint8_hwc(picture)
     height, width = rgb.shape[:2]
     parsed = [parse_box(b, width, height) for b in boxes]
-    for target in (output, json_path):
-        if target is not None and not target.parent.is_dir():
-            raise Sam3TrtError(f"cannot write {target}: folder {target.parent} does not exist")
     found = resolve_artifacts(artifacts)
-    weights = WeightsOrigin.from_dict(found.manifest.get("weights", {"kind": "unknown", "variant": "?"})).describe()
+    weights_dict = found.manifest.get("weights", {"kind": "unknown", "variant": "?"})
+    weights = WeightsOrigin.from_dict(weights_dict).describe()
     with Sam3Processor(found.folder, backend=backend, confidence_threshold=threshold) as processor:
         ui.progress(f"backend {processor.backend.name}; {weights}")
-        detections = run_segment(processor, picture, prompts, parsed)
+        detections, best = run_segment(processor, picture, prompts, parsed)
         info = {
             "image": str(image),
             "size": [width, height],
-            "backend": processor.backend.name,
+            "prompts": list(prompts),
+            "boxes": list(boxes),
             "threshold": threshold,
+            "backend": processor.backend.name,
+            "precision": found.manifest.get("precision", {}).get("mode", "fp32"),
             "weights": weights,
+            "weights_kind": weights_dict.get("kind"),
+            "best_score": round(best, 6),
         }
-    write_outputs(rgb, detections, output, json_path, info)
-    summary_line = {"detections": len(detections), "output": str(output), "json": str(json_path) if json_path else None}
+    if not detections:
+        ui.progress(
+            f"no detection scored above --threshold {threshold}; the best score was {best:.3f}: "
+            f"lower --threshold (e.g. --threshold {max(0.0, best - 0.01):.2f}) to see it"
+        )
+    write_outputs(rgb, detections, output, json_path, info, parsed, max_detections)
+    summary_line = {
+        "detections": len(detections),
+        "drawn": min(len(detections), max_detections),
+        "best_score": round(best, 6),
+        "output": str(output),
+        "json": str(json_path) if json_path else None,
+    }
     click.echo(json.dumps(summary_line))
 
 
@@ -387,6 +456,12 @@ def fp16(
     help="PNG: reference masks, candidate masks, difference map.",
 )
 @click.option("--no-stages", is_flag=True, help="Skip the per-graph (vision, text, decoder) checks.")
+@click.option(
+    "--save-outputs",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Per-stage outputs of both sides as Polygraphy RunResults JSON (each graph's inputs beside it).",
+)
 @click.pass_obj
 @_handle_errors
 def parity(
@@ -400,6 +475,7 @@ def parity(
     json_path: Path | None,
     figure: Path | None,
     no_stages: bool,
+    save_outputs: Path | None,
 ) -> None:
     """Compare a backend with upstream eager sam3, per stage and end to end (exit 1 on failure).
 
@@ -412,6 +488,16 @@ def parity(
     from .runtime.image import open_image
     from .runtime.processor import Sam3Processor
 
+    check_output_file(json_path, "--json", (".json",))
+    check_output_file(figure, "--figure", (".png",))
+    check_output_file(save_outputs, "--save-outputs", (".json",))
+    if save_outputs is not None:
+        if no_stages:
+            raise Sam3TrtError("--save-outputs writes the per-stage outputs: drop --no-stages")
+        try:
+            import polygraphy  # noqa: F401 - checked before the long run
+        except ImportError:
+            raise Sam3TrtError("--save-outputs needs polygraphy: pip install polygraphy") from None
     found = resolve_artifacts(artifacts)
     precision = artifact_precision(found.manifest)  # picks the tolerance column
     pictures = [open_image(p) for p in images] or [demo_image()]
@@ -435,11 +521,15 @@ def parity(
         click.echo(case.describe())
     if json_path is not None:
         json_path.write_text(json.dumps(report.to_dict(), indent=2))
-    if figure is not None and report.figure_data is not None:
-        from .figures import mask_panels
+    if save_outputs is not None:
+        from .parity import save_run_results
 
-        image, ref_masks, cand_masks = report.figure_data
-        mask_panels(image, ref_masks, cand_masks, figure, ("upstream eager", f"sam3-trt {report.backend}"))
+        save_run_results(report, save_outputs)
+    if figure is not None and report.figure_data is not None:
+        from .figures import parity_panels
+
+        random = found.manifest.get("weights", {}).get("kind") == "random"
+        parity_panels(report.figure_data, figure, ("upstream eager", f"sam3-trt {report.backend}"), random)
     if not report.passed:
         failing = report.failures()
         raise ParityError(f"parity failed ({precision} tolerances): {', '.join(failing)}")
@@ -494,8 +584,10 @@ def bench(
     figure: Path | None,
 ) -> None:
     """Per-stage latency of each backend beside upstream eager, each in its own process."""
-    from .bench import STAGES, bench_lines, run_bench
+    from .bench import bench_figure, bench_lines, run_bench
 
+    check_output_file(json_path, "--json", (".json",))
+    check_output_file(figure, "--figure", (".png",))
     if image is not None and not image.is_file():
         raise Sam3TrtError(f"--image {image} does not exist")
     report = run_bench(
@@ -516,11 +608,7 @@ def bench(
     if json_path is not None:
         json_path.write_text(json.dumps(report, indent=2) + "\n")
     if figure is not None:
-        from .figures import bar_chart
-
-        stages = [s for s in STAGES if any(s in r["stages"] for r in report["backends"].values())]
-        series = {b: [r["stages"].get(s, {}).get("median_ms") for s in stages] for b, r in report["backends"].items()}
-        bar_chart(stages, series, figure, f"sam3-trt bench: median per stage ({report['machine'].get('cpu', '')})")
+        bench_figure(report, figure)
 
 
 @main.command()
@@ -615,6 +703,20 @@ def calibrate(
     click.echo(json.dumps(summary))
 
 
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--no-layers", is_flag=True, help="Engine folders: skip TensorRT's layer information (needs a GPU).")
+@click.pass_obj
+@_handle_errors
+def inspect(ui: Ui, path: Path, as_json: bool, no_layers: bool) -> None:
+    """What an export or engine folder holds: graph I/O with dynamic ranges, node counts by op and precision."""
+    from .inspection import format_inspect, inspect_folder
+
+    report = inspect_folder(path, layers=not no_layers)
+    click.echo(json.dumps(report, indent=2) if as_json else format_inspect(report))
+
+
 @main.command(name="gpu-check")
 @click.option("--variant", type=click.Choice(["full", "tiny"]), default="full", show_default=True)
 @click.option(
@@ -631,6 +733,7 @@ def gpu_check_cmd(ui: Ui, variant: str, artifacts: Path | None, engines_root: Pa
     """doctor, export, FP16 pass, engines, TensorRT parity and bench into one report folder (GPU steps need a GPU)."""
     from .gpu_check import gpu_check
 
+    check_output_folder(out_dir, "--out")
     folder = gpu_check(out_dir, variant, artifacts, engines_root, progress=ui.progress)
     click.echo(f"gpu-check passed: report in {folder} (summary.md)")
 

@@ -1,4 +1,9 @@
-"""PNG figures drawn with Pillow (no plotting dependency): bench bar charts and parity mask panels."""
+"""PNG figures drawn with Pillow (no plotting dependency): mask overlays, bench bar charts, parity panels.
+
+Every figure must say something whatever the masks are: with random weights every mask covers the whole
+image, so masks are drawn as outlines over a light fill (the image stays visible), labels sit on their own
+background inside the image, and a stamp says when the weights are random.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,64 @@ import numpy as np
 
 #: One colour per series (backend), distinct on white.
 SERIES_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189))
+#: Stamped on figures made with random weights.
+RANDOM_WEIGHTS_STAMP = "random weights: masks are meaningless"
+#: Background of the stamp (tests find it by this colour).
+STAMP_COLOUR = (180, 0, 0)
+
+
+def font(size: int) -> Any:
+    """Pillow's scalable default font at ``size`` pixels (the bitmap font when FreeType is missing)."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):
+        return ImageFont.load_default()
+
+
+def outline(mask: np.ndarray, width: int = 2) -> np.ndarray:
+    """Pixels of ``mask`` within ``width`` pixels of its edge (the image border counts as an edge)."""
+    inner = np.asarray(mask, bool)
+    for _ in range(width):
+        padded = np.pad(inner, 1, constant_values=False)
+        inner = inner & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return np.asarray(mask, bool) & ~inner
+
+
+def draw_label(
+    draw: Any, xy: tuple[float, float], text: str, colour: tuple[int, int, int], size: int, bounds: tuple[int, int]
+) -> None:
+    """``text`` on a filled background of ``colour``, placed at ``xy`` and moved inside ``bounds`` (w, h)."""
+    f = font(size)
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=f)
+    tw, th = right - left + 6, bottom - top + 4
+    x = min(max(0, int(xy[0])), max(0, bounds[0] - tw))
+    y = min(max(0, int(xy[1])), max(0, bounds[1] - th))
+    draw.rectangle([x, y, x + tw, y + th], fill=colour)
+    luma = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
+    draw.text((x + 3 - left, y + 2 - top), text, fill="black" if luma > 140 else "white", font=f)
+
+
+def stamp(image: Any, text: str = RANDOM_WEIGHTS_STAMP) -> None:
+    """A banner across the bottom of ``image`` (a PIL image, drawn in place)."""
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(image)
+    size = max(12, image.height // 28)
+    draw_label(draw, (0, image.height), text, STAMP_COLOUR, size, image.size)
+
+
+def dashed_rectangle(draw: Any, box: Sequence[float], colour: tuple[int, int, int], width: int, dash: int = 8) -> None:
+    """A rectangle of alternating ``colour`` and black dashes (prompt boxes, told apart from detections)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    for (ax, ay), (bx, by) in (((x0, y0), (x1, y0)), ((x1, y0), (x1, y1)), ((x1, y1), (x0, y1)), ((x0, y1), (x0, y0))):
+        length = max(abs(bx - ax), abs(by - ay))
+        steps = max(1, int(length // dash))
+        for i in range(steps):
+            t0, t1 = i / steps, (i + 1) / steps
+            seg = [ax + (bx - ax) * t0, ay + (by - ay) * t0, ax + (bx - ax) * t1, ay + (by - ay) * t1]
+            draw.line(seg, fill=colour if i % 2 == 0 else (0, 0, 0), width=width)
 
 
 def bar_chart(
@@ -19,6 +82,7 @@ def bar_chart(
     path: str | os.PathLike[str],
     title: str,
     unit: str = "ms",
+    subtitle: str = "",
 ) -> None:
     """Horizontal grouped bars on a log scale (stage times span 1 ms to a minute), values printed.
 
@@ -28,15 +92,17 @@ def bar_chart(
         path: PNG to write.
         title: Title line.
         unit: Value unit for labels.
+        subtitle: Second line (the machine).
     """
     from PIL import Image, ImageDraw
 
     names = list(series)
-    row_h, bar_h, left, right, top = 12 * len(names) + 10, 12, 130, 90, 40
-    width, height = 820, top + row_h * len(groups) + 20 + 16 * len(names)
+    row_h, bar_h, left, right, top = 12 * len(names) + 10, 12, 130, 90, 56
+    width, height = 900, top + row_h * len(groups) + 20 + 16 * len(names)
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)
-    draw.text((10, 10), title, fill="black")
+    draw.text((10, 8), title, fill="black", font=font(14))
+    draw.text((10, 28), subtitle, fill=(60, 60, 60), font=font(12))
     values = [v for vs in series.values() for v in vs if v is not None and v > 0]
     lo = math.log10(min(values)) - 0.2 if values else 0.0
     hi = math.log10(max(values)) + 0.1 if values else 1.0
@@ -62,51 +128,91 @@ def bar_chart(
     img.save(path)
 
 
-def mask_panels(
-    image: Any,
-    reference: Sequence[np.ndarray],
-    candidate: Sequence[np.ndarray],
+def masks_over_image(image_rgb: np.ndarray, masks: Sequence[np.ndarray], fill: float = 0.2) -> np.ndarray:
+    """``image_rgb`` with each mask's outline in its own colour over a light fill (one tint per pixel)."""
+    out = image_rgb.astype(np.float32).copy()
+    h, w = out.shape[:2]
+    owner = np.full((h, w), -1, np.int64)
+    for i in reversed(range(len(masks))):
+        owner[np.asarray(masks[i], bool)] = i
+    palette = np.array([SERIES_COLOURS[i % len(SERIES_COLOURS)] for i in range(max(1, len(masks)))], np.float32)
+    tinted = owner >= 0
+    out[tinted] = (1 - fill) * out[tinted] + fill * palette[owner[tinted]]
+    line = max(1, round(min(h, w) / 250))
+    for i in reversed(range(len(masks))):
+        out[outline(masks[i], line)] = palette[i]
+    return out.clip(0, 255).astype(np.uint8)
+
+
+#: Colour scale of difference maps: black (0) -> purple -> orange -> yellow (the maximum).
+_RAMP = np.array([(0, 0, 0), (90, 20, 140), (230, 90, 40), (255, 240, 80)], np.float32)
+
+
+def colour_scale(values: np.ndarray, vmax: float) -> np.ndarray:
+    """``values`` in ``[0, vmax]`` as RGB on :data:`_RAMP` (uint8)."""
+    t = np.clip(np.asarray(values, np.float32) / max(vmax, 1e-30), 0, 1) * (len(_RAMP) - 1)
+    lo = np.floor(t).astype(np.int64).clip(0, len(_RAMP) - 2)
+    frac = (t - lo)[..., None]
+    return ((1 - frac) * _RAMP[lo] + frac * _RAMP[lo + 1]).astype(np.uint8)
+
+
+def parity_panels(
+    data: Any,
     path: str | os.PathLike[str],
     titles: tuple[str, str] = ("reference", "candidate"),
+    random_weights: bool = False,
 ) -> None:
-    """Three panels: reference masks, candidate masks (same colours), and their difference.
-
-    The difference panel shows pixels in the union of either side's masks: white where only one side
-    has them (red where only the reference, blue where only the candidate), dark where both agree.
+    """Three panels for one parity case: each side's kept masks as outlines over the image, and the largest
+    difference of their mask probabilities with its colour scale.
 
     Args:
-        image: The input image (PIL or ``HxWx3`` uint8).
-        reference: Boolean ``HxW`` masks of the reference.
-        candidate: Boolean ``HxW`` masks of the candidate (matched to ``reference`` by index).
+        data: :class:`sam3_trt.parity.FigureData`.
         path: PNG to write.
-        titles: Panel titles.
+        titles: Names of the two sides.
+        random_weights: Stamp "random weights: masks are meaningless".
     """
     from PIL import Image, ImageDraw
 
+    image = data.image
     base = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image, dtype=np.uint8)
     h, w = base.shape[:2]
-
-    def overlay(masks: Sequence[np.ndarray]) -> np.ndarray:
-        out = base.astype(np.float32) * 0.5
-        for i, m in enumerate(masks):
-            colour = np.array(SERIES_COLOURS[i % len(SERIES_COLOURS)], np.float32)
-            out[np.asarray(m, bool)] = 0.4 * out[np.asarray(m, bool)] + 0.6 * colour
-        return out.clip(0, 255).astype(np.uint8)
-
-    ref_any = np.zeros((h, w), bool)
-    cand_any = np.zeros((h, w), bool)
-    for m in reference:
-        ref_any |= np.asarray(m, bool)
-    for m in candidate:
-        cand_any |= np.asarray(m, bool)
-    diff = np.zeros((h, w, 3), np.uint8)
-    diff[ref_any & cand_any] = (60, 60, 60)
-    diff[ref_any & ~cand_any] = (255, 40, 40)
-    diff[~ref_any & cand_any] = (40, 40, 255)
-    panels = [overlay(reference), overlay(candidate), diff]
-    canvas = Image.new("RGB", (3 * w + 20, h + 24), "white")
-    labels = [*titles, f"difference ({int((ref_any ^ cand_any).sum())} px differ)"]
-    for i, (panel, label) in enumerate(zip(panels, labels, strict=True)):
-        canvas.paste(Image.fromarray(panel), (i * (w + 10), 24))
-        ImageDraw.Draw(canvas).text((i * (w + 10) + 4, 6), label, fill="black")
+    differ = int(np.logical_xor(_union(data.reference_masks, (h, w)), _union(data.candidate_masks, (h, w))).sum())
+    vmax = float(data.difference.max()) if data.difference.size else 0.0
+    panels = [
+        (masks_over_image(base, data.reference_masks), f"{titles[0]}: {len(data.reference_masks)} masks"),
+        (masks_over_image(base, data.candidate_masks), f"{titles[1]}: {len(data.candidate_masks)} masks"),
+        (colour_scale(data.difference, vmax), f"max |p_ref - p_cand| = {vmax:.2g}; {differ} px differ"),
+    ]
+    size, head, scale_h = parity_layout(h, w)
+    canvas = Image.new("RGB", (3 * w + 20, head + h + scale_h), "white")
+    draw = ImageDraw.Draw(canvas)
+    prompt = f"prompt '{data.prompt}'" if data.prompt else "boxes only"
+    draw.text((4, 2), f"parity {data.case}, {prompt}", fill="black", font=font(size))
+    for i, (panel, label) in enumerate(panels):
+        x = i * (w + 10)
+        canvas.paste(Image.fromarray(panel), (x, head))
+        draw.text((x + 4, size + 8), label, fill="black", font=font(max(10, size - 2)))
+    # the colour scale under the difference panel, 0 to its maximum
+    x0, y0 = 2 * (w + 10), head + h + 4
+    ramp = colour_scale(np.linspace(0, 1, w)[None, :].repeat(10, 0), 1.0)
+    canvas.paste(Image.fromarray(ramp), (x0, y0))
+    draw.text((x0, y0 + 11), "0", fill="black", font=font(max(10, size - 4)))
+    right = f"{vmax:.2g}"
+    tw = draw.textlength(right, font=font(max(10, size - 4)))
+    draw.text((x0 + w - tw, y0 + 11), right, fill="black", font=font(max(10, size - 4)))
+    if random_weights:
+        stamp(canvas)
     canvas.save(path)
+
+
+def parity_layout(height: int, width: int) -> tuple[int, int, int]:
+    """Font size, title height above the panels and colour-scale height below them, for an image size."""
+    size = max(12, min(height, width) // 30)
+    return size, size * 2 + 12, size + 22
+
+
+def _union(masks: Sequence[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    out = np.zeros(shape, bool)
+    for m in masks:
+        out |= np.asarray(m, bool)
+    return out

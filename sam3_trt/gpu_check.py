@@ -55,8 +55,9 @@ def gpu_check(
     Args:
         out_dir: Report folder.
         variant: ``full`` or ``tiny`` (random weights when exporting here).
-        artifacts: An existing FP32 export folder to reuse (default: ``artifacts/<variant>``, exported
-            when missing).
+        artifacts: An existing FP32 export folder to reuse (default: ``artifacts/<variant>`` when it holds a
+            valid export, else one exported into ``out_dir``). Everything this writes stays in ``out_dir``
+            (and ``engines_root``).
         engines_root: Parent folder for the engines.
         progress: Called with one line per step.
 
@@ -83,6 +84,7 @@ def gpu_check(
     except Sam3TrtError:
         if artifacts is not None:
             raise
+        export_dir = out_dir / f"export-{variant}"
         from .export.exporter import export
         from .export.model import load_model
 
@@ -92,7 +94,7 @@ def gpu_check(
         del model
         rep.step("export", "ok", f"{export_dir} ({variant}, random weights)")
 
-    fp16_dir = export_dir.with_name(export_dir.name + "-fp16")
+    fp16_dir = out_dir / f"{export_dir.name}-fp16"
     fp16 = convert_export(export_dir, fp16_dir, DEFAULT_POLICY, progress=say, reuse=True, force=True)
     rep.save_json("fp16_estimate.json", fp16["checks"]["fp16_estimate"])
     rep.step("fp16 pass + CPU estimate", "ok", f"{fp16_dir}; fp16_estimate.json")
@@ -116,7 +118,7 @@ def _gpu_steps(rep: Report, export_dir: Path, fp16_dir: Path, engines_root: Path
     from .engines.builder import build_engines
     from .engines.targets import resolve_target
     from .export.model import model_from_manifest
-    from .figures import mask_panels
+    from .figures import parity_panels
     from .parity import run_detection_parity
     from .runtime.processor import Sam3Processor
 
@@ -134,8 +136,9 @@ def _gpu_steps(rep: Report, export_dir: Path, fp16_dir: Path, engines_root: Path
     del model
     rep.save_json("parity.json", report.to_dict())
     if report.figure_data is not None:
-        image, ref, cand = report.figure_data
-        mask_panels(image, ref, cand, rep.folder / "parity.png", ("upstream eager", "sam3-trt tensorrt fp16"))
+        random = manifest.get("weights", {}).get("kind") == "random"
+        titles = ("upstream eager", f"sam3-trt tensorrt {manifest['precision']['mode']}")
+        parity_panels(report.figure_data, rep.folder / "parity.png", titles, random)
     rep.step("parity (tensorrt fp16 vs eager)", "passed" if report.passed else "FAILED", ", ".join(report.failures()))
 
     bench = run_bench(export_dir, ["torch", "onnxruntime", "tensorrt"], engines=engine_dir, progress=say)

@@ -63,26 +63,85 @@ def graph_sources(manifest: dict[str, Any]) -> dict[str, dict[str, str | None]]:
     }
 
 
+#: Beside the files of a verified folder: what was hashed, at which size and modification time.
+STAMP_FILE = ".sam3-trt-verified.json"
+
+
+def manifest_files(manifest: dict[str, Any]) -> list[tuple[str, str | None, int | None, str]]:
+    """Every file a manifest vouches for: ``(relative path, sha256 or None, size or None, graph)``."""
+    files = []
+    for name, entry in manifest.get("graphs", {}).items():
+        if "file" in entry:
+            size = entry.get("file_bytes", entry.get("bytes") if manifest.get("kind") == "engines" else None)
+            files.append((entry["file"], entry.get("sha256"), size, name))
+        if "data_file" in entry:
+            files.append((entry["data_file"], entry.get("data_sha256"), entry.get("data_bytes"), name))
+    tokenizer = manifest.get("tokenizer", {})
+    if tokenizer.get("file"):
+        files.append((tokenizer["file"], tokenizer.get("sha256"), None, "tokenizer"))
+    return files
+
+
+def remake_hint(manifest: dict[str, Any], folder: Path) -> str:
+    """The command that makes ``folder`` again, for error messages."""
+    if manifest.get("kind") == "engines":
+        return f"rebuild it: sam3-trt build --gpu auto --onnx-dir EXPORT --out {folder.parent} --force"
+    mode = manifest.get("precision", {}).get("mode", "fp32")
+    if mode == "fp16":
+        return f"make it again: sam3-trt fp16 --onnx-dir EXPORT --out {folder} --force"
+    if mode in ("int8", "fp8"):
+        return f"make it again: sam3-trt calibrate --artifacts EXPORT --mode {mode} --out {folder}"
+    return f"export it again: sam3-trt export --out {folder} --force (with the same weights)"
+
+
 def verify_files(folder: str | os.PathLike[str], manifest: dict[str, Any]) -> None:
-    """Check every graph file (and its external data) against the sha256 in the manifest.
+    """Check every file the manifest lists: present, its recorded size, and its sha256.
+
+    Sizes are checked on every call. A file is hashed once and remembered in :data:`STAMP_FILE` beside it
+    (size, modification time, sha256); later calls hash again only what changed since, so a 3 GB export
+    is verified in milliseconds after its first load. A folder that cannot be written is hashed each time.
 
     Raises:
-        Sam3TrtError: naming the file that is missing, truncated or changed.
+        Sam3TrtError: naming the file that is missing, truncated or changed, and how to make it again.
     """
     from .export.model import sha256_file
 
     folder = Path(folder)
-    for name, entry in manifest.get("graphs", {}).items():
-        for key_file, key_hash in (("file", "sha256"), ("data_file", "data_sha256")):
-            if key_file not in entry:
-                continue
-            path = folder / entry[key_file]
-            if not path.is_file():
-                raise Sam3TrtError(f"{name}: {path} is missing; re-run the export")
-            if sha256_file(path) != entry[key_hash]:
-                raise Sam3TrtError(
-                    f"{name}: {path} does not match its manifest sha256 (truncated or modified); re-run the export"
-                )
+    stamp_path = folder / STAMP_FILE
+    try:
+        stamp = json.loads(stamp_path.read_text()) if stamp_path.is_file() else {}
+    except (OSError, ValueError):
+        stamp = {}
+    changed = False
+    for rel, sha, size, graph in manifest_files(manifest):
+        path = folder / rel
+        if not path.is_file():
+            raise Sam3TrtError(f"{graph}: {path} is missing; {remake_hint(manifest, folder)}")
+        st = path.stat()
+        if size is not None and st.st_size != size:
+            raise Sam3TrtError(
+                f"{graph}: {path} has {st.st_size} bytes, its manifest says {size} (truncated or replaced); "
+                f"{remake_hint(manifest, folder)}"
+            )
+        if sha is None:
+            continue  # an older manifest without the file's hash: its size is all there is to check
+        seen = stamp.get(rel, {})
+        if seen.get("sha256") == sha and seen.get("size") == st.st_size and seen.get("mtime_ns") == st.st_mtime_ns:
+            continue
+        if sha256_file(path) != sha:
+            raise Sam3TrtError(
+                f"{graph}: {path} does not match its manifest sha256 (truncated or modified); "
+                f"{remake_hint(manifest, folder)}"
+            )
+        stamp[rel] = {"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        changed = True
+    if changed:
+        try:
+            tmp = stamp_path.with_name(f"{STAMP_FILE}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(stamp, indent=1) + "\n")
+            os.replace(tmp, stamp_path)
+        except OSError:
+            pass  # read-only folder: verified all the same, just hashed again next time
 
 
 def make_staging(out_dir: str | os.PathLike[str]) -> Path:
@@ -106,7 +165,12 @@ def make_staging(out_dir: str | os.PathLike[str]) -> Path:
 
 
 def publish(staging: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> None:
-    """Replace ``out_dir`` (if any) by the finished ``staging`` folder."""
+    """Replace ``out_dir`` (if any) by the finished ``staging`` folder, its files readable as any other file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in Path(staging).rglob("*"):
+        if path.is_file():  # some writers (torch's external data) create 0600 files
+            path.chmod(0o666 & ~umask)
     out_dir = Path(out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)

@@ -15,15 +15,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .compare import OutputCheck, check_outputs
+from .errors import Sam3TrtError
 from .runtime.arrays import to_numpy
 from .tolerances import DETECTION_TOLERANCES, tolerance
 
 #: Threshold that keeps every query: scores are products of sigmoids, which can underflow to 0.0 in float32.
+#: Outside the [0, 1] that ``set_confidence_threshold`` accepts, so parity sets it on the attribute both
+#: processors read (queries are compared by index: both sides must keep all of them).
 KEEP_ALL = -1.0
 
 #: (label, text prompt or None, boxes [(cxcywh, label)])
@@ -106,6 +110,27 @@ class StageCase:
 
 
 @dataclasses.dataclass
+class FigureData:
+    """What the parity figure shows: one case, its kept masks on both sides and their probabilities.
+
+    Args:
+        image: The input image.
+        case: Case label (``image0:text``).
+        prompt: The text prompt (``None`` for boxes only).
+        reference_masks: Boolean ``HxW`` masks the reference keeps.
+        candidate_masks: Boolean ``HxW`` masks the candidate keeps.
+        difference: ``HxW`` largest ``|p_ref - p_cand|`` over the queries both keep (mask probabilities).
+    """
+
+    image: Any
+    case: str
+    prompt: str | None
+    reference_masks: list[np.ndarray]
+    candidate_masks: list[np.ndarray]
+    difference: np.ndarray
+
+
+@dataclasses.dataclass
 class DetectionReport:
     """All detection cases (end to end) and per-stage checks of one parity run."""
 
@@ -114,8 +139,10 @@ class DetectionReport:
     weights: str
     cases: list[DetectionCase] = dataclasses.field(default_factory=list)
     stages: list[StageCase] = dataclasses.field(default_factory=list)
-    #: (image, reference masks, candidate masks) of the first case at its keeping threshold, for figures
-    figure_data: tuple[Any, list[np.ndarray], list[np.ndarray]] | None = None
+    #: the first case at its keeping threshold, for the figure
+    figure_data: FigureData | None = None
+    #: per-stage tensors (``inputs``, ``reference``, ``candidate``) when stages ran, for Polygraphy
+    stage_tensors: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -149,6 +176,7 @@ def run_stage_parity(
     image: Any,
     precision: str = "fp32",
     table: Mapping[str, Any] | None = None,
+    record: dict[str, dict[str, dict[str, np.ndarray]]] | None = None,
 ) -> list[StageCase]:
     """Each graph of ``candidate.backend`` against the eager wrappers (same inputs, tolerances as data).
 
@@ -160,6 +188,8 @@ def run_stage_parity(
         image: Image for the vision stage.
         precision: Tolerance column of :data:`sam3_trt.tolerances.TOLERANCES`.
         table: Tolerance table override (tests prove the check can fail).
+        record: When given, filled with ``{"reference"|"candidate": {output: array}}`` over all stages and
+            ``{"inputs": {stage: {input: array}}}`` (for :func:`save_run_results`).
     """
     from .runtime.backends import TorchBackend
     from .runtime.image import preprocess
@@ -183,10 +213,51 @@ def run_stage_parity(
             "": tolerance(stage, "", precision, table)
         }
         cases.append(StageCase(stage, check_outputs(ref, out, tols)))
+        if record is not None:
+            record.setdefault("inputs", {})[stage] = {k: to_numpy(v) for k, v in inputs.items()}
+            for side, values in (("reference", ref), ("candidate", out)):
+                record.setdefault(side, {}).update(values)
         if stage != "decoder":
             feeds |= ref  # the decoder sees the reference encoders' outputs
     reference.close()
     return cases
+
+
+def save_run_results(report: DetectionReport, path: str | Path) -> list[Path]:
+    """Write the per-stage outputs of both sides as Polygraphy ``RunResults`` JSON (one runner each), and
+    each graph's inputs beside it (``<path stem>.<graph>.inputs.json``, Polygraphy's ``--load-inputs`` format).
+
+    ``polygraphy run decoder.onnx --trt --load-inputs P.decoder.inputs.json --load-outputs P.json`` then
+    compares a TensorRT build with ours and with eager on the same inputs.
+
+    Args:
+        report: A report made with ``stages=True``.
+        path: The RunResults JSON to write.
+
+    Returns:
+        The files written.
+
+    Raises:
+        Sam3TrtError: polygraphy is not installed, or the report has no stage tensors.
+    """
+    try:
+        from polygraphy.comparator import IterationResult, RunResults
+        from polygraphy.json import save_json
+    except ImportError:
+        raise Sam3TrtError("--save-outputs needs polygraphy: pip install polygraphy") from None
+    if not report.stage_tensors:
+        raise Sam3TrtError("--save-outputs needs the per-stage checks (drop --no-stages)")
+    path = Path(path)
+    results = RunResults()
+    for side, name in (("reference", "eager-sam3"), ("candidate", f"sam3-trt-{report.backend}")):
+        results.append((name, [IterationResult(dict(report.stage_tensors[side]), runner_name=name)]))
+    results.save(str(path))
+    written = [path]
+    for graph, feeds in report.stage_tensors["inputs"].items():
+        inputs_path = path.with_name(f"{path.stem}.{graph}.inputs.json")
+        save_json([dict(feeds)], str(inputs_path), description=f"sam3-trt parity inputs of {graph}")
+        written.append(inputs_path)
+    return written
 
 
 def set_images(reference: Any, candidate: Any, image: Any) -> dict[str, dict]:
@@ -215,7 +286,7 @@ def run_case(
     states = states or set_images(reference, candidate, image)
     out = {}
     for name, proc in (("reference", reference), ("candidate", candidate)):
-        proc.set_confidence_threshold(KEEP_ALL)
+        proc.confidence_threshold = KEEP_ALL
         state = states[name]
         proc.reset_all_prompts(state)
         if prompt is not None:
@@ -261,7 +332,7 @@ def compare_detections(
     candidate.set_confidence_threshold(threshold, state)
     filtered = to_numpy(state["scores"])
     consistent = np.array_equal(filtered, cand["scores"][cand_keep])
-    candidate.set_confidence_threshold(KEEP_ALL, state)
+    candidate.confidence_threshold = KEEP_ALL
     return DetectionCase(
         case=label,
         threshold=float(threshold),
@@ -276,6 +347,20 @@ def compare_detections(
         self_consistent=bool(consistent),
         tolerances=tol,
     )
+
+
+def figure_data(image: Any, case: str, prompt: str | None, results: dict, threshold: float) -> FigureData:
+    """The parity figure's content for one case's keep-all results at ``threshold``."""
+    ref, cand = results["reference"], results["candidate"]
+    ref_keep, cand_keep = ref["scores"] > threshold, cand["scores"] > threshold
+    both = np.flatnonzero(ref_keep & cand_keep)
+    height, width = ref["masks_logits"].shape[-2:]
+    diff = (
+        np.abs(ref["masks_logits"][both, 0] - cand["masks_logits"][both, 0]).max(0)
+        if len(both)
+        else np.zeros((height, width), np.float32)
+    )
+    return FigureData(image, case, prompt, list(ref["masks"][ref_keep, 0]), list(cand["masks"][cand_keep, 0]), diff)
 
 
 def keeping_threshold(scores: np.ndarray, keep: int = 12) -> float:
@@ -324,7 +409,7 @@ def run_detection_parity(
     report = DetectionReport(backend=backend, precision=precision, weights=weights)
     if stages and images:
         say("parity: per stage (vision, text, decoder) against eager")
-        report.stages = run_stage_parity(model, candidate, images[0], precision)
+        report.stages = run_stage_parity(model, candidate, images[0], precision, record=report.stage_tensors)
     with upstream_processor(model) as reference:
         for i, image in enumerate(images):
             say(f"parity: image{i}: set_image on both")
@@ -337,10 +422,5 @@ def run_detection_parity(
                 for threshold in (0.0, keep):
                     report.cases.append(compare_detections(name, results, threshold, candidate, precision))
                 if report.figure_data is None:
-                    picked = [results[side]["scores"] > keep for side in ("reference", "candidate")]
-                    report.figure_data = (
-                        image,
-                        list(results["reference"]["masks"][picked[0], 0]),
-                        list(results["candidate"]["masks"][picked[1], 0]),
-                    )
+                    report.figure_data = figure_data(image, name, prompt, results, keep)
     return report

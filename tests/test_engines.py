@@ -158,7 +158,11 @@ def test_build_for_a_gpu_that_needs_standard_tensorrt_fails_cleanly(tiny_export,
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
-    assert "needs standard TensorRT" in line and "make engines GPU=h100" in line and "h100.plan.json" in line
+    assert (
+        "needs standard TensorRT" in line
+        and "sam3-trt build --gpu h100 --onnx-dir EXPORT" in line
+        and "h100.plan.json" in line
+    )
     assert [p.name for p in tmp_path.iterdir()] == ["h100.plan.json"]  # the plan, no engine folder
     plan = json.loads((tmp_path / "h100.plan.json").read_text())
     assert plan["target"]["sm"] == "sm90" and "H100" in plan["needs"]

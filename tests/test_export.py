@@ -41,7 +41,13 @@ def test_graph_io_matches_the_specs(tiny_export):
 
 
 def test_manifest_records_what_made_the_export(tiny_export):
+    import os
+
     out, manifest = tiny_export
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir() if p.is_file() and not p.name.startswith(".")}
+    assert set(modes.values()) == {0o666 & ~umask}, modes  # .onnx.data too (torch writes those 0600)
     verify_files(out, manifest)
     assert manifest["weights"] == {**manifest["weights"], "kind": "random", "seed": 0, "variant": "tiny"}
     assert {"torch", "sam3", "onnx", "onnxruntime", "onnxscript"} <= set(manifest["tools"])

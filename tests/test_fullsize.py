@@ -48,7 +48,7 @@ def test_full_processor_matches_upstream_sam3(full_export):
     from sam3_trt import Sam3Processor
     from sam3_trt.assets.images import demo_image
     from sam3_trt.export.model import model_from_manifest
-    from sam3_trt.parity import KEEP_ALL, run_detection_parity
+    from sam3_trt.parity import run_detection_parity
     from sam3_trt.runtime.backends import OnnxRuntimeBackend
 
     out, manifest = full_export
@@ -59,7 +59,7 @@ def test_full_processor_matches_upstream_sam3(full_export):
         assert report.passed, [c.describe() for c in report.cases if not c.passed]
         assert all(c.reference_kept >= 10 for c in report.cases)
         # three prompts in one decoder batch equal one by one
-        proc.set_confidence_threshold(KEEP_ALL)
+        proc.set_confidence_threshold(0.0)
         state = proc.set_image(image)
         prompts = ["a red square", "blue disc", "green triangle"]
         for prompt, batched in zip(prompts, proc.set_text_prompts(prompts, state), strict=True):

@@ -102,7 +102,7 @@ def test_caching_counts_graph_calls(processor, image):
 
 
 def test_batched_prompts_equal_one_by_one(processor, image):
-    processor.set_confidence_threshold(-1.0)
+    processor.set_confidence_threshold(0.0)
     state = processor.set_image(image)
     prompts = ["a red square", "blue disc", "green triangle"]
     batched = processor.set_text_prompts(prompts, state)
@@ -114,7 +114,7 @@ def test_batched_prompts_equal_one_by_one(processor, image):
 
 
 def test_prompt_state_semantics(processor, image):
-    processor.set_confidence_threshold(-1.0)
+    processor.set_confidence_threshold(0.0)
     state = processor.set_image(image)
     processor.add_geometric_prompt([0.3, 0.35, 0.25, 0.3], True, state)
     assert state.get("text_prompt") is None  # "visual" stands in without being stored
@@ -128,7 +128,7 @@ def test_prompt_state_semantics(processor, image):
 
 
 def test_set_confidence_threshold_rethresholds_without_running(processor, image):
-    processor.set_confidence_threshold(-1.0)
+    processor.set_confidence_threshold(0.0)
     state = processor.set_text_prompt("a red square", processor.set_image(image))
     scores = state["scores"].clone()
     decoder_calls = processor.backend.calls["decoder"]
@@ -144,7 +144,7 @@ def test_set_image_batch_states_all_take_prompts(processor):
     images = [demo_image(640, 480, variant=i) for i in range(2)] + [np.asarray(demo_image(320, 200, variant=2))]
     states = processor.set_image_batch(images)
     assert len(states) == 3
-    processor.set_confidence_threshold(-1.0)
+    processor.set_confidence_threshold(0.0)
     for img, state in zip(images, states, strict=True):
         single = processor.set_text_prompt("blue disc", processor.set_image(img))
         batched = processor.set_text_prompt("blue disc", state)
@@ -153,7 +153,7 @@ def test_set_image_batch_states_all_take_prompts(processor):
 
 
 def test_odd_but_valid_input(processor):
-    processor.set_confidence_threshold(-1.0)
+    processor.set_confidence_threshold(0.0)
     from PIL import Image
 
     for img in (
@@ -183,7 +183,9 @@ def test_bad_input_is_rejected_and_changes_no_state(processor, image, tiny_expor
         (lambda: processor.add_geometric_prompt([0.5, 0.5, 0.2], True, state), "4 numbers"),
         (lambda: processor.add_geometric_prompt([0.5, 0.5, 0.2, 0.2], "yes", state), "True .positive. or False"),
         (lambda: processor.set_image(np.zeros((0, 3, 3), np.uint8), state), "image is empty"),
-        (lambda: processor.set_confidence_threshold(float("nan"), state), "NaN"),
+        (lambda: processor.set_confidence_threshold(float("nan"), state), r"nan is outside \[0, 1\]"),
+        (lambda: processor.set_confidence_threshold(2, state), r"2 is outside \[0, 1\]: scores are probabilities"),
+        (lambda: processor.set_confidence_threshold(-1, state), r"-1 is outside \[0, 1\]"),
     ]
     for call, message in bad_calls:
         with pytest.raises(Sam3TrtError, match=message):
@@ -193,6 +195,8 @@ def test_bad_input_is_rejected_and_changes_no_state(processor, image, tiny_expor
             assert torch.equal(state[k], v), (message, k)
     with pytest.raises(ValueError):  # upstream-compatible exception type
         processor.set_text_prompt("", state)
+    with pytest.raises(Sam3TrtError, match=r"1.5 is outside \[0, 1\]"):
+        Sam3Processor(tiny_export[0], confidence_threshold=1.5)
     with pytest.raises(Sam3TrtError, match="resolution=1024"):
         Sam3Processor(tiny_export[0], resolution=1024)
     with pytest.raises(Sam3TrtError, match="build engines first"):
@@ -207,14 +211,47 @@ def test_truncated_graph_is_a_clear_error(tiny_export, tmp_path, image):
     shutil.copytree(out, broken)
     data = (broken / "decoder.onnx").read_bytes()
     (broken / "decoder.onnx").write_bytes(data[: len(data) // 3])
-    proc = Sam3Processor(broken)
+    with pytest.raises(Sam3TrtError, match=rf"decoder: .*decoder.onnx has {len(data) // 3} bytes, its manifest says"):
+        Sam3Processor(broken)  # checked before anything loads
+    proc = Sam3Processor(broken, verify=False)
     state = proc.set_image(image)  # vision graph is intact
     with pytest.raises(Sam3TrtError, match=r"decoder.onnx .*truncated or corrupt"):
         proc.set_text_prompt("cat", state)
 
 
+def test_runtime_checks_the_manifest_and_remembers_what_it_hashed(tiny_export, tmp_path, image):
+    import json
+    import shutil
+
+    from sam3_trt.manifest import STAMP_FILE
+
+    out, _ = tiny_export
+    folder = tmp_path / "copy"
+    shutil.copytree(out, folder)
+    (folder / STAMP_FILE).unlink(missing_ok=True)
+    Sam3Processor(folder).close()
+    stamp = json.loads((folder / STAMP_FILE).read_text())
+    assert {"vision_encoder.onnx.data", "decoder.onnx", "bpe_simple_vocab_16e6.txt.gz"} <= set(stamp)
+    # an edited manifest sha256 is refused by the runtime too, not only by build and fp16
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["graphs"]["text_encoder"]["sha256"] = "0" * 64
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(Sam3TrtError, match=r"text_encoder: .*text_encoder.onnx does not match its manifest sha256"):
+        Sam3Processor(folder)
+    # a truncated external-data file is named as such
+    (folder / "manifest.json").write_text(
+        json.dumps({**manifest, "graphs": json.loads((out / "manifest.json").read_text())["graphs"]})
+    )
+    data = folder / "decoder.onnx.data"
+    data.write_bytes(data.read_bytes()[:1000])
+    with pytest.raises(
+        Sam3TrtError, match=r"decoder: .*decoder.onnx.data has 1000 bytes, its manifest says .*sam3-trt export"
+    ):
+        Sam3Processor(folder)
+
+
 def test_threads_share_one_processor(processor):
-    processor.set_confidence_threshold(-1.0)
+    processor.set_confidence_threshold(0.0)
     images = [demo_image(320, 240, variant=i) for i in range(3)]
     expected = [processor.set_text_prompt("blue disc", processor.set_image(im))["scores"] for im in images]
     got: dict[int, torch.Tensor] = {}
@@ -266,7 +303,7 @@ def test_kept_features_survive_backends_that_reuse_output_buffers(tiny_export, r
     """Image features, cached text features and raw outputs are copied exactly when the backend reuses buffers."""
     out, _ = tiny_export
     with Sam3Processor(out, backend=_ReusingBackend.make(out, reuses)) as proc:
-        proc.set_confidence_threshold(-1.0)
+        proc.set_confidence_threshold(0.0)
         state_a = proc.set_image(demo_image(640, 480, variant=0))
         first = proc.set_text_prompt("blue disc", state_a)["masks_logits"].clone()
         state_b = proc.set_image(demo_image(480, 640, variant=1))  # overwrites the vision buffers

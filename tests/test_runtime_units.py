@@ -201,7 +201,8 @@ def test_engine_parent_folder_picks_the_matching_gpu(tmp_path, monkeypatch):
     _engine_dir(tmp_path, "4090", "sm89")
     assert resolve_artifacts(tmp_path, gpu=GPU_89).folder.name == "4090"
     with pytest.raises(
-        Sam3TrtError, match=r"no engine folder in .* runs here \(4090: .*no usable GPU.*make engines GPU=auto"
+        Sam3TrtError,
+        match=r"no engine folder in .* runs here \(4090: .*no usable GPU.*sam3-trt build --gpu auto --onnx-dir EXPORT",
     ):
         resolve_artifacts(tmp_path, gpu=NO_GPU)
 

@@ -74,6 +74,8 @@ def test_segment_command_writes_png_and_json(tiny_export, tmp_path):
         str(out),
         "--threshold",
         "0.0",
+        "--max-detections",
+        "400",
         "--output",
         str(png),
         "--json",
@@ -85,7 +87,8 @@ def test_segment_command_writes_png_and_json(tiny_export, tmp_path):
     data = json.loads(js.read_text())
     assert data["size"] == [320, 240] and data["backend"] == "onnxruntime"
     dets = data["detections"]
-    assert len(dets) == 400 and {d["prompt"] for d in dets} == {"red square", "blue disc"}  # threshold 0: all queries
+    assert len(dets) == data["detections_total"] == 400  # threshold 0: all queries of both prompts
+    assert {d["prompt"] for d in dets} == {"red square", "blue disc"}
     masks = [rle_to_mask(d["mask_rle"]) for d in dets[:5]]
     assert all(m.shape == (240, 320) for m in masks)
     overlay = np.asarray(Image.open(png).convert("RGB"))

@@ -23,6 +23,7 @@ import pytest
 from sam3_trt.device import GpuInfo
 from sam3_trt.engines.parse import rtx_available
 from sam3_trt.errors import Sam3TrtError
+from sam3_trt.manifest import STAMP_FILE
 
 pytestmark = pytest.mark.skipif(
     not rtx_available(), reason="tensorrt_rtx is not installed (pip install 'sam3-trt[rtx]')"
@@ -116,7 +117,7 @@ def test_cuda_python_layer_with_torch_blocked(engines):
 def test_results_of_one_run_survive_the_next(engines):
     """Outputs are fresh per run: a result held while another prompt runs keeps its values."""
     with gpu_doubles(*engines, memory="torch"):
-        with _tensorrt(engines, confidence_threshold=-1.0) as proc:
+        with _tensorrt(engines, confidence_threshold=0.0) as proc:
             state = proc.set_image(trt_scenario.images()[0])
             first = proc.backend.run("text_encoder", {"input_ids": proc.tokenizer(["a red square"])})
             kept = first["text_features"].clone()
@@ -210,7 +211,7 @@ def test_rtx_runtime_cache_saved_reloaded_and_rejected(engines, tmp_path):
         with Sam3Processor(folder, backend="tensorrt") as proc:
             proc.set_text_prompts(["a", "b"], proc.set_image(image))
     assert len(json.loads(cache.read_bytes())["entries"]) == len(saved["entries"]) + 2  # text and decoder at P=2
-    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == [STAMP_FILE]  # no temp files
     # a cache from another GPU is rejected with a warning, then replaced
     cache.write_bytes(json.dumps({**saved, "gpu": "another GPU"}).encode())
     with gpu_doubles(folder, export, memory="cuda-python"):
@@ -254,8 +255,10 @@ def test_engine_that_does_not_deserialize_is_one_line(engines, tmp_path):
     folder, export = _copy_engines(engines, tmp_path)
     with gpu_doubles(folder, export, memory="cuda-python"):
         (folder / "decoder.engine").write_bytes(b"\x00" * 1024)  # truncated after the double learned the plans
+        with pytest.raises(Sam3TrtError, match=r"decoder: .*decoder.engine has 1024 bytes, its manifest says"):
+            Sam3Processor(folder, backend="tensorrt")  # the manifest check catches it first
         with pytest.raises(Sam3TrtError) as err:
-            Sam3Processor(folder, backend="tensorrt")
+            Sam3Processor(folder, backend="tensorrt", verify=False)  # TensorRT itself refuses it too
     line = str(err.value)
     assert "\n" not in line
     for part in ("decoder.engine", "Serialization", "rtx 1.7.1.116 for sm120", "tensorrt_rtx", "RTX 5090", "sm120"):

@@ -156,6 +156,9 @@ def test_gpu_check_runs_cpu_steps_and_stops_with_one_line(tiny_export, tmp_path)
     summary = (report / "summary.md").read_text()
     assert "| doctor | ok |" in summary and "| export | reused |" in summary
     assert "| fp16 pass + CPU estimate | ok |" in summary and "| GPU steps | not run |" in summary
+    # everything it wrote is inside --out: the FP16 graphs too, not beside the export
+    assert (report / f"{out.name}-fp16" / "manifest.json").is_file()
+    assert not (out.parent / f"{out.name}-fp16").exists()
     estimate = json.loads((report / "fp16_estimate.json").read_text())
     assert {c["graph"] for c in estimate["cases"]} >= {"vision_encoder", "text_encoder", "decoder"}
     doctor = json.loads((report / "doctor.json").read_text())

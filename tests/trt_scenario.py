@@ -42,7 +42,7 @@ def _result(r: dict) -> dict[str, np.ndarray]:
 def run_scenario(proc: Any) -> dict[str, dict[str, np.ndarray]]:
     """Every case, in an order that moves P (prompts), N (boxes) and B (images) up and down."""
     img, img2 = images()
-    proc.set_confidence_threshold(-1.0)  # keep all 200 queries: every mask is compared, no threshold ties
+    proc.set_confidence_threshold(0.0)  # keep all 200 queries: every mask is compared, no threshold ties
     out: dict[str, dict[str, np.ndarray]] = {}
     state = proc.set_image(img)
     out["text"] = _result(proc.set_text_prompt("a red square", state))  # P=1, N=1 (padding)

@@ -14,6 +14,7 @@ sha256s, build flags and time, plus the export's weights origin (for parity runs
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -80,6 +81,49 @@ def precision_summary(export_manifest: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def tool_commands(onnx: Path, engine: Path, graph: str, opts: BuildOptions) -> dict[str, str]:
+    """The same build with ``trtexec`` and ``polygraphy convert`` (standard TensorRT on the target GPU).
+
+    Shapes come from the specs (min/opt/max per dynamic axis); flags mirror :class:`BuildOptions`
+    (strongly typed, TF32 off unless asked, optimisation level, compatibility modes).
+    """
+    spec = SPECS[graph]
+
+    def dims(tensor: Any, which: str) -> tuple[int, ...]:
+        return tensor.resolve(spec.sizes(which))
+
+    def trtexec_shapes(which: str) -> str:
+        return ",".join(f"{t.name}:{'x'.join(map(str, dims(t, which)))}" for t in spec.inputs)
+
+    def polygraphy_shapes(which: str) -> str:
+        return " ".join(f"{t.name}:[{','.join(map(str, dims(t, which)))}]" for t in spec.inputs)
+
+    trtexec = [
+        f"trtexec --onnx={onnx} --saveEngine={engine} --stronglyTyped",
+        *(f"--{w}Shapes={trtexec_shapes(w)}" for w in ("min", "opt", "max")),
+        f"--builderOptimizationLevel={opts.opt_level}",
+    ]
+    polygraphy = [
+        f"polygraphy convert {onnx} --convert-to trt -o {engine} --strongly-typed",
+        *(f"--trt-{w}-shapes {polygraphy_shapes(w)}" for w in ("min", "opt", "max")),
+        f"--builder-optimization-level {opts.opt_level}",
+    ]
+    if opts.tf32:
+        polygraphy.append("--tf32")  # Polygraphy leaves TF32 off unless asked; trtexec turns it on
+    else:
+        trtexec.append("--noTF32")
+    if opts.workspace_gb:
+        trtexec.append(f"--memPoolSize=workspace:{int(opts.workspace_gb * 1024)}M")
+        polygraphy.append(f"--pool-limit workspace:{int(opts.workspace_gb * (1 << 30))}")
+    if opts.version_compatible:
+        trtexec.append("--versionCompatible")
+        polygraphy.append("--version-compatible")
+    if opts.hardware_compatible:
+        trtexec.append("--hardwareCompatibilityLevel=ampere+")
+        polygraphy.append("--hardware-compatibility-level ampere_plus")
+    return {"trtexec": " ".join(trtexec), "polygraphy": " ".join(polygraphy)}
+
+
 def build_plan(
     onnx_dir: Path, export_manifest: dict[str, Any], out_root: Path, target: Target, opts: BuildOptions
 ) -> dict[str, Any]:
@@ -112,9 +156,16 @@ def build_plan(
                 "onnx_sha256": export_manifest["graphs"][name]["sha256"],
                 "engine": spec.engine_file,
                 "profile": {k: [list(s) for s in v] for k, v in spec.profile().items()},
+                "same_build_with": tool_commands(
+                    onnx_dir / spec.onnx_file, out_root / target.name / spec.engine_file, name, opts
+                ),
             }
             for name, spec in SPECS.items()
         },
+        "tools_note": (
+            "same_build_with: the equivalent standard-TensorRT build with trtexec or polygraphy, run on the target "
+            "GPU; TensorRT for RTX targets build with `sam3-trt build` (ahead of time)"
+        ),
         "options": dataclasses.asdict(opts) | {"timing_cache": str(opts.timing_cache) if opts.timing_cache else None},
         "run_on_the_target": [
             "pip install 'sam3-trt[gpu]'  # TensorRT 10.x or 11.x",
@@ -131,7 +182,7 @@ def _check_target_gpu(target: Target, gpu: GpuInfo, plan_path: Path) -> None:
         raise Sam3TrtError(
             f"{target.name} ({target.description}) needs standard TensorRT, which builds on the target GPU, and this "
             f"machine has none ({gpu.reason}); the build plan is in {plan_path}: run its commands on a machine with "
-            f"that GPU (`make engines GPU={target.name}` there)"
+            f"that GPU (`sam3-trt build --gpu {target.name} --onnx-dir EXPORT` there)"
         )
     if gpu.sm != target.sm:
         raise Sam3TrtError(
@@ -197,6 +248,7 @@ def build_engines(
             engines[name] = {
                 "file": spec.engine_file,
                 "bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
                 "onnx_sha256": export_manifest["graphs"][name]["sha256"],
                 "profile": {k: [list(s) for s in v] for k, v in spec.profile().items()},
                 "spec": spec.to_dict(),

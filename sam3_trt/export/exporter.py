@@ -293,11 +293,12 @@ def release_memory() -> None:
 
 def file_entry(path: Path) -> dict[str, Any]:
     """Manifest entry of a graph file: name, sha256, external data file and its sha256, bytes."""
-    entry: dict[str, Any] = {"file": path.name, "sha256": sha256_file(path)}
+    entry: dict[str, Any] = {"file": path.name, "sha256": sha256_file(path), "file_bytes": path.stat().st_size}
     data = path.with_name(path.name + ".data")
     if data.exists():
         entry["data_file"] = data.name
         entry["data_sha256"] = sha256_file(data)
+        entry["data_bytes"] = data.stat().st_size
         entry["bytes"] = path.stat().st_size + data.stat().st_size
     return entry
 

@@ -185,6 +185,22 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def _unreadable_checkpoint(path: Path, exc: Exception) -> str:
+    """One line for a checkpoint torch or safetensors could not read (their own advice is many lines)."""
+    text = str(exc)
+    if "weights_only" in text or type(exc).__name__ == "UnpicklingError":
+        return (
+            f"checkpoint {path} holds pickled Python objects besides tensors, which sam3-trt does not load (torch.load "
+            "with weights_only=True, for safety); load it yourself and save its state dict with "
+            "torch.save({'model': model.state_dict()}, 'sam3-tensors.pt'), or use the official sam3.pt"
+        )
+    first = text.strip().splitlines()[0][:120] if text.strip() else ""
+    return (
+        f"could not read checkpoint {path} ({type(exc).__name__}{': ' + first if first else ''}): the file is "
+        "corrupt, truncated or not a torch/safetensors checkpoint; download sam3.pt again"
+    )
+
+
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a ``sam3.pt``-layout checkpoint and return the image model's state dict (``detector.`` stripped).
 
@@ -206,15 +222,13 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
             raw = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any reader failure means a bad file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise Sam3TrtError(
-            f"could not read checkpoint {p} ({type(exc).__name__}: {first[:160]}): the file is corrupt, truncated or "
-            "not a torch/safetensors checkpoint; download sam3.pt again"
-        ) from None
+        raise Sam3TrtError(_unreadable_checkpoint(p, exc)) from None
     if isinstance(raw, Mapping) and isinstance(raw.get("model"), Mapping):
         raw = raw["model"]
     if not isinstance(raw, Mapping):
         raise Sam3TrtError(f"checkpoint {p} holds a {type(raw).__name__}, not a state dict; expected sam3.pt's layout")
+    if not raw:
+        raise Sam3TrtError(f"checkpoint {p} holds no tensors (an empty state dict); expected sam3.pt's layout")
     state = {k[len("detector.") :]: v for k, v in raw.items() if k.startswith("detector.")}
     if not state:
         sample = ", ".join(list(raw)[:3])
@@ -349,6 +363,12 @@ def model_from_manifest(
     weights = manifest.get("weights", {})
     variant = weights.get("variant") or "full"
     if weights.get("kind") == "random":
+        if checkpoint is not None:
+            raise Sam3TrtError(
+                f"--checkpoint {checkpoint}: these artifacts were made from random weights (seed "
+                f"{weights.get('seed', 0)}), so the reference is rebuilt from that seed; drop --checkpoint, or export "
+                f"from the checkpoint first (sam3-trt export --checkpoint {checkpoint} --out DIR)"
+            )
         return load_model(variant=variant, random_weights=True, seed=int(weights.get("seed", 0)))
     path = checkpoint or weights.get("path")
     if not path:

@@ -147,7 +147,7 @@ def resolve_artifacts(path: str | Path, gpu: GpuInfo | None = None, device_index
             return Artifacts(sub, "engines", manifest)
         reasons.append(f"{sub.name}: {why}")
     raise Sam3TrtError(
-        f"no engine folder in {folder} runs here ({'; '.join(reasons)}); build one with `make engines GPU=auto`"
+        f"no engine folder in {folder} runs here ({'; '.join(reasons)}); build one with `sam3-trt build --gpu auto --onnx-dir EXPORT --out {folder}`"
     )
 
 
@@ -157,6 +157,6 @@ def check_engines_runnable(artifacts: Artifacts, gpu: GpuInfo, device_index: int
     why = engine_mismatch(manifest, gpu, installed_trt_version(manifest.get("flavour", "tensorrt")), device_index)
     if why is not None:
         raise Sam3TrtError(
-            f"engine folder {artifacts.folder} cannot run here: {why}; rebuild with `sam3-trt build --gpu auto` "
-            "or run the export folder with backend='onnxruntime'"
+            f"engine folder {artifacts.folder} cannot run here: {why}; rebuild with `sam3-trt build --gpu auto "
+            "--onnx-dir EXPORT` or run the export folder with --backend onnxruntime"
         )

@@ -17,12 +17,16 @@ Differences from upstream, on purpose:
 * ``set_image_batch`` returns **one state per image**, each usable with prompts (upstream returns a
   single state whose prompts fail).
 * An empty text prompt is rejected (upstream runs it); boxes are validated (finite, inside [0, 1],
-  positive width and height). Errors are :class:`~sam3_trt.errors.Sam3TrtError` (a ``ValueError``) and
+  positive width and height); a confidence threshold outside [0, 1] is rejected (upstream keeps all or
+  nothing without a word). Errors are :class:`~sam3_trt.errors.Sam3TrtError` (a ``ValueError``) and
   leave the state unchanged.
 * Image features stay in the state (any number of prompts per image encode it once); text features are
   cached per prompt string (bounded LRU); ``set_confidence_threshold`` re-thresholds the cached raw
   outputs instead of re-running the model.
 * ``set_text_prompts([...], state)`` runs several prompts in one decoder batch.
+* ``state["backbone_out"]`` holds the three feature levels the decoder needs (torch tensors when torch is
+  installed, as upstream's; numpy arrays without torch; ``DeviceArray``s on the GPU with the cuda-python
+  memory layer), not upstream's full backbone dictionary.
 
 Results have upstream's keys, shapes and dtypes: ``masks`` bool ``[K,1,H,W]``, ``masks_logits`` (sigmoid
 probabilities, as upstream) float32 ``[K,1,H,W]``, ``boxes`` float32 ``[K,4]`` pixel ``x0,y0,x1,y1``,
@@ -80,6 +84,8 @@ class Sam3Processor:
         device_index: CUDA device for TensorRT.
         device_memory: TensorRT device memory: ``"auto"`` (torch when installed with CUDA, else
             cuda-python), ``"torch"`` or ``"cuda-python"`` (no torch needed).
+        verify: Check the folder's files against its manifest first (sizes every time; sha256 once, then
+            remembered beside the files until a file changes). ``False`` skips it.
     """
 
     def __init__(
@@ -93,6 +99,7 @@ class Sam3Processor:
         threads: int | None = None,
         device_index: int = 0,
         device_memory: str = "auto",
+        verify: bool = True,
     ) -> None:
         if resolution != RESOLUTION:
             raise Sam3TrtError(
@@ -101,7 +108,7 @@ class Sam3Processor:
             )
         self.resolution = resolution
         self.confidence_threshold = _check_threshold(confidence_threshold)
-        self.backend, tokenizer_path = _make_backend(artifacts, backend, threads, device_index, device_memory)
+        self.backend, tokenizer_path = _make_backend(artifacts, backend, threads, device_index, device_memory, verify)
         self.device = device or self.backend.result_device
         self.tokenizer = Tokenizer(tokenizer_path, context_length=CONTEXT_LENGTH)
         self._torch = _has_torch()
@@ -150,7 +157,7 @@ class Sam3Processor:
                 st = {} if st is None else st
                 st.clear()
                 st["original_height"], st["original_width"] = int(im.shape[0]), int(im.shape[1])
-                fpn = [self._keep(feats[name][i : i + 1]) for name in ("fpn0", "fpn1", "fpn2")]
+                fpn = [self._state_tensor(self._keep(feats[name][i : i + 1])) for name in ("fpn0", "fpn1", "fpn2")]
                 st["backbone_out"] = {"backbone_fpn": fpn, "vision_features": fpn[-1]}
                 out.append(st)
         return out
@@ -172,7 +179,9 @@ class Sam3Processor:
     def set_text_prompts(self, prompts: Sequence[str], state: dict) -> list[dict]:
         """Run several text prompts in one decoder batch; returns one result dict per prompt.
 
-        The state's boxes apply to every prompt; the state's own prompt and results are not changed.
+        Each result has the processor's result keys plus ``prompt`` and ``best_score`` (the highest score of
+        any query, kept or not). The state's boxes apply to every prompt; its own prompt and results are
+        not changed.
         """
         _check_image(state, "set_text_prompts")
         if isinstance(prompts, str) or not prompts:
@@ -184,7 +193,7 @@ class Sam3Processor:
             chunk = prompts[start : start + max_p]
             raws = self._ground(chunk, state.get("geometric_prompt", []), state)
             for prompt, raw in zip(chunk, raws, strict=True):
-                results.append({"prompt": prompt, **self._finish(raw, state)})
+                results.append({"prompt": prompt, **self._finish(raw, state), "best_score": best_score(raw)})
         return results
 
     def add_geometric_prompt(self, box: Sequence[float], label: bool, state: dict) -> dict:
@@ -289,6 +298,14 @@ class Sam3Processor:
         """``x`` to hold past the next run: copied only when the backend reuses its output buffers."""
         return _copy(x) if self.backend.reuses_outputs else x
 
+    def _state_tensor(self, x: Any) -> Any:
+        """Image features as upstream keeps them (torch tensors) when torch is installed; no copy."""
+        if self._torch and isinstance(x, np.ndarray):
+            import torch
+
+            return torch.from_numpy(x)
+        return x
+
     def _as_result_tensor(self, x: Any) -> Any:
         if not self._torch:
             return np.asarray(x)
@@ -308,6 +325,15 @@ class Sam3Processor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def best_score(raw: dict) -> float:
+    """Highest ``sigmoid(logit) * sigmoid(presence)`` over the queries of one prompt's raw outputs."""
+    from .arrays import to_numpy
+
+    logits = to_numpy(raw["pred_logits"]).astype(np.float64)
+    presence = to_numpy(raw["presence_logit"]).astype(np.float64).reshape(())
+    return float((1 / (1 + np.exp(-logits))).max() / (1 + np.exp(-presence)))
 
 
 def _copy(x: Any) -> Any:
@@ -338,13 +364,17 @@ def _check_prompt(prompt: Any) -> str:
 
 
 def _check_threshold(threshold: Any) -> float:
-    # upstream accepts any number (scores are compared with `>`); only non-numbers and NaN are errors
+    # scores are probabilities: outside [0, 1] a threshold keeps everything or nothing, which is always a
+    # mistake (upstream accepts it silently); 0 keeps every query
     try:
         value = float(threshold)
     except (TypeError, ValueError):
-        raise Sam3TrtError(f"confidence threshold must be a number (scores lie in [0, 1]), got {threshold!r}") from None
-    if math.isnan(value):
-        raise Sam3TrtError("confidence threshold is NaN; pass a number such as 0.5")
+        raise Sam3TrtError(f"confidence threshold must be a number in [0, 1], got {threshold!r}") from None
+    if not 0.0 <= value <= 1.0:  # NaN fails this too
+        raise Sam3TrtError(
+            f"confidence threshold {threshold!r} is outside [0, 1]: scores are probabilities; use e.g. 0.5 "
+            "(0 keeps every detection)"
+        )
     return value
 
 
@@ -372,7 +402,7 @@ def _check_box(box: Any) -> list[float]:
 
 
 def _make_backend(
-    artifacts: Any, backend: str | Backend, threads: int | None, device_index: int, device_memory: str
+    artifacts: Any, backend: str | Backend, threads: int | None, device_index: int, device_memory: str, verify: bool
 ) -> tuple[Backend, Path]:
     from ..assets import BPE_FILE, bpe_path
     from .artifacts import resolve_artifacts
@@ -389,13 +419,17 @@ def _make_backend(
     if backend == "torch":
         raise Sam3TrtError("backend='torch' takes the eager sam3 model as `artifacts`, not a folder")
     found = resolve_artifacts(artifacts, device_index=device_index)
+    if verify:
+        from ..manifest import verify_files
+
+        verify_files(found.folder, found.manifest)
     if found.kind == "onnx-export":
         if backend == "tensorrt":
             raise Sam3TrtError(
                 f"{found.folder} is an ONNX export; build engines first (`sam3-trt build --gpu auto --onnx-dir "
-                f"{found.folder} --out engines`) or use backend='onnxruntime'"
+                f"{found.folder} --out engines`) or use --backend onnxruntime"
             )
         return OnnxRuntimeBackend(found.folder, threads=threads), found.tokenizer_path
     if backend == "onnxruntime":
-        raise Sam3TrtError(f"{found.folder} is an engine folder; pass the export folder for backend='onnxruntime'")
+        raise Sam3TrtError(f"{found.folder} is an engine folder; pass the export folder for --backend onnxruntime")
     return TensorRTBackend(found.folder, found.manifest, device_index, device_memory), found.tokenizer_path

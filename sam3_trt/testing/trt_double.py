@@ -170,6 +170,9 @@ def _make_engine(double: TrtDouble, plan: _Plan, logger: Any) -> Any:
         def create_runtime_config(self) -> Any:
             return _make_runtime_config(double)
 
+        def create_engine_inspector(self) -> Any:
+            return _make_inspector(double, plan)
+
         def create_execution_context(self, *args: Any, **kwargs: Any) -> Any:
             config = kwargs.get("runtime_config", args[0] if args else None)
             cache = None
@@ -180,6 +183,23 @@ def _make_engine(double: TrtDouble, plan: _Plan, logger: Any) -> Any:
             return context
 
     return spec_double(trt.ICudaEngine, Impl(), num_io_tensors=len(names), num_optimization_profiles=1, name=plan.graph)
+
+
+def _make_inspector(double: TrtDouble, plan: _Plan) -> Any:
+    """Layer information as TensorRT's JSON format names it: one "layer" per node of the source graph."""
+    trt = double._real
+
+    class Impl:
+        def get_engine_information(self, format: Any) -> str:
+            import onnx
+
+            if format != trt.LayerInformationFormat.JSON:
+                return "\n".join(n.name for n in onnx.load(str(plan.onnx), load_external_data=False).graph.node)
+            nodes = onnx.load(str(plan.onnx), load_external_data=False).graph.node
+            layers = [{"Name": n.name, "LayerType": n.op_type} for n in nodes]
+            return json.dumps({"Layers": layers, "Bindings": plan.spec.input_names + plan.spec.output_names})
+
+    return spec_double(trt.EngineInspector, Impl())
 
 
 class _CacheState:
