@@ -25,7 +25,7 @@ CAL_OUT ?= $(ARTIFACTS)/$(VARIANT)-$(MODE)
 # `make bench` adds ONNX Runtime on the INT8 vision graph when `make calibrate MODE=int8` made this folder
 INT8_OUT ?= $(ARTIFACTS)/$(VARIANT)-int8
 
-.PHONY: install demo test lint export engines bench gpu-check calibrate clean help
+.PHONY: install demo test lint export engines bench gpu-check calibrate offline-bundle clean help
 
 help:
 	@echo "make install   create ./.venv from requirements/lock.txt (pinned, CPU-only machine is fine)"
@@ -37,6 +37,7 @@ help:
 	@echo "make bench     full-size CPU benchmark (eager vs ONNX Runtime [+ INT8 vision after make calibrate MODE=int8]) -> benchmarks/results/"
 	@echo "make calibrate MODE=fp16-policy|int8|fp8 [IMAGES=dir PROMPTS=file] [VARIANT=tiny] -> $(ARTIFACTS)/<variant>-<mode>/"
 	@echo "make gpu-check doctor, export, FP16 pass, engines, TensorRT parity, bench -> reports/gpu-check/ (GPU steps need a GPU)"
+	@echo "make offline-bundle [BUNDLE_PYTHON=3.12 BUNDLE_OUT=dist/offline] wheels for a GPU machine without network"
 
 install: $(VENV)/.installed
 
@@ -83,6 +84,11 @@ calibrate: install
 
 gpu-check: install
 	$(BIN)/sam3-trt gpu-check --variant $(VARIANT) --engines $(ENGINES) --out reports/gpu-check
+
+BUNDLE_PYTHON ?= 3.12
+BUNDLE_OUT ?= dist/offline
+offline-bundle: install
+	$(BIN)/sam3-trt bundle --out $(BUNDLE_OUT) --python $(BUNDLE_PYTHON) --force
 
 clean:
 	rm -rf $(ARTIFACTS) $(ENGINES) .pytest_cache .ruff_cache

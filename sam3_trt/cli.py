@@ -717,6 +717,25 @@ def inspect(ui: Ui, path: Path, as_json: bool, no_layers: bool) -> None:
     click.echo(json.dumps(report, indent=2) if as_json else format_inspect(report))
 
 
+@main.command()
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Bundle folder to write.")
+@click.option("--python", "python_version", default="3.12", show_default=True, help="Target Python version.")
+@click.option("--platform", default="manylinux_2_28_x86_64", show_default=True, help="Target platform tag.")
+@click.option("--part-mb", type=float, default=60.0, show_default=True, help="Split files larger than this (MiB).")
+@click.option("--call-mb", type=float, default=60.0, show_default=True, help="Most MiB per callN/ transfer folder.")
+@click.option("--force", is_flag=True, help="Replace an existing bundle folder.")
+@click.pass_obj
+@_handle_errors
+def bundle(
+    ui: Ui, out_dir: Path, python_version: str, platform: str, part_mb: float, call_mb: float, force: bool
+) -> None:
+    """Wheels an offline GPU machine needs (TensorRT for RTX, sam3, sam3-trt ...), split to fit transfers."""
+    from .bundle import build_bundle
+
+    manifest = build_bundle(out_dir, python_version, platform, part_mb, call_mb, progress=ui.progress, force=force)
+    click.echo(json.dumps({"folder": str(out_dir), "calls": manifest["calls"], "files": len(manifest["files"])}))
+
+
 @main.command(name="gpu-check")
 @click.option("--variant", type=click.Choice(["full", "tiny"]), default="full", show_default=True)
 @click.option(
