@@ -187,16 +187,20 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
 
 def _unreadable_checkpoint(path: Path, exc: Exception) -> str:
     """One line for a checkpoint torch or safetensors could not read (their own advice is many lines)."""
+    import re
+
     text = str(exc)
-    if "weights_only" in text or type(exc).__name__ == "UnpicklingError":
+    unpickler = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    glob = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if glob:
         return (
-            f"checkpoint {path} holds pickled Python objects besides tensors, which sam3-trt does not load (torch.load "
-            "with weights_only=True, for safety); load it yourself and save its state dict with "
-            "torch.save({'model': model.state_dict()}, 'sam3-tensors.pt'), or use the official sam3.pt"
+            f"checkpoint {path} holds pickled Python objects besides tensors ({glob.group(1)}), which sam3-trt does "
+            "not load (torch.load with weights_only=True, for safety); load it yourself and save its state dict "
+            "with torch.save({'model': model.state_dict()}, 'sam3-tensors.pt'), or use the official sam3.pt"
         )
-    first = text.strip().splitlines()[0][:120] if text.strip() else ""
+    reason = unpickler.group(1).strip() if unpickler else (text.strip().splitlines() or [""])[0][:120]
     return (
-        f"could not read checkpoint {path} ({type(exc).__name__}{': ' + first if first else ''}): the file is "
+        f"could not read checkpoint {path} ({type(exc).__name__}{': ' + reason if reason else ''}): the file is "
         "corrupt, truncated or not a torch/safetensors checkpoint; download sam3.pt again"
     )
 
