@@ -13,6 +13,7 @@ PYTEST_ARGS ?=
 
 GPU ?= auto
 ENGINES ?= engines
+STAGES ?= all
 PRECISION ?= fp16
 POLICY ?= default
 FP16_OUT ?= $(OUT)-fp16
@@ -36,7 +37,7 @@ help:
 	@echo "               export if needed, FP16 pass + estimate, build plan, engines in $(ENGINES)/<variant>/<target>/"
 	@echo "make bench     full-size CPU benchmark (eager vs ONNX Runtime [+ INT8 vision after make calibrate MODE=int8]) -> benchmarks/results/"
 	@echo "make calibrate MODE=fp16-policy|int8|fp8 [IMAGES=dir PROMPTS=file] [VARIANT=tiny] -> $(ARTIFACTS)/<variant>-<mode>/"
-	@echo "make gpu-check doctor, export, FP16 pass, engines, TensorRT parity, bench -> reports/gpu-check/ (GPU steps need a GPU)"
+	@echo "make gpu-check [STAGES=a,b,c,d,e] staged GPU check: engines, parity, latency vs eager -> reports/gpu-check/ (needs a GPU)"
 	@echo "make offline-bundle [BUNDLE_PYTHON=3.12 BUNDLE_OUT=dist/offline] wheels for a GPU machine without network"
 
 install: $(VENV)/.installed
@@ -83,7 +84,7 @@ calibrate: install
 		--mode $(MODE) --out $(CAL_OUT)
 
 gpu-check: install
-	$(BIN)/sam3-trt gpu-check --variant $(VARIANT) --engines $(ENGINES) --out reports/gpu-check
+	$(BIN)/sam3-trt gpu-check --stages $(STAGES) --out reports/gpu-check
 
 BUNDLE_PYTHON ?= 3.12
 BUNDLE_OUT ?= dist/offline

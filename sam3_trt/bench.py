@@ -68,7 +68,7 @@ class WorkerConfig:
         warmup: Untimed runs first.
         threads: CPU threads (torch and ONNX Runtime alike).
         device: ``torch`` only: ``"cpu"`` or ``"cuda"`` (eager runs on the GPU the engines run on).
-        autocast: ``torch`` only: ``"bfloat16"`` runs eager under CUDA autocast, as upstream's examples do.
+        autocast: ``torch`` only: ``"bfloat16"`` runs eager under autocast on its device, as upstream's examples do.
         device_memory: ``tensorrt`` only: device-memory provider (``auto``, ``torch``, ``cuda-python``).
     """
 
@@ -227,7 +227,7 @@ def _run_eager(cfg: WorkerConfig) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats()
     load_s = time.perf_counter() - start
     autocast = (
-        torch.autocast(device_type="cuda", dtype=getattr(torch, cfg.autocast))
+        torch.autocast(device_type="cuda" if on_gpu else "cpu", dtype=getattr(torch, cfg.autocast))
         if cfg.autocast
         else contextlib.nullcontext()
     )
@@ -324,6 +324,8 @@ def run_bench(
     image: str | os.PathLike[str] | None = None,
     progress: Callable[[str], None] | None = None,
     int8_artifacts: str | os.PathLike[str] | None = None,
+    eager_device: str | None = None,
+    isolate: bool = True,
 ) -> dict[str, Any]:
     """Run each backend in its own process and compare it with eager (``torch``) when that ran too.
 
@@ -340,6 +342,10 @@ def run_bench(
         progress: Called with one line per step.
         int8_artifacts: A ``sam3-trt calibrate --mode int8`` folder made from ``artifacts``: also runs
             ONNX Runtime on it, reported as ``onnxruntime-int8`` (Q/DQ vision encoder, FP32 text and decoder).
+        eager_device: Where ``torch`` runs (default: ``cuda`` when ``tensorrt`` is measured, the GPU the
+            engines run on, else ``cpu``). Beside TensorRT, eager also runs under bfloat16 autocast.
+        isolate: Run each backend in its own process (peak memory per backend). ``False`` runs them in
+            this process: only for ``gpu-check --simulate``, whose GPU doubles live in this process.
     """
     from .errors import Sam3TrtError
     from .manifest import read_manifest
@@ -356,13 +362,14 @@ def run_bench(
         raise Sam3TrtError("--backends tensorrt needs --engines DIR (an engine folder from `sam3-trt build`)")
     manifest = read_manifest(artifacts, kind="onnx-export")
     # with TensorRT, eager runs on the same GPU: in FP32, and under bfloat16 autocast as upstream's examples
-    eager_gpu = {"device": "cuda"} if "tensorrt" in backends else {}
+    with_trt = "tensorrt" in backends
+    eager = {"device": eager_device or ("cuda" if with_trt else "cpu")}
     runs: list[tuple[str, str, str, dict[str, Any]]] = []
     for b in backends:
         folder = str(engines if b == "tensorrt" else artifacts)
-        runs.append((b, b, folder, eager_gpu if b == "torch" else {}))
-        if b == "torch" and eager_gpu:
-            runs.append(("torch-bf16", b, folder, {**eager_gpu, "autocast": "bfloat16"}))
+        runs.append((b, b, folder, eager if b == "torch" else {}))
+        if b == "torch" and with_trt:
+            runs.append(("torch-bf16", b, folder, {**eager, "autocast": "bfloat16"}))
     if int8_artifacts is not None:
         check_int8_source(manifest, int8_artifacts, artifacts)
         runs.append(("onnxruntime-int8", "onnxruntime", str(int8_artifacts), {}))
@@ -387,7 +394,7 @@ def run_bench(
                 **extra,
             )
             say(f"bench: {label} ({warmup} warm-up + {repeats} timed runs, {threads} threads, own process)")
-            results[label] = _spawn(cfg)
+            results[label] = _spawn(cfg) if isolate else run_worker(cfg)
             e2e = results[label]["stages"]["end_to_end"]["median_ms"]
             say(f"bench: {label} end to end median {e2e:.1f} ms, peak RSS {results[label]['peak_rss_mb']} MB")
     report = {

@@ -737,24 +737,85 @@ def bundle(
 
 
 @main.command(name="gpu-check")
-@click.option("--variant", type=click.Choice(["full", "tiny"]), default="full", show_default=True)
-@click.option(
-    "--artifacts",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Existing FP32 export folder to reuse (default: artifacts/<variant>, exported when missing).",
-)
-@click.option("--engines", "engines_root", type=click.Path(path_type=Path), default=Path("engines"), show_default=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("reports/gpu-check"), show_default=True)
+@click.option(
+    "--stages", default="all", show_default=True, help="Comma list of a,b,c,d,e (see `sam3-trt gpu-check --help`)."
+)
+@click.option("--deadline", type=float, default=None, help="Stop cleanly this many seconds after the start.")
+@click.option("--resume", is_flag=True, help="Keep the stages an earlier run into --out finished; run the rest.")
+@click.option("--simulate", is_flag=True, help="Run every stage on the CPU through GPU doubles (no measurement).")
+@click.option(
+    "--tiny-export", type=click.Path(path_type=Path), default=None, help="Tiny FP32 export to reuse (default: made)."
+)
+@click.option(
+    "--full-variant", type=click.Choice(["full", "tiny"]), default="full", show_default=True, help="Model of d and e."
+)
+@click.option("--flavour", type=click.Choice(["auto", "rtx", "tensorrt"]), default="auto", show_default=True)
+@click.option("--rtx-cc", default=None, help="TensorRT for RTX compute capability: current or smXY.")
+@click.option(
+    "--aot-engines", type=click.Path(path_type=Path), default=None, help="Engines built elsewhere, run in stage b."
+)
+@click.option("--repeats", type=int, default=5, show_default=True, help="Timed bench runs per backend (stage d).")
 @click.pass_obj
 @_handle_errors
-def gpu_check_cmd(ui: Ui, variant: str, artifacts: Path | None, engines_root: Path, out_dir: Path) -> None:
-    """doctor, export, FP16 pass, engines, TensorRT parity and bench into one report folder (GPU steps need a GPU)."""
-    from .gpu_check import gpu_check
+def gpu_check_cmd(
+    ui: Ui,
+    out_dir: Path,
+    stages: str,
+    deadline: float | None,
+    resume: bool,
+    simulate: bool,
+    tiny_export: Path | None,
+    full_variant: str,
+    flavour: str,
+    rtx_cc: str | None,
+    aot_engines: Path | None,
+    repeats: int,
+) -> None:
+    """sam3-trt on this GPU, in stages, into one report folder (gpu-check.json, summary.md, JSON/PNG per stage).
 
+    \b
+    a environment     GPU, driver, compute capability, versions
+    b engines         tiny FP32/FP16 engines built on this GPU and run; --aot-engines run too
+    c tiny-parity     those engines against eager FP32 (per graph, per detection)
+    d full-latency    full-size FP16 engines vs eager FP32 and bf16 on this GPU (bench)
+    e fp16-accuracy   default and attention-FP32 policies vs FP32 eager (cosine fpn0..2, mask IoU, score)
+
+    Without a GPU it runs stage a and exits 2 naming the first stage that needs one. Exit 1 when a stage
+    failed or raised (the report says which and why), 124 when --deadline stopped it.
+    """
+    from .gpu_check import STAGES, GpuCheckOptions, gpu_check
+
+    keys = tuple(s.key for s in STAGES) if stages == "all" else tuple(k.strip() for k in stages.split(","))
+    options = GpuCheckOptions(
+        out=out_dir,
+        stages=keys,
+        deadline_s=deadline,
+        resume=resume,
+        simulate=simulate,
+        tiny_export=tiny_export,
+        full_variant=full_variant,
+        flavour=flavour,
+        rtx_cc=rtx_cc,
+        aot_engines=aot_engines,
+        repeats=repeats,
+    )
+    options.check()
     check_output_folder(out_dir, "--out")
-    folder = gpu_check(out_dir, variant, artifacts, engines_root, progress=ui.progress)
-    click.echo(f"gpu-check passed: report in {folder} (summary.md)")
+    data = gpu_check(options, progress=ui.progress)
+    bad = {k: v["status"] for k, v in data["stages"].items() if v["status"] not in ("ok",)}
+    click.echo(
+        json.dumps(
+            {"report": str(out_dir / "gpu-check.json"), "stages": {k: v["status"] for k, v in data["stages"].items()}}
+        )
+    )
+    if bad:
+        click.echo(
+            f"error: gpu-check stages not ok: {', '.join(f'{k} {v}' for k, v in bad.items())} "
+            f"(details in {out_dir / 'summary.md'})",
+            err=True,
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

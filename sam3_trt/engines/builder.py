@@ -176,6 +176,10 @@ def build_plan(
 
 
 def _check_target_gpu(target: Target, gpu: GpuInfo, plan_path: Path) -> None:
+    if target.flavour == "rtx" and target.sm == "current" and not gpu.available:
+        raise Sam3TrtError(
+            f"{target.name}: ComputeCapability.CURRENT builds for the local GPU and there is none ({gpu.reason})"
+        )
     if target.flavour == "rtx":
         return  # ahead of time: no GPU needed
     if not gpu.available:
@@ -261,7 +265,8 @@ def build_engines(
             "target": target.name,
             "flavour": target.flavour,
             "trt_version": str(trt.__version__),
-            "compute_capabilities": [target.sm],
+            # CURRENT builds for the GPU it runs on: record which, so the runtime's check can match it
+            "compute_capabilities": [gpu.sm if target.sm == "current" else target.sm],
             "hardware_compatibility": "ampere_plus"
             if opts.hardware_compatible and target.flavour == "tensorrt"
             else "none",

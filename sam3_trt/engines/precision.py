@@ -153,6 +153,19 @@ DEFAULT_POLICY = PrecisionPolicy(
     description="matmuls, convolutions and attention in FP16; norms, activations, RoPE, residuals and fc1 in FP32",
 )
 
+#: The attention core of every attention module: ``scaled_dot_product_attention`` (its QK^T and PV
+#: matmuls, scale and softmax) and nn.MultiheadAttention's explicit ``bmm``/``baddbmm``/``softmax`` path.
+ATTENTION_CORE = r"/(scaled_dot_product_attention|softmax|bmm|baddbmm)(_\d+)?$"
+
+#: The default policy with the attention core in FP32: the cure published for SAM3 FP16 accuracy loss
+#: (fused FP16 attention; NVIDIA/TensorRT#4837), measured beside the default by ``gpu-check``.
+ATTENTION_FP32_POLICY = dataclasses.replace(
+    DEFAULT_POLICY.with_rules(
+        [KeepRule(ATTENTION_CORE, "attention core (QK^T, softmax, PV) in FP32")], name="attention-fp32"
+    ),
+    description="the default policy with the attention core (QK^T, softmax, PV) in FP32",
+)
+
 #: Every op in FP16 (what a builder's FP16 flag does): for comparisons, never the default.
 BLANKET_FP16 = PrecisionPolicy(
     name="blanket",
@@ -160,7 +173,7 @@ BLANKET_FP16 = PrecisionPolicy(
     description="every float op in FP16 (no keep-list): known to overflow on trained SAM3 weights",
 )
 
-POLICIES: dict[str, PrecisionPolicy] = {p.name: p for p in (DEFAULT_POLICY, BLANKET_FP16)}
+POLICIES: dict[str, PrecisionPolicy] = {p.name: p for p in (DEFAULT_POLICY, ATTENTION_FP32_POLICY, BLANKET_FP16)}
 
 
 def _policy_key(name: str) -> str:

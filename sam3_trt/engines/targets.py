@@ -91,3 +91,30 @@ def resolve_target(name: str, gpu: GpuInfo | None = None, flavour: str | None = 
             f"TensorRT for RTX cannot target {target.sm} ({target.description}); use --flavour tensorrt on that GPU"
         )
     return target
+
+
+def rtx_target(compute_capability: str, gpu: GpuInfo | None = None) -> Target:
+    """A TensorRT for RTX target for experiments on GPUs its support matrix does not list (``gpu-check``).
+
+    ``current`` builds for the local GPU whatever it is (``ComputeCapability.CURRENT``, so it needs one);
+    ``smXY`` is one of :data:`RTX_COMPUTE_CAPABILITIES`, whose plans TensorRT for RTX may or may not run on
+    another architecture (Hopper, sm90, is the open case).
+
+    Args:
+        compute_capability: ``current`` or ``smXY``.
+        gpu: The local GPU (needed for ``current``).
+
+    Raises:
+        Sam3TrtError: an unknown value, or ``current`` without a GPU.
+    """
+    cc = compute_capability.strip().lower()
+    if cc == "current":
+        if gpu is None or not gpu.available:
+            reason = gpu.reason if gpu is not None else "not probed"
+            raise Sam3TrtError(f"--rtx-cc current builds for the local GPU and there is none ({reason}); name an smXY")
+        return Target(f"rtx-current-{gpu.sm}", "current", "rtx", f"{gpu.names[0]} through ComputeCapability.CURRENT")
+    if cc not in RTX_COMPUTE_CAPABILITIES:
+        raise Sam3TrtError(
+            f"--rtx-cc {compute_capability}: use current or one of {', '.join(RTX_COMPUTE_CAPABILITIES)}"
+        )
+    return Target(f"rtx-{cc}", cc, "rtx", f"compute capability {cc} (TensorRT for RTX)")

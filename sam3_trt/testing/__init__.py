@@ -49,7 +49,7 @@ class GpuDoubles:
 
 @contextlib.contextmanager
 def gpu_doubles(
-    engine_folder: str | Path,
+    engine_folder: str | Path | None,
     export_folder: str | Path | None = None,
     memory: str = "torch",
     gpu: FakeGpu | None = None,
@@ -57,7 +57,8 @@ def gpu_doubles(
     """Install the doubles for the block: GPU discovery, device memory and TensorRT all act on one fake GPU.
 
     Args:
-        engine_folder: Engine folder whose plans the TensorRT double recognises (``sam3-trt build`` output).
+        engine_folder: Engine folder whose plans the TensorRT double recognises (``sam3-trt build`` output);
+            ``None``: none yet (register folders later with ``doubles.trt.register_folder``).
         export_folder: The export it was built from (default: the manifest's).
         memory: ``"torch"`` (torch.cuda double available) or ``"cuda-python"`` (torch reports no CUDA, as a
             CPU-only torch or no torch would; the cuda-python layer is what ``auto`` picks).
@@ -69,7 +70,8 @@ def gpu_doubles(
     gpu = gpu or FakeGpu()
     cudart = CudaRuntimeDouble(gpu)
     trt = TrtDouble(gpu)
-    trt.register_folder(engine_folder, export_folder)
+    if engine_folder is not None:
+        trt.register_folder(engine_folder, export_folder)
     torch_cuda = None
     with contextlib.ExitStack() as stack:
         stack.enter_context(mock.patch("sam3_trt.device.cudart", lambda: cudart))

@@ -187,13 +187,21 @@ class TensorRTBackend(Backend):
         manifest: Its manifest.
         device_index: CUDA device to run on (runtime, engines, contexts and memory all live there).
         device_memory: ``"auto"``, ``"torch"`` or ``"cuda-python"`` (:mod:`sam3_trt.runtime.device_memory`).
+        check_target: Refuse engines whose manifest names another compute capability before TensorRT sees
+            them. ``False`` leaves the verdict to TensorRT (``gpu-check`` asks whether TensorRT for RTX runs
+            plans built for a listed architecture on an unlisted one); the TensorRT version is still checked.
     """
 
     name = "tensorrt"
     RUNTIME_CACHE = "runtime_cache.bin"
 
     def __init__(
-        self, folder: str | Path, manifest: Mapping[str, Any], device_index: int = 0, device_memory: str = "auto"
+        self,
+        folder: str | Path,
+        manifest: Mapping[str, Any],
+        device_index: int = 0,
+        device_memory: str = "auto",
+        check_target: bool = True,
     ) -> None:
         super().__init__()
         from ...device import gpu_info
@@ -202,7 +210,11 @@ class TensorRTBackend(Backend):
         self.folder = Path(folder)
         self.device_index = int(device_index)
         self.gpu = gpu_info()
-        check_engines_runnable(Artifacts(self.folder, "engines", dict(manifest)), self.gpu, self.device_index)
+        checked = dict(manifest)
+        if not check_target and self.gpu.available:
+            # same check, as if the plans named this GPU: the version and device-index rules still apply
+            checked["compute_capabilities"] = [self.gpu.sm_of(self.device_index)]
+        check_engines_runnable(Artifacts(self.folder, "engines", checked), self.gpu, self.device_index)
         self.flavour = manifest["flavour"]
         self.trt = load_trt(self.flavour)
         self.logger = make_logger(self.trt)

@@ -1,0 +1,211 @@
+"""gpu-check: the dry run on a machine without a GPU, bad options, the deadline and --resume, and every stage
+run on the CPU through the GPU doubles (``--simulate``), the rehearsal of the lent-GPU run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from sam3_trt.device import gpu_info
+
+STAGE_KEYS = ["a", "b", "c", "d", "e"]
+
+
+def _run(*args, timeout=1800):
+    return subprocess.run(
+        [sys.executable, "-m", "sam3_trt.cli", *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _error_line(proc):
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    return lines[0]
+
+
+def _statuses(report: Path) -> dict[str, str]:
+    data = json.loads((report / "gpu-check.json").read_text())
+    return {k: v["status"] for k, v in data["stages"].items()}
+
+
+def test_dry_run_without_a_gpu_runs_stage_a_and_names_the_first_gpu_stage(tmp_path):
+    info = gpu_info()
+    if info.available:
+        pytest.skip("a GPU is present: this test covers machines without one")
+    report = tmp_path / "report"
+    proc = _run("gpu-check", "--out", report)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    line = _error_line(proc)
+    assert "stage b (engines) needs an NVIDIA GPU" in line and info.reason in line and str(report) in line
+    assert _statuses(report) == {"a": "ok", "b": "needs-gpu", "c": "needs-gpu", "d": "needs-gpu", "e": "needs-gpu"}
+    data = json.loads((report / "gpu-check.json").read_text())
+    assert data["simulated"] is False and data["ended"]
+    env = data["stages"]["a"]["result"]
+    assert env["gpu"]["available"] is False and env["gpu"]["reason"] == info.reason
+    from importlib import metadata
+
+    assert env["versions"]["onnxruntime"] == metadata.version("onnxruntime")
+    summary = (report / "summary.md").read_text()
+    assert "| b engines | needs-gpu |" in summary and "SIMULATED" not in summary
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--stages", "a,x"], "--stages a,x: use letters from a,b,c,d,e"),
+        (["--rtx-cc", "sm90"], "--rtx-cc sm90: use current or one of sm75"),
+        (["--deadline", "0"], "--deadline 0: give seconds > 0"),
+        (["--repeats", "0"], "--repeats 0: need at least 1"),
+        (["--aot-engines", "."], "--aot-engines .: no manifest.json there"),
+    ],
+)
+def test_bad_options_are_one_line_before_any_work(tmp_path, args, words):
+    proc = _run("gpu-check", "--out", tmp_path / "report", *args)
+    assert proc.returncode == 2
+    assert words in _error_line(proc)
+    assert not (tmp_path / "report" / "gpu-check.json").exists()
+
+
+def test_deadline_stops_cleanly_and_resume_keeps_what_finished(tiny_export, tmp_path):
+    from sam3_trt.manifest import read_manifest, verify_files
+
+    out, _ = tiny_export
+    report = tmp_path / "report"
+    proc = _run("gpu-check", "--simulate", "--out", report, "--stages", "a,b", "--tiny-export", out, "--deadline", 25)
+    assert proc.returncode == 124, proc.stderr[-3000:]
+    line = _error_line(proc)
+    assert "reached its deadline (25 s) during stage b" in line and "--resume" in line
+    first = json.loads((report / "gpu-check.json").read_text())
+    assert _statuses(report) == {"a": "ok", "b": "stopped"}
+    assert "deadline" in first["stages"]["b"]["why"] and first["ended"]
+    assert "| b engines | stopped |" in (report / "summary.md").read_text()
+    # nothing half-made looks complete: every folder with a manifest verifies
+    for manifest in report.rglob("manifest.json"):
+        verify_files(manifest.parent, read_manifest(manifest.parent))
+    proc = _run("gpu-check", "--simulate", "--out", report, "--stages", "a", "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    second = json.loads((report / "gpu-check.json").read_text())
+    assert second["resumed_from"] == first["started"]
+    assert second["stages"]["a"] == first["stages"]["a"]  # kept, not run again
+    assert "b" not in second["stages"]  # a stopped stage is run again, not kept
+    proc = _run("gpu-check", "--out", report, "--stages", "a", "--resume")  # a real run cannot resume a simulated one
+    assert proc.returncode == 2 and "holds a simulated run" in _error_line(proc)
+
+
+def test_simulated_run_executes_every_stage(tiny_export, rtx_engines, tmp_path):
+    """All five stages on the CPU: engines built here for real (TensorRT for RTX, ahead of time), run by the
+    TensorRT double as their ONNX graphs; eager on the CPU. Checks plumbing and reports, not GPU numbers."""
+    from PIL import Image
+
+    from sam3_trt.specs import SPECS
+
+    out, _ = tiny_export
+    aot_root, aot = rtx_engines
+    report = tmp_path / "report"
+    proc = _run(
+        "gpu-check", "--simulate", "--out", report, "--tiny-export", out, "--full-variant", "tiny",
+        "--repeats", 1, "--aot-engines", aot_root / aot["target"],
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert _statuses(report) == dict.fromkeys(STAGE_KEYS, "ok")
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["stages"] == dict.fromkeys(STAGE_KEYS, "ok")
+    data = json.loads((report / "gpu-check.json").read_text())
+    assert data["simulated"] is True and "SIMULATED" in (report / "summary.md").read_text()
+    stages = {k: v["result"] for k, v in data["stages"].items()}
+
+    # b: two engine sets built for the (fake) GPU's compute capability, loaded and run once each; AOT run too
+    b = stages["b"]
+    assert b["target"]["flavour"] == "rtx" and b["target"]["sm"] == "sm120"
+    for label in ("fp32", "fp16"):
+        entry = b["sets"][label]
+        manifest = json.loads((Path(entry["folder"]) / "manifest.json").read_text())
+        assert manifest["compute_capabilities"] == ["sm120"] and manifest["precision"]["mode"] == label
+        assert entry["device_memory"] == "torch" and set(entry["engine_ms"]) == set(SPECS)
+        assert Path(entry["folder"]).is_relative_to(report)  # everything it writes stays in --out
+    assert "error" not in b["aot"] and set(b["aot"]["engine_ms"]) == set(SPECS)
+
+    # c: each set against eager FP32 with its own tolerance column; files written and decodable
+    c = stages["c"]
+    for label, worst in (("fp32", 1e-4), ("fp16", 5e-2)):
+        assert c[label]["passed"] and c[label]["tolerances"] == label
+        assert set(c[label]["cosine"]) >= {"fpn0", "fpn1", "fpn2", "pred_masks"}
+        assert max(c[label]["rel_l2"].values()) < worst
+        assert json.loads((report / c[label]["file"]).read_text())["precision"] == label
+        Image.open(report / c[label]["file"].replace(".json", ".png")).verify()
+    assert max(c["fp16"]["rel_l2"].values()) > max(c["fp32"]["rel_l2"].values())  # FP16 graphs really ran
+
+    # d: bench of eager FP32, eager bf16 autocast and the engines; eager on the CPU because simulated
+    d = stages["d"]
+    bench = json.loads((report / d["bench_file"]).read_text())
+    assert set(bench["backends"]) == {"torch", "torch-bf16", "tensorrt"} and bench["simulated"] is True
+    assert bench["backends"]["torch-bf16"]["eager"] == {"device": "cpu", "autocast": "bfloat16"}
+    assert "test double" in bench["backends"]["tensorrt"]["device"]["name"]
+    assert set(d["engine_gpu_ms"]) == set(SPECS) and d["median_ms"]["tensorrt"]["end_to_end"] > 0
+    Image.open(report / d["bench_file"].replace(".json", ".png")).verify()
+
+    # e: the default policy and attention in FP32; the latter's graphs keep every Softmax in FP32
+    e = stages["e"]
+    assert set(e) >= {"default", "attention-fp32"} and e["default"] == c["fp16"]  # same engines, measured once
+    for policy, softmax_fp16 in (("default", True), ("attention-fp32", False)):
+        graphs = json.loads((report / f"tiny-fp16-{policy}" / "manifest.json").read_text())["precision"]["graphs"]
+        for graph in SPECS:
+            assert ("Softmax" in graphs[graph]["fp16_op_types"]) is softmax_fp16, (policy, graph)
+    assert e["attention-fp32"]["passed"]
+
+
+def test_rtx_target_for_unlisted_gpus():
+    from sam3_trt.device import GpuInfo
+    from sam3_trt.engines.targets import resolve_target, rtx_target
+    from sam3_trt.errors import Sam3TrtError
+
+    h200 = GpuInfo(True, ("NVIDIA H200",), ((9, 0),))
+    with pytest.raises(Sam3TrtError, match="TensorRT for RTX cannot target sm90"):
+        resolve_target("auto", h200, "rtx")  # the product refuses; gpu-check asks explicitly
+    current = rtx_target("current", h200)
+    assert (current.sm, current.flavour, current.name) == ("current", "rtx", "rtx-current-sm90")
+    assert rtx_target("SM80").sm == "sm80"
+    with pytest.raises(Sam3TrtError, match="--rtx-cc current builds for the local GPU and there is none"):
+        rtx_target("current", GpuInfo(False, reason="no driver"))
+    with pytest.raises(Sam3TrtError, match="--rtx-cc sm90: use current or one of"):
+        rtx_target("sm90", h200)
+
+
+def test_check_target_false_leaves_the_compute_capability_verdict_to_tensorrt(rtx_engines):
+    """sm120 plans on an sm90 GPU: refused by sam3-trt's check, handed to TensorRT (here its double) without it."""
+    from sam3_trt.assets.images import demo_image
+    from sam3_trt.errors import Sam3TrtError
+    from sam3_trt.manifest import read_manifest
+    from sam3_trt.runtime.backends.tensorrt import TensorRTBackend
+    from sam3_trt.runtime.processor import Sam3Processor
+    from sam3_trt.testing import FakeGpu, gpu_doubles
+
+    root, manifest = rtx_engines
+    folder = root / manifest["target"]
+    h200 = FakeGpu(names=("NVIDIA H200 (sam3-trt test double)",), compute_capabilities=((9, 0),))
+    with gpu_doubles(folder, gpu=h200):
+        with pytest.raises(Sam3TrtError, match=r"built for sm120, but GPU 0 \(NVIDIA H200.*\) is sm90"):
+            TensorRTBackend(folder, read_manifest(folder))
+        backend = TensorRTBackend(folder, read_manifest(folder), check_target=False)
+        with Sam3Processor(folder, backend=backend, confidence_threshold=0.0) as proc:
+            out = proc.set_text_prompt("red square", proc.set_image(demo_image()))
+        assert len(out["scores"]) > 0
+
+
+@pytest.mark.gpu
+def test_gpu_check_engine_stages_on_a_gpu(tiny_export, tmp_path):
+    """GPU only (not yet run on hardware by this project): stages a-c for real."""
+    info = gpu_info()
+    if not info.available:
+        pytest.skip(f"needs an NVIDIA GPU ({info.reason}); gpu-check's GPU stages have not been run on hardware")
+    out, _ = tiny_export
+    report = tmp_path / "report"
+    proc = _run("gpu-check", "--out", report, "--stages", "a,b,c", "--tiny-export", out)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert _statuses(report) == {"a": "ok", "b": "ok", "c": "ok"}
