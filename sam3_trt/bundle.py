@@ -11,7 +11,6 @@ folders of at most ``--call-mb`` each, for machines that receive files in size-l
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import Sam3TrtError
+from .unbundle import sha256_file
 
 #: Exact versions (as in requirements/lock.txt) of what a CUDA + PyTorch + ONNX image lacks.
 BUNDLE_PACKAGES: tuple[tuple[str, str], ...] = (
@@ -41,14 +41,6 @@ BUNDLE_PACKAGES: tuple[tuple[str, str], ...] = (
 
 MANIFEST = "bundle.json"
 UNBUNDLE = "unbundle.py"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _pip(args: Sequence[str], what: str) -> None:
@@ -166,10 +158,10 @@ def build_bundle(
             files.append(_project_wheel(wheels))
             entries, pieces = [], []
             for wheel in files:
-                entry = {"file": wheel.name, "bytes": wheel.stat().st_size, "sha256": _sha256(wheel), "parts": []}
+                entry = {"file": wheel.name, "bytes": wheel.stat().st_size, "sha256": sha256_file(wheel), "parts": []}
                 if wheel.stat().st_size > part_mb * 2**20:
                     for part in _split(wheel, int(part_mb * 2**20)):
-                        entry["parts"].append({"file": part.name, "sha256": _sha256(part)})
+                        entry["parts"].append({"file": part.name, "sha256": sha256_file(part)})
                         pieces.append(part)
                 else:
                     pieces.append(wheel)

@@ -16,7 +16,8 @@ import tempfile
 from pathlib import Path
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 4 MiB blocks (``bundle.py`` records with it, this file checks with it)."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
@@ -48,12 +49,12 @@ def unbundle(site: Path, folders: list[Path], manifest_path: Path) -> list[str]:
                 with target.open("wb") as out:
                     for part in entry["parts"]:
                         path = _find(part["file"], folders)
-                        if _sha256(path) != part["sha256"]:
+                        if sha256_file(path) != part["sha256"]:
                             _fail(f"{path} is damaged (sha256 differs); copy it again")
                         out.write(path.read_bytes())
             else:
                 target.write_bytes(_find(entry["file"], folders).read_bytes())
-            if _sha256(target) != entry["sha256"]:
+            if sha256_file(target) != entry["sha256"]:
                 _fail(f"{entry['file']} does not match bundle.json after reassembly; copy it again")
             wheels.append(str(target))
         cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--target", str(site), *wheels]
