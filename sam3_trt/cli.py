@@ -739,7 +739,7 @@ def bundle(
 @main.command(name="gpu-check")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("reports/gpu-check"), show_default=True)
 @click.option(
-    "--stages", default="all", show_default=True, help="Comma list of a,b,c,d,e (see `sam3-trt gpu-check --help`)."
+    "--stages", default="all", show_default=True, help="Comma list of stage letters a,b,c,d,e (listed above)."
 )
 @click.option("--deadline", type=float, default=None, help="Stop cleanly this many seconds after the start.")
 @click.option("--resume", is_flag=True, help="Keep the stages an earlier run into --out finished; run the rest.")
