@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 pytest.importorskip("torch")
@@ -84,8 +86,13 @@ def test_full_rtx_engines_build_ahead_of_time(full_export, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def full_fp16(full_export, tmp_path_factory):
+def full_fp16(request, tmp_path_factory):
     """The full-size export through the default FP16 policy with its CPU estimate (~5 min, ~9 GB), in its own process."""
+    if os.environ.get("SAM3TRT_FULL_FP16") != "1":
+        # the full-size FP16 pass + estimate + build take ~15 of CI's minutes on a 2-core AVX2 machine, which
+        # pushed `make test` near its 90-minute limit; the FP16 pass and estimate run on tiny in every CI run
+        pytest.skip("full-size FP16 pass skipped by default (~15 min on 2 cores); run with SAM3TRT_FULL_FP16=1")
+    full_export = request.getfixturevalue("full_export")  # only now: skipping must not cost the full export
     import subprocess
     import sys
 
