@@ -10,6 +10,12 @@ ARTIFACTS ?= artifacts
 OUT ?= $(ARTIFACTS)/$(VARIANT)
 WEIGHTS := $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT),--random-weights --seed $(SEED))
 PYTEST_ARGS ?=
+# serving (PyTriton) needs numpy<2 and a Python with a shared libpython (Triton embeds it): its own venv
+SERVE_PYTHON ?= $(PYTHON)
+SERVE_VENV ?= .venv-serve
+SERVE_BIN := $(SERVE_VENV)/bin
+CLIENTS ?= 1,4,16
+SERVE_VARIANT ?= tiny
 
 GPU ?= auto
 ENGINES ?= engines
@@ -26,12 +32,15 @@ CAL_OUT ?= $(ARTIFACTS)/$(VARIANT)-$(MODE)
 # `make bench` adds ONNX Runtime on the INT8 vision graph when `make calibrate MODE=int8` made this folder
 INT8_OUT ?= $(ARTIFACTS)/$(VARIANT)-int8
 
-.PHONY: install demo test lint export engines bench gpu-check calibrate offline-bundle clean help
+.PHONY: install serve-install serve serve-load demo test lint export engines bench gpu-check calibrate offline-bundle clean help
 
 help:
 	@echo "make install   create ./.venv from requirements/lock.txt (pinned, CPU-only machine is fine)"
 	@echo "make demo      install, export the tiny random-weight model (parity report), run the processor vs upstream"
 	@echo "make test      install, lint, run the test suite (includes one full-size export)"
+	@echo "make serve-install  ./.venv-serve for serving (PyTriton + tritonclient, torch-free; SERVE_PYTHON=$(SERVE_PYTHON))"
+	@echo "make serve     serve ARTIFACTS dir on Triton (PyTriton): make serve OUT=artifacts/demo"
+	@echo "make serve-load     load test on loopback (CLIENTS=$(CLIENTS)) of the tiny export [SERVE_VARIANT=full: artifacts/full] -> benchmarks/results/"
 	@echo "make export    export VARIANT=full|tiny [CHECKPOINT=sam3.pt] to OUT=$(OUT)"
 	@echo "make engines   GPU=5090|4090|3090|a100|h100|...|auto [VARIANT=tiny] [PRECISION=fp16|fp32] [POLICY=default|file.json]:"
 	@echo "               export if needed, FP16 pass + estimate, build plan, engines in $(ENGINES)/<variant>/<target>/"
@@ -50,6 +59,27 @@ $(VENV)/.installed: requirements/lock.txt requirements/build.txt pyproject.toml
 	$(BIN)/python -m pip check
 	touch $@
 
+serve-install: $(SERVE_VENV)/.installed
+
+$(SERVE_VENV)/.installed: requirements/serve-lock.txt requirements/build.txt pyproject.toml
+	@$(SERVE_PYTHON) -c "import sysconfig, sys; sys.exit(0 if sysconfig.get_config_var('Py_ENABLE_SHARED') else 1)" || \
+		{ echo "error: SERVE_PYTHON=$(SERVE_PYTHON) is missing or has no shared libpython, which Triton's Python backend embeds; pass SERVE_PYTHON=/path/to/python3 of your distribution (Debian/Ubuntu: /usr/bin/python3.11)" >&2; exit 2; }
+	test -x $(SERVE_BIN)/python || $(SERVE_PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_BIN)/python -m pip install --quiet -r requirements/build.txt
+	$(SERVE_BIN)/python -m pip install --quiet --no-deps -r requirements/serve-lock.txt
+	$(SERVE_BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(SERVE_BIN)/python -m pip check
+	touch $@
+
+serve: serve-install
+	$(SERVE_BIN)/sam3-trt serve --artifacts $(OUT)
+
+serve-load: install serve-install
+	test -f $(ARTIFACTS)/demo/manifest.json || \
+		$(BIN)/sam3-trt export --variant tiny --random-weights --seed $(SEED) --out $(ARTIFACTS)/demo --force
+	$(SERVE_BIN)/python benchmarks/serve_load.py --artifacts $(if $(filter full,$(SERVE_VARIANT)),$(ARTIFACTS)/full,$(ARTIFACTS)/demo) \
+		--clients $(CLIENTS) --out benchmarks/results
+
 demo: install
 	$(BIN)/sam3-trt doctor
 	$(BIN)/sam3-trt export --variant tiny --random-weights --seed $(SEED) --out $(ARTIFACTS)/demo --force
@@ -58,8 +88,8 @@ demo: install
 	$(BIN)/sam3-trt segment $(ARTIFACTS)/demo/image.png --prompt "red square" --prompt "blue disc" --box 380,170,560,360 \
 		--artifacts $(ARTIFACTS)/demo --threshold 0.38 --output $(ARTIFACTS)/demo/segment.png --json $(ARTIFACTS)/demo/segment.json
 
-test: install lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: install serve-install lint
+	SAM3TRT_SERVE_PYTHON=$(SERVE_BIN)/python $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check sam3_trt tests benchmarks

@@ -6,7 +6,9 @@ failed checks (:class:`~sam3_trt.errors.ParityError`) print every failing output
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -816,6 +818,196 @@ def gpu_check_cmd(
             err=True,
         )
         sys.exit(1)
+
+
+# -- serving --------------------------------------------------------------------------------------
+@main.command()
+@click.option("--artifacts", type=click.Path(path_type=Path), required=True, help="Export folder or engine folder.")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--http-port", type=int, default=8000, show_default=True)
+@click.option("--grpc-port", type=int, default=8001, show_default=True)
+@click.option("--metrics-port", type=int, default=8002, show_default=True, help="Prometheus metrics (/metrics).")
+@click.option("--instances", type=int, default=1, show_default=True, help="Model instances (spread over the GPUs).")
+@click.option("--max-batch", type=int, default=None, help="Requests the dynamic batcher groups [vision graph's B max].")
+@click.option("--max-queue-delay-us", type=int, default=2000, show_default=True, help="Batcher wait to fill a batch.")
+@click.option("--max-image-pixels", type=int, default=None, help="Largest image (width x height) [4096x4096].")
+@click.option("--max-prompts", type=int, default=None, help="Text prompts per request [64].")
+@click.option("--threads", type=int, default=None, help="ONNX Runtime threads per instance [CPUs / instances].")
+@click.option("--exit-timeout", type=int, default=30, show_default=True,
+              help="On SIGTERM/Ctrl-C, seconds in-flight requests get to finish.")  # fmt: skip
+@click.option("--triton-log", type=click.Path(path_type=Path), default=None,
+              help="tritonserver's log file [<temp>/sam3-trt-serve-<http port>.log].")  # fmt: skip
+@click.pass_obj
+@_handle_errors
+def serve(
+    ui: Ui,
+    artifacts: Path,
+    backend: str,
+    host: str,
+    http_port: int,
+    grpc_port: int,
+    metrics_port: int,
+    instances: int,
+    max_batch: int | None,
+    max_queue_delay_us: int,
+    max_image_pixels: int | None,
+    max_prompts: int | None,
+    threads: int | None,
+    exit_timeout: int,
+    triton_log: Path | None,
+) -> None:
+    """Serve the sam3 model on Triton Inference Server (PyTriton) until Ctrl-C or SIGTERM.
+
+    Prints one JSON line with the endpoints once the model is ready.
+    """
+    from .serving.handler import ServeLimits
+    from .serving.server import ServeOptions, check_serving_python
+    from .serving.server import serve as run_serve
+
+    limits = ServeLimits()
+    limits = dataclasses.replace(
+        limits,
+        max_image_pixels=limits.max_image_pixels if max_image_pixels is None else max_image_pixels,
+        max_prompts=limits.max_prompts if max_prompts is None else max_prompts,
+    )
+    options = ServeOptions(
+        artifacts=artifacts,
+        backend=backend,
+        host=host,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        instances=instances,
+        max_batch=ServeOptions.max_batch if max_batch is None else max_batch,
+        max_queue_delay_us=max_queue_delay_us,
+        limits=limits,
+        threads=threads,
+        exit_timeout_s=exit_timeout,
+        triton_log=triton_log,
+    ).check()
+    check_output_file(options.log_path, "--triton-log")
+    check_serving_python()
+    ui.progress(f"serve: loading {instances} instance(s) of {artifacts}; Triton's log: {options.log_path}")
+
+    # tritonserver and PyTriton print to stdout (NVML notices, log lines): send all of it to stderr so stdout
+    # carries only the ready line, which scripts wait for
+    sys.stdout.flush()
+    stdout = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+
+    def ready(endpoints: dict[str, Any]) -> None:
+        stdout.write(json.dumps({"ready": True, **endpoints}) + "\n")
+        stdout.flush()
+
+    try:
+        run_serve(options, ready=ready)
+    finally:
+        stdout.close()
+    ui.progress("serve: stopped")
+
+
+@main.command()
+@click.argument("url")
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("--prompt", "prompts", multiple=True, help="Text prompt (repeatable; one decoder batch on the server).")
+@click.option("--box", "boxes", multiple=True, help="Box prompt x0,y0,x1,y1[,neg] in pixels of IMAGE (repeatable).")
+@click.option("--threshold", type=float, default=0.5, show_default=True, help="Keep detections scoring above it.")
+@click.option("--mask-format", type=click.Choice(["rle", "bitmask"]), default="rle", show_default=True)
+@click.option("--output", type=click.Path(path_type=Path), default=None, help="Overlay to write: .png, .jpg or .webp.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Detections JSON (RLE masks).")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Network timeout in seconds.")
+@click.pass_obj
+@_handle_errors
+def client(
+    ui: Ui,
+    url: str,
+    image: Path,
+    prompts: tuple[str, ...],
+    boxes: tuple[str, ...],
+    threshold: float,
+    mask_format: str,
+    output: Path | None,
+    json_path: Path | None,
+    timeout: float,
+) -> None:
+    """Send IMAGE with prompts to a sam3 server at URL (http://host:port or grpc://host:port)."""
+    from .runtime.image import open_image, to_uint8_hwc
+    from .segment import IMAGE_FORMATS, parse_pixel_box, pixel_box_to_prompt, write_outputs
+    from .serving.client import Sam3Client, parse_url
+
+    parse_url(url)
+    if not 0.0 <= threshold <= 1.0:
+        raise Sam3TrtError(f"--threshold {threshold}: scores are probabilities; use a value in [0, 1], e.g. 0.5")
+    if not prompts and not boxes:
+        raise Sam3TrtError("give at least one --prompt TEXT or --box x0,y0,x1,y1[,neg]")
+    check_output_file(output, "--output", tuple(IMAGE_FORMATS))
+    check_output_file(json_path, "--json", (".json",))
+    rgb = to_uint8_hwc(open_image(image))  # a file the server could not read fails here, before sending
+    height, width = rgb.shape[:2]
+    parsed = [parse_pixel_box(b) for b in boxes]
+    for text, (pixels, _) in zip(boxes, parsed, strict=True):
+        pixel_box_to_prompt(pixels, width, height, f"--box {text!r}")
+    with Sam3Client(url, timeout_s=timeout) as conn:
+        detections = conn.infer(
+            image.read_bytes(),
+            prompts,
+            [p for p, _ in parsed],
+            [positive for _, positive in parsed],
+            threshold,
+            mask_format,
+        )
+    info = {"server": url, "image": str(image), "size": [width, height], "prompts": list(prompts),
+            "boxes": list(boxes), "threshold": threshold}  # fmt: skip
+    if output is not None:
+        prompt_boxes = [(pixel_box_to_prompt(p, width, height, "box"), positive) for p, positive in parsed]
+        write_outputs(rgb, detections, output, json_path, info, prompt_boxes, max_detections=len(detections) or 1)
+    elif json_path is not None:
+        from .segment import detections_json
+
+        json_path.write_text(json.dumps(detections_json(detections, info, len(detections)), indent=1))
+    best = max((d["score"] for d in detections), default=None)
+    click.echo(json.dumps({"detections": len(detections), "best_score": best, "output": str(output) if output else None,
+                           "json": str(json_path) if json_path else None}))  # fmt: skip
+
+
+@main.command("triton-repo")
+@click.option("--artifacts", type=click.Path(path_type=Path), required=True,
+              help="Engine folder (tensorrt_plan models; standard TensorRT) or export folder (onnxruntime_onnx).")  # fmt: skip
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Model repository to write.")
+@click.option("--instances", type=int, default=1, show_default=True, help="Instances of each model.")
+@click.option("--gpus", default="", help="GPU ids for the graph models, e.g. 0,1 (default: every GPU).")
+@click.option("--cpu", is_flag=True, help="Graph models on the CPU (export folders only): try it without a GPU.")
+@click.option("--max-batch", type=int, default=None, help="The sam3 model's dynamic batch [vision graph's B max].")
+@click.option("--force", is_flag=True, help="Replace an existing repository in --out.")
+@click.pass_obj
+@_handle_errors
+def triton_repo(
+    ui: Ui, artifacts: Path, out_dir: Path, instances: int, gpus: str, cpu: bool, max_batch: int | None, force: bool
+) -> None:
+    """Write a Triton model repository: the three graphs plus a Python-backend sam3 model (BLS)."""
+    from .serving.triton_repo import RepoOptions, write_repo
+
+    try:
+        gpu_ids = tuple(int(g) for g in gpus.split(",") if g.strip())
+    except ValueError:
+        raise Sam3TrtError(f"--gpus {gpus!r}: give GPU ids separated by commas, e.g. 0,1") from None
+    if any(g < 0 for g in gpu_ids):
+        raise Sam3TrtError(f"--gpus {gpus!r}: GPU ids are 0 or more")
+    options = RepoOptions(
+        artifacts=artifacts,
+        out=out_dir,
+        instances=instances,
+        gpus=gpu_ids,
+        cpu=cpu,
+        max_batch=RepoOptions.max_batch if max_batch is None else max_batch,
+        force=force,
+    )
+    summary_data = write_repo(options)
+    validation = summary_data["validation"]
+    if validation["status"] != "passed":
+        ui.progress(f"warning: configs not checked against Triton's schema: {validation['reason']}")
+    click.echo(json.dumps(summary_data))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -35,6 +35,8 @@ COMPONENTS: tuple[tuple[str, str, str, str], ...] = (
         "cuda-python",
         "GPU discovery; TensorRT device memory without torch (device_memory='cuda-python')",
     ),
+    ("pytriton", "pytriton", "nvidia-pytriton", "sam3-trt serve (Triton Inference Server)"),
+    ("tritonclient", "tritonclient.grpc", "tritonclient", "sam3-trt client; triton-repo config validation"),
 )
 
 # Importing these without a driver can crash or fail; report them as installed without importing.
@@ -73,6 +75,8 @@ def _install_hint(label: str) -> str:
         "tensorrt_rtx": "pip install 'sam3-trt[rtx]'",
         "tensorrt": "pip install 'sam3-trt[gpu]' on a machine with an NVIDIA GPU",
         "cuda-python": "pip install 'sam3-trt[rtx]'",
+        "pytriton": "make serve-install (its own venv: numpy<2, shared libpython)",
+        "tritonclient": "make serve-install",
     }.get(label, "make install")
 
 
@@ -83,7 +87,20 @@ def report() -> dict[str, Any]:
         "components": [_component(*c) for c in COMPONENTS],
         "gpu": gpu.to_dict() | {"sm": gpu.sm},
         "device_memory": _device_memory_choice(gpu.available),
+        "serving_python": _serving_python(),
     }
+
+
+def _serving_python() -> str:
+    """Whether this interpreter can run ``serve`` (Triton's Python backend embeds a shared libpython)."""
+    import sys
+    import sysconfig
+    from pathlib import Path
+
+    library = Path(sysconfig.get_config_var("LIBDIR") or "") / (sysconfig.get_config_var("INSTSONAME") or "")
+    if sysconfig.get_config_var("Py_ENABLE_SHARED") and library.is_file():
+        return f"ok: {sys.executable} has a shared libpython ({library}), which Triton's Python backend embeds"
+    return f"no: {sys.executable} has no shared libpython; serve from `make serve-install`'s .venv-serve"
 
 
 def _device_memory_choice(gpu_available: bool) -> str:
@@ -107,6 +124,7 @@ def format_report(data: dict[str, Any]) -> str:
         lines.append(f"{c['name']:<13} {c['status']:<9} {version:<14} {c['detail']}  [{c['for']}]")
     gpu = data["gpu"]
     lines.append(f"{'device memory':<13} {data['device_memory']}  [TensorRT backend, device_memory='auto']")
+    lines.append(f"{'serving':<13} {data['serving_python']}  [sam3-trt serve]")
     if gpu["available"]:
         for name, (major, minor) in zip(gpu["names"], gpu["compute_capabilities"], strict=True):
             lines.append(

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .errors import Sam3TrtError
+from .rle import mask_to_rle, rle_to_mask  # noqa: F401  (rle_to_mask: read back what segment writes)
 from .runtime.arrays import to_numpy
 
 #: Overlay formats ``segment --output`` writes, by suffix.
@@ -24,6 +25,16 @@ def parse_box(text: str, width: int, height: int) -> tuple[list[float], bool]:
     Raises:
         Sam3TrtError: malformed, inverted, empty or outside the ``width x height`` image.
     """
+    pixels, positive = parse_pixel_box(text)
+    return pixel_box_to_prompt(pixels, width, height, f"--box {text!r}"), positive
+
+
+def parse_pixel_box(text: str) -> tuple[list[float], bool]:
+    """``"x0,y0,x1,y1[,neg|pos]"`` -> (pixel ``[x0, y0, x1, y1]``, positive?), fields checked, not the image.
+
+    Raises:
+        Sam3TrtError: not four numbers, or a fifth field other than neg/pos.
+    """
     parts = [p.strip() for p in text.split(",")]
     positive = True
     if len(parts) == 5:
@@ -35,38 +46,30 @@ def parse_box(text: str, width: int, height: int) -> tuple[list[float], bool]:
         x0, y0, x1, y1 = (float(p) for p in parts)
     except ValueError:
         raise Sam3TrtError(f"--box {text!r}: expected x0,y0,x1,y1[,neg] in pixels") from None
-    bad = [name for name, v in zip(("x0", "y0", "x1", "y1"), (x0, y0, x1, y1), strict=True) if not math.isfinite(v)]
+    return [x0, y0, x1, y1], positive
+
+
+def pixel_box_to_prompt(box: Sequence[float], width: int, height: int, name: str) -> list[float]:
+    """Pixel ``x0, y0, x1, y1`` -> normalised ``cx, cy, w, h`` for the processor.
+
+    Args:
+        box: The four pixel coordinates.
+        width: Image width in pixels.
+        height: Image height in pixels.
+        name: How the caller names the box in errors (``"--box '1,2,3,4'"``, ``"boxes[0]"``).
+
+    Raises:
+        Sam3TrtError: not finite, inverted, empty or outside the ``width x height`` image.
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    bad = [n for n, v in zip(("x0", "y0", "x1", "y1"), (x0, y0, x1, y1), strict=True) if not math.isfinite(v)]
     if bad:
-        raise Sam3TrtError(f"--box {text!r}: {', '.join(bad)} is not a finite number; give pixel coordinates")
+        raise Sam3TrtError(f"{name}: {', '.join(bad)} is not a finite number; give pixel coordinates")
     if not (x1 > x0 and y1 > y0):
-        raise Sam3TrtError(f"--box {text!r}: needs x1 > x0 and y1 > y0 (pixels, top-left then bottom-right)")
+        raise Sam3TrtError(f"{name}: needs x1 > x0 and y1 > y0 (pixels, top-left then bottom-right)")
     if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
-        raise Sam3TrtError(f"--box {text!r} lies outside the {width}x{height} image")
-    cx, cy = (x0 + x1) / 2 / width, (y0 + y1) / 2 / height
-    return [cx, cy, (x1 - x0) / width, (y1 - y0) / height], positive
-
-
-def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
-    """COCO uncompressed RLE (column-major run lengths starting with zeros); pycocotools reads it."""
-    flat = np.asarray(mask, dtype=bool).ravel(order="F")
-    changes = np.flatnonzero(np.diff(flat.astype(np.int8))) + 1
-    bounds = np.concatenate([[0], changes, [flat.size]])
-    counts = np.diff(bounds).tolist()
-    if flat.size and flat[0]:
-        counts = [0, *counts]
-    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
-
-
-def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
-    """Inverse of :func:`mask_to_rle`."""
-    height, width = rle["size"]
-    values = np.zeros(height * width, dtype=bool)
-    pos, value = 0, False
-    for count in rle["counts"]:
-        values[pos : pos + count] = value
-        pos += count
-        value = not value
-    return values.reshape((height, width), order="F")
+        raise Sam3TrtError(f"{name} lies outside the {width}x{height} image")
+    return [(x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width, (y1 - y0) / height]
 
 
 def _colour(i: int) -> tuple[int, int, int]:
@@ -148,34 +151,60 @@ def segment(
     prompts: Sequence[str],
     boxes: Sequence[tuple[list[float], bool]] = (),
 ) -> tuple[list[dict[str, Any]], float]:
-    """Run text prompts (one decoder batch) and/or boxes on one image.
+    """Encode one image, then :func:`detect` on it."""
+    if not prompts and not boxes:
+        raise Sam3TrtError("give at least one --prompt or --box")
+    return detect(processor, processor.set_image(image), prompts, boxes)
+
+
+def detect(
+    processor: Any,
+    state: dict,
+    prompts: Sequence[str],
+    boxes: Sequence[tuple[list[float], bool]] = (),
+) -> tuple[list[dict[str, Any]], float]:
+    """Run text prompts (one decoder batch) and/or boxes on an encoded image.
+
+    Args:
+        processor: A :class:`~sam3_trt.Sam3Processor`.
+        state: From ``processor.set_image``; its prompts are replaced.
+        prompts: Text prompts; every box applies to each of them.
+        boxes: ``(normalised cx, cy, w, h; positive?)``; with no prompts they run alone (text ``"visual"``).
 
     Returns:
-        ``([{"prompt", "score", "box" (pixel xyxy), "mask" (bool HxW)}], best score)``: the detections over
-        all prompts above the processor's threshold, and the best score of any query (kept or not), so a
-        caller can say how far the threshold is from the nearest detection.
+        ``([{"prompt", "prompt_index", "score", "box" (pixel xyxy), "mask" (bool HxW)}], best score)``: the
+        detections over all prompts above the processor's threshold (``prompt_index`` -1 for boxes alone),
+        and the best score of any query (kept or not), so a caller can say how far the threshold is from
+        the nearest detection.
     """
     from .runtime.processor import VISUAL_PROMPT, _check_box, best_score
 
     if not prompts and not boxes:
-        raise Sam3TrtError("give at least one --prompt or --box")
+        raise Sam3TrtError("give at least one prompt or box")
     checked = [(_check_box(b), bool(label)) for b, label in boxes]
-    state = processor.set_image(image)
     if prompts:
         state["geometric_prompt"] = checked
         results = processor.set_text_prompts(list(prompts), state)
         best = max(r["best_score"] for r in results)
     else:
-        for box, label in checked:
-            state = processor.add_geometric_prompt(box, label, state)
+        # the decoder sees every box at once: only the last add runs it
+        processor.reset_all_prompts(state)
+        state["geometric_prompt"] = checked[:-1]
+        state = processor.add_geometric_prompt(*checked[-1], state)
         results = [{"prompt": VISUAL_PROMPT, **{k: state[k] for k in ("masks", "boxes", "scores")}}]
         best = best_score(state["_raw"])
     detections = []
-    for res in results:
+    for index, res in enumerate(results):
         masks, pixel_boxes, scores = (to_numpy(res[k]) for k in ("masks", "boxes", "scores"))
         for mask, box, score in zip(masks, pixel_boxes, scores, strict=True):
             detections.append(
-                {"prompt": res["prompt"], "score": float(score), "box": [float(v) for v in box], "mask": mask[0]}
+                {
+                    "prompt": res["prompt"],
+                    "prompt_index": index if prompts else -1,
+                    "score": float(score),
+                    "box": [float(v) for v in box],
+                    "mask": mask[0],
+                }
             )
     return detections, best
 
@@ -200,14 +229,18 @@ def write_outputs(
     image = render_overlay(image_rgb, detections, pixel_prompts, max_detections, random_weights)
     image.save(output, format=IMAGE_FORMATS.get(output.suffix.lower(), "PNG"))
     if json_path is not None:
-        shown = sorted(detections, key=lambda d: -d["score"])[:max_detections]
-        payload = {
-            **info,
-            "detections_total": len(detections),
-            "detections_shown": len(shown),
-            "detections": [
-                {"prompt": d["prompt"], "score": d["score"], "box_xyxy": d["box"], "mask_rle": mask_to_rle(d["mask"])}
-                for d in shown
-            ],
-        }
-        json_path.write_text(json.dumps(payload, indent=1))
+        json_path.write_text(json.dumps(detections_json(detections, info, max_detections), indent=1))
+
+
+def detections_json(detections: Sequence[dict[str, Any]], info: dict[str, Any], max_detections: int) -> dict[str, Any]:
+    """The detections JSON: ``info``, counts and the ``max_detections`` best detections with RLE masks."""
+    shown = sorted(detections, key=lambda d: -d["score"])[:max_detections]
+    return {
+        **info,
+        "detections_total": len(detections),
+        "detections_shown": len(shown),
+        "detections": [
+            {"prompt": d["prompt"], "score": d["score"], "box_xyxy": d["box"], "mask_rle": mask_to_rle(d["mask"])}
+            for d in shown
+        ],
+    }

@@ -38,11 +38,18 @@ def tiny_model():
 
 
 @pytest.fixture(scope="session")
-def tiny_export(tmp_path_factory, tiny_model):
-    """Tiny export with parity and the TensorRT for RTX parse check (about 2 minutes)."""
+def tiny_export(tmp_path_factory, request):
+    """Tiny export with parity and the TensorRT for RTX parse check (about 2 minutes).
+
+    Set ``SAM3_TRT_TINY_EXPORT`` to an existing tiny export (vision batches 1 and 2, seed 0) to reuse it
+    while working on tests that only read it.
+    """
     from sam3_trt.export.exporter import ExportOptions, export
 
-    model, origin = tiny_model
+    reuse = os.environ.get("SAM3_TRT_TINY_EXPORT")
+    if reuse:
+        return Path(reuse), json.loads((Path(reuse) / "manifest.json").read_text())
+    model, origin = request.getfixturevalue("tiny_model")
     out = tmp_path_factory.mktemp("exports") / "tiny"
     manifest = export(model, origin, out, ExportOptions(vision_batches=(1, 2)))
     return out, manifest

@@ -51,7 +51,8 @@ def test_bench_measures_every_stage_beside_eager(tiny_export, tmp_path):
             assert 0 < st["min_ms"] <= st["median_ms"] <= st["p90_ms"], (stage, st)
     # stage parts add up: set_image covers the vision encoder; a cold prompt costs text + decoder + post
     assert ours["stages"]["vision_encoder"]["min_ms"] <= ours["stages"]["set_image"]["median_ms"]
-    assert ours["stages"]["text_warm"]["median_ms"] < ours["stages"]["text_cold"]["median_ms"]
+    # warm prompts hit the text cache (a mechanism, not a timing: tiny-model times are within noise)
+    assert ours["text_encoder_runs_when_warm"] == 0
     assert set(report["speedup_vs_eager"]["onnxruntime"]) >= {"set_image", "text_cold", "end_to_end"}
     assert set(report["target_check"]["cpu"]) == {"set_image", "text_cold", "text_warm", "peak_rss"}
     assert report["machine"]["cpu_count"] >= 1 and "RANDOM" in json.dumps(report["weights"]).upper()

@@ -1,0 +1,263 @@
+"""The ``sam3`` model's inference callable, independent of any server.
+
+``Sam3Handler(processor)(requests)`` takes the requests Triton's dynamic batcher grouped (one dict of
+numpy arrays per request, each with Triton's batch axis of 1) and returns one dict of outputs per request
+(:mod:`.contract`). Every request is checked before any model runs; the valid ones' images are encoded in
+one vision batch, then each request's prompts run as one decoder batch. A request that fails its checks
+gets its one-line ``error`` and no detections; the others are unaffected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import Sam3TrtError
+from ..rle import mask_to_compressed_rle
+from ..specs import SPECS
+from .contract import INPUTS, MASK_FORMATS
+
+#: Default of ``--max-image-pixels``: a 4096x4096 image (decoded RGB: 48 MiB).
+MAX_IMAGE_PIXELS = 4096 * 4096
+#: Default of ``--max-prompts``: prompts in one request.
+MAX_PROMPTS = 64
+#: Default score threshold when a request sends none.
+DEFAULT_THRESHOLD = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeLimits:
+    """What one request may ask for; beyond it the request gets an error, not the server's memory.
+
+    Args:
+        max_image_pixels: Width x height, checked from the image header before decoding.
+        max_prompts: Text prompts per request.
+        max_boxes: Box prompts per request (the decoder graph's box axis maximum).
+    """
+
+    max_image_pixels: int = MAX_IMAGE_PIXELS
+    max_prompts: int = MAX_PROMPTS
+    max_boxes: int = SPECS["decoder"].dim("N").max
+
+    def check(self) -> ServeLimits:
+        """Raise :class:`Sam3TrtError` naming the first limit that is not a positive integer."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not isinstance(value, int) or value < 1:
+                flag = "--" + field.name.replace("_", "-")
+                raise Sam3TrtError(f"{flag} {value!r}: must be a positive integer")
+        return self
+
+
+@dataclasses.dataclass
+class ServeRequest:
+    """One checked request.
+
+    Args:
+        image: ``HxWx3`` uint8 RGB.
+        prompts: Text prompts (may be empty when boxes are given).
+        boxes: ``(normalised cx, cy, w, h; positive?)`` per box prompt.
+        threshold: Score threshold for this request.
+        mask_format: ``"rle"`` or ``"bitmask"``.
+    """
+
+    image: np.ndarray
+    prompts: list[str]
+    boxes: list[tuple[list[float], bool]]
+    threshold: float
+    mask_format: str
+
+
+def parse_request(inputs: Mapping[str, np.ndarray], limits: ServeLimits) -> ServeRequest:
+    """Check and decode one request's tensors (batch axis of 1 included).
+
+    Raises:
+        Sam3TrtError: one line naming the input, its bad value and the fix.
+    """
+    from ..runtime.processor import _check_threshold
+    from ..segment import pixel_box_to_prompt
+
+    known = {t.name for t in INPUTS}
+    unknown = sorted(set(inputs) - known)
+    if unknown:
+        raise Sam3TrtError(f"unknown input(s) {unknown}: the sam3 model takes {sorted(known)}")
+    rows = {name: np.asarray(value) for name, value in inputs.items()}
+    for name, value in rows.items():
+        if value.ndim == 0 or value.shape[0] != 1:
+            raise Sam3TrtError(
+                f"input {name} has batch size {value.shape[0] if value.ndim else 0}: send one image per request "
+                "(batch 1); Triton batches concurrent requests itself"
+            )
+    if "image" not in rows:
+        raise Sam3TrtError("input image is missing: send the encoded image file (PNG, JPEG, ...) as bytes")
+    image = _decode_image(_one_bytes(rows["image"], "image"), limits)
+    height, width = image.shape[:2]
+
+    prompts = []
+    raw_prompts = rows.get("prompts", np.zeros((1, 0), np.object_))[0].reshape(-1)
+    if len(raw_prompts) > limits.max_prompts:
+        raise Sam3TrtError(
+            f"input prompts has {len(raw_prompts)} prompts, more than this server's --max-prompts "
+            f"{limits.max_prompts}: split them over several requests"
+        )
+    for i, value in enumerate(raw_prompts):
+        text = _text(value, f"prompts[{i}]")
+        if not text.strip():
+            raise Sam3TrtError(f"prompts[{i}] is empty: send a phrase such as 'a red car', or boxes alone")
+        prompts.append(text)
+
+    boxes: list[tuple[list[float], bool]] = []
+    if "boxes" in rows:
+        raw = rows["boxes"][0]
+        if raw.dtype != np.float32 or raw.ndim != 2 or raw.shape[1] != 4:
+            raise Sam3TrtError(f"input boxes is {raw.dtype}{list(raw.shape)}: send float32 [N, 4] pixel x0, y0, x1, y1")
+        if len(raw) > limits.max_boxes:
+            raise Sam3TrtError(f"input boxes has {len(raw)} boxes, at most {limits.max_boxes} are supported")
+        labels = rows.get("box_labels", np.ones((1, len(raw)), np.bool_))[0].reshape(-1)
+        if labels.dtype != np.bool_ or len(labels) != len(raw):
+            raise Sam3TrtError(
+                f"input box_labels is {labels.dtype}[{len(labels)}]: send bool [{len(raw)}], one per box "
+                "(True positive, False negative)"
+            )
+        boxes = [
+            (pixel_box_to_prompt(box, width, height, f"boxes[{i}] {box.tolist()}"), bool(label))
+            for i, (box, label) in enumerate(zip(raw, labels, strict=True))
+        ]
+    elif "box_labels" in rows:
+        raise Sam3TrtError("input box_labels was sent without boxes: send boxes float32 [N, 4] with it")
+    if not prompts and not boxes:
+        raise Sam3TrtError("the request has no prompts and no boxes: send at least one text prompt or box")
+
+    threshold = DEFAULT_THRESHOLD
+    if "threshold" in rows:
+        value = rows["threshold"].reshape(-1)
+        if value.dtype != np.float32 or value.size != 1:
+            raise Sam3TrtError(f"input threshold is {value.dtype}[{value.size}]: send float32 [1] in [0, 1]")
+        threshold = _check_threshold(float(value[0]))
+    mask_format = "rle"
+    if "mask_format" in rows:
+        mask_format = _text(_one_bytes(rows["mask_format"], "mask_format"), "mask_format")
+        if mask_format not in MASK_FORMATS:
+            raise Sam3TrtError(f"input mask_format {mask_format!r}: send one of {', '.join(MASK_FORMATS)}")
+    return ServeRequest(image, prompts, boxes, threshold, mask_format)
+
+
+def _one_bytes(value: np.ndarray, name: str) -> bytes:
+    flat = value.reshape(-1)
+    if flat.size != 1:
+        raise Sam3TrtError(f"input {name} holds {flat.size} elements: send exactly one")
+    item = flat[0]
+    if isinstance(item, (bytes, np.bytes_)):
+        return bytes(item)
+    raise Sam3TrtError(f"input {name} is {value.dtype}, not bytes: send it as Triton BYTES")
+
+
+def _text(value: Any, name: str) -> str:
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, (bytes, np.bytes_)):
+        raise Sam3TrtError(f"input {name} is {type(value).__name__}, not bytes: send UTF-8 text as Triton BYTES")
+    try:
+        return bytes(value).decode("utf-8")
+    except UnicodeDecodeError:
+        raise Sam3TrtError(f"input {name} is not valid UTF-8 text") from None
+
+
+def _decode_image(data: bytes, limits: ServeLimits) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    from ..runtime.image import to_uint8_hwc
+
+    if not data:
+        raise Sam3TrtError("input image is empty: send the encoded image file's bytes")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            # the header gives the size: refuse before decoding what would not fit
+            pixels = im.width * im.height
+            if pixels > limits.max_image_pixels:
+                raise Sam3TrtError(
+                    f"input image is {im.width}x{im.height} ({pixels} pixels), over this server's "
+                    f"--max-image-pixels {limits.max_image_pixels}: downscale it first"
+                )
+            im.load()
+            return to_uint8_hwc(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        if isinstance(exc, Sam3TrtError):
+            raise
+        raise Sam3TrtError(
+            f"input image ({len(data)} bytes) is not a readable image ({exc}); send a PNG or JPEG file"
+        ) from None
+
+
+def error_response(message: str) -> dict[str, np.ndarray]:
+    """The outputs of a failed request: its error line and no detections."""
+    return _response([], "rle", message)
+
+
+def _response(detections: Sequence[dict[str, Any]], mask_format: str, error: str = "") -> dict[str, np.ndarray]:
+    k = len(detections)
+    rows = max(k, 1)  # see contract: at least one row, padding when k == 0
+
+    def column(values: list[Any], dtype: Any, pad: Any) -> np.ndarray:
+        return np.array(values if k else [pad], dtype=dtype)[None]
+
+    out = {
+        "error": np.array([[error.encode()]], dtype=np.object_),
+        "num_detections": np.array([[k]], dtype=np.int32),
+        "prompt_index": column([d["prompt_index"] for d in detections], np.int32, -1),
+        "scores": column([d["score"] for d in detections], np.float32, 0.0),
+        "boxes_xyxy": column([d["box"] for d in detections], np.float32, [0.0] * 4).reshape(1, rows, 4),
+    }
+    if mask_format == "bitmask" and k:
+        out["masks"] = np.stack([np.asarray(d["mask"], np.uint8) for d in detections])[None]
+        out["masks_rle"] = np.full((1, k), b"", dtype=np.object_)
+    else:
+        out["masks"] = np.zeros((1, 1, 1, 1), np.uint8)
+        rles = [json.dumps(mask_to_compressed_rle(d["mask"])).encode() for d in detections]
+        out["masks_rle"] = column(rles, np.object_, b"")
+    return out
+
+
+class Sam3Handler:
+    """Triton inference callable over one :class:`~sam3_trt.Sam3Processor` (one per model instance).
+
+    Args:
+        processor: The processor this instance runs; its text cache serves every request, so prompts
+            repeated across requests run the text encoder once.
+        limits: Per-request limits.
+    """
+
+    def __init__(self, processor: Any, limits: ServeLimits | None = None) -> None:
+        self.processor = processor
+        self.limits = (limits or ServeLimits()).check()
+        # the processor's threshold is per processor: one request at a time sets it and reads results
+        self._lock = threading.Lock()
+
+    def __call__(self, requests: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        """Answer the batched ``requests``, one output dict each, in order."""
+        from ..segment import detect
+
+        parsed: list[ServeRequest | str] = []
+        for inputs in requests:
+            try:
+                parsed.append(parse_request(inputs, self.limits))
+            except Sam3TrtError as exc:
+                parsed.append(str(exc))
+        valid = [p for p in parsed if isinstance(p, ServeRequest)]
+        with self._lock:
+            states = iter(self.processor.set_image_batch([p.image for p in valid]) if valid else [])
+            responses = []
+            for request in parsed:
+                if isinstance(request, str):
+                    responses.append(error_response(request))
+                    continue
+                self.processor.set_confidence_threshold(request.threshold)
+                detections, _ = detect(self.processor, next(states), request.prompts, request.boxes)
+                responses.append(_response(detections, request.mask_format))
+        return responses
