@@ -32,12 +32,13 @@ CAL_OUT ?= $(ARTIFACTS)/$(VARIANT)-$(MODE)
 # `make bench` adds ONNX Runtime on the INT8 vision graph when `make calibrate MODE=int8` made this folder
 INT8_OUT ?= $(ARTIFACTS)/$(VARIANT)-int8
 
-.PHONY: install serve-install serve serve-load demo test lint export engines bench gpu-check calibrate offline-bundle clean help
+.PHONY: install serve-install serve serve-load demo test test-full lint export engines bench gpu-check calibrate offline-bundle clean help
 
 help:
 	@echo "make install   create ./.venv from requirements/lock.txt (pinned, CPU-only machine is fine)"
 	@echo "make demo      install, export the tiny random-weight model (parity report), run the processor vs upstream"
-	@echo "make test      install, lint, run the test suite (includes one full-size export)"
+	@echo "make test      install, lint, run the test suite (tiny model; ~50 min on 2 cores)"
+	@echo "make test-full the full-size tests (export with parity, processor vs upstream, RTX and FP16 engines; ~40 min)"
 	@echo "make serve-install  ./.venv-serve for serving (PyTriton + tritonclient, torch-free; SERVE_PYTHON=$(SERVE_PYTHON))"
 	@echo "make serve     serve ARTIFACTS dir on Triton (PyTriton): make serve OUT=artifacts/demo"
 	@echo "make serve-load     load test on loopback (CLIENTS=$(CLIENTS)) of the tiny export [SERVE_VARIANT=full: artifacts/full] -> benchmarks/results/"
@@ -90,6 +91,10 @@ demo: install
 
 test: install serve-install lint
 	SAM3TRT_SERVE_PYTHON=$(SERVE_BIN)/python $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the full-size model (random weights): export with every check, processor vs upstream, RTX engines, FP16 pass
+test-full: install lint
+	SAM3TRT_FULLSIZE=1 SAM3TRT_FULL_FP16=1 $(BIN)/python -m pytest -m fullsize $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check sam3_trt tests benchmarks

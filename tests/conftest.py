@@ -13,6 +13,21 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+
+def pytest_collection_modifyitems(config, items):
+    """Full-size tests run with ``SAM3TRT_FULLSIZE=1`` (``make test-full``): on CI's 2 cores they take ~23 min
+    (export with parity ~15, processor vs upstream ~5, RTX build ~2.5), which keeps ``make test`` over its
+    60-minute budget; the same mechanisms run on the tiny model in every run."""
+    if os.environ.get("SAM3TRT_FULLSIZE") == "1":
+        return
+    skip = pytest.mark.skip(
+        reason="full-size tests run with SAM3TRT_FULLSIZE=1 (`make test-full`, ~23 min on 2 cores; last run: README Tests)"
+    )
+    for item in items:
+        if "fullsize" in item.keywords:
+            item.add_marker(skip)
+
+
 # Disk the full-size tests write under the temp folder (measured: export 3.2 GB, FP16 copy 1.6 GB,
 # largest engine set 2.1 GB), with room to spare.
 FULLSIZE_DISK_GB = 12.0

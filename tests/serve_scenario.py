@@ -48,16 +48,27 @@ def _raw_error(client: Sam3Client, inputs: dict[str, np.ndarray]) -> dict[str, A
     return {"error": None}
 
 
-def _disconnect_mid_request(http_url: str) -> None:
-    """Send half of an HTTP infer request, then hang up."""
+def _disconnect_mid_request(http_url: str, inputs: dict[str, np.ndarray]) -> None:
+    """Hang up twice: once halfway through sending a request, once right after sending a whole one (the
+    server is still computing it when the client is gone)."""
+    import tritonclient.http as triton_http
+    from tritonclient.utils import np_to_triton_dtype
+
     parts = urlsplit(http_url)
-    body = b'{"inputs": [{"name": "image", "shape": [1, 1], "datatype": "BYTES", "data": ["'
-    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
-        sock.sendall(
-            b"POST /v2/models/sam3/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 100000\r\n\r\n" + body
-        )
-        time.sleep(0.2)
+    wire = []
+    for name, array in inputs.items():
+        tensor = triton_http.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+        tensor.set_data_from_numpy(array)
+        wire.append(tensor)
+    body, json_size = triton_http.InferenceServerClient.generate_request_body(wire)
+    head = (
+        f"POST /v2/models/sam3/infer HTTP/1.1\r\nHost: {parts.hostname}\r\nContent-Type: application/octet-stream\r\n"
+        f"Inference-Header-Content-Length: {json_size}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    for payload in (head + body[: len(body) // 2], head + body):
+        with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+            sock.sendall(payload)
+            time.sleep(0.2)
 
 
 def main(args_path: str, out_path: str) -> None:
@@ -88,7 +99,7 @@ def main(args_path: str, out_path: str) -> None:
         wrong_dtype = build_inputs(png, PROMPTS)
         wrong_dtype["boxes"] = np.array([[BOX]], np.float64)
         out["bad"]["float64_boxes"] = _raw_error(http, wrong_dtype)
-        _disconnect_mid_request(first["http"])
+        _disconnect_mid_request(first["http"], build_inputs(png, PROMPTS, [BOX], threshold=0.3))
         out["after_disconnect"] = _outcome(lambda: http.infer(png, PROMPTS, [BOX], threshold=0.3))
         out["metrics"] = urlopen(first["metrics"], timeout=10).read().decode()
     if others:

@@ -400,6 +400,17 @@ def test_serve_answers_http_and_grpc_like_the_processor_and_survives_bad_request
             assert error and words in error and "\n" not in error, (name, error)
             assert result["bad"][name].get("next_good", True), name
         assert 'nv_inference_request_success{model="sam3",version="1"}' in result["metrics"]
+        # the CLI client over gRPC, as a user runs it
+        cli = subprocess.run(
+            [python, "-m", "sam3_trt.cli", "client", endpoints[0]["grpc"], str(image), "--threshold", "0.3",
+             "--prompt", prompts[0], "--prompt", prompts[1], "--box", "10,10,100,80", "--json", str(tmp_path / "c.json")],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert cli.returncode == 0 and json.loads(cli.stdout)["detections"] == len(text_box), cli.stderr[-3000:]
+        written = json.loads((tmp_path / "c.json").read_text())["detections"]
+        # the JSON lists detections best first: compare with the same server's answer in that order
+        _same([d | {"box": d["box_xyxy"], "mask": rle_to_mask(d["mask_rle"]), "prompt_index": prompts.index(d["prompt"])}
+               for d in written], sorted(served(result["grpc_text_box"]), key=lambda d: -d["score"]))  # fmt: skip
 
         # SIGTERM while a request is in flight: Triton drains it (up to --exit-timeout) before stopping
         slow = subprocess.Popen(
