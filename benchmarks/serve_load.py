@@ -19,7 +19,6 @@ import os
 import platform
 import select
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from sam3_trt.manifest import read_manifest
+from sam3_trt.serving.server import free_ports
 
 #: The distinct requests the clients rotate over: (image variant, prompts). Thresholds stay low so every
 #: response carries detections to compare.
@@ -43,16 +43,6 @@ CASES = (
 THRESHOLD = 0.3
 #: Served vs direct (same runtime and code in this process and the server): float32 transport only.
 TOLERANCE = {"score_abs": 1e-6, "box_abs_px": 1e-3, "mask_pixels_differing": 0.0}
-
-
-def _free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _tree_rss_mb(pid: int) -> float:
@@ -186,7 +176,7 @@ def main() -> None:
     print(f"serve_load: direct reference on {args.artifacts}", file=sys.stderr)
     expected = _expected(args.artifacts, images, cpus)
 
-    http, grpc, metrics = _free_ports(3)
+    http, grpc, metrics = free_ports(3)
     log = args.out / f".{stem}-triton.log"
     cmd = [sys.executable, "-m", "sam3_trt.cli", "serve", "--artifacts", str(args.artifacts),
            "--instances", str(args.instances), "--http-port", str(http), "--grpc-port", str(grpc),

@@ -201,6 +201,29 @@ def test_triton_repo_refuses_rtx_engines(rtx_engines, tmp_path):
         write_repo(RepoOptions(root / "5090", tmp_path / "repo"))
 
 
+def test_serve_instances_spread_over_gpus_on_tensorrt_through_the_doubles(rtx_engines, tiny_export, processor):
+    """`serve --instances 3 --backend tensorrt` on two (fake) GPUs: instance i on GPU i % 2, each answers."""
+    from sam3_trt.serving.server import ServeOptions, _processors
+    from sam3_trt.testing import FakeGpu, gpu_doubles
+
+    root, _ = rtx_engines
+    export, _ = tiny_export
+    gpu = FakeGpu(names=("RTX 5090 A (double)", "RTX 5090 B (double)"), compute_capabilities=((12, 0), (12, 0)))
+    png, prompts = _png(), ["red square"]
+    with gpu_doubles(root / "5090", export, memory="cuda-python", gpu=gpu):
+        procs = _processors(ServeOptions(root / "5090", backend="tensorrt", instances=3))
+        try:
+            assert [p.backend.name for p in procs] == ["tensorrt"] * 3
+            assert [p.backend.device_index for p in procs] == [0, 1, 0]
+            served = Sam3Handler(procs[1])([build_inputs(png, prompts, threshold=0.3)])[0]
+        finally:
+            for p in procs:
+                p.close()
+    assert gpu.contexts == {0, 1}
+    # the TensorRT double runs the engines' ONNX graphs in a plain session, like Triton's ONNX backend would
+    _same(decode_outputs(served, prompts), _direct(processor, png, prompts, (), 0.3), "other runtime")
+
+
 class _PbUtils(types.ModuleType):
     """Double of Triton's ``triton_python_backend_utils``: BLS requests run the repository's graph models
     (their ONNX files, through ONNX Runtime), as Triton's onnxruntime backend would."""
@@ -309,16 +332,11 @@ class _Server:
     """``sam3-trt serve`` in a subprocess of the serving venv, on free loopback ports."""
 
     def __init__(self, python, artifacts, log_dir, *extra):
-        import socket
         import subprocess
 
-        ports = []
-        socks = [socket.socket() for _ in range(3)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-        for s in socks:
-            s.close()
+        from sam3_trt.serving.server import free_ports
+
+        ports = free_ports(3)
         cmd = [python, "-m", "sam3_trt.cli", "serve", "--artifacts", str(artifacts), "--threads", "2",
                "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]),
                "--triton-log", str(log_dir / f"triton-{ports[0]}.log"), *extra]  # fmt: skip

@@ -104,6 +104,18 @@ def _check_port_free(host: str, port: int, flag: str) -> None:
             ) from None
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct TCP ports free on ``host`` now (the OS picks them): for test and benchmark servers."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def check_serving_python() -> None:
     """Refuse a Python that Triton's Python backend cannot embed, with the fix.
 
@@ -155,9 +167,7 @@ def _processors(options: ServeOptions) -> list[Any]:
             device_index=i % count if count else 0,
             verify=i == 0,  # the files do not change between instances: check them once
         )
-        # ONNX Runtime sessions are created on first use: create them now, so "ready" means ready
-        for graph in SPECS:
-            getattr(proc.backend, "session", lambda _graph: None)(graph)
+        proc.backend.load_all()  # ONNX Runtime sessions are lazy: create them now, so "ready" means ready
         processors.append(proc)
     return processors
 
@@ -193,7 +203,7 @@ def serve(options: ServeOptions, ready: Any = None) -> None:
         return Tensor(name=spec.name, dtype=np.dtype(spec.dtype), shape=spec.shape, optional=spec.optional)
 
     # SIGTERM (docker stop, Kubernetes) shuts down like Ctrl-C: Triton drains in-flight requests first
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     logging.getLogger("pytriton").setLevel(logging.WARNING)
     try:
         with Triton(config=config) as triton:
@@ -215,6 +225,10 @@ def serve(options: ServeOptions, ready: Any = None) -> None:
     finally:
         for handler in handlers:
             handler.processor.close()
+
+
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _as_infer_func(handler: Any) -> Any:

@@ -50,6 +50,9 @@ class Backend:
     def _run(self, graph: str, feeds: Mapping[str, Any], sizes: Mapping[str, int]) -> dict[str, Any]:
         raise NotImplementedError
 
+    def load_all(self) -> None:
+        """Create now what the backend would create on first use, so the first run pays only for running."""
+
     def close(self) -> None:
         """Free sessions, engines and device memory (waits for a run in progress; later runs raise)."""
         with self._lock:

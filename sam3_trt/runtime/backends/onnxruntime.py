@@ -93,5 +93,10 @@ class OnnxRuntimeBackend(Backend):
         outs = self.session(graph).run(spec.output_names, inputs)
         return dict(zip(spec.output_names, outs, strict=True))
 
+    def load_all(self) -> None:
+        """Create the three sessions (otherwise created on first use)."""
+        for graph in SPECS:
+            self.session(graph)
+
     def _release(self) -> None:
         self._sessions.clear()
