@@ -15,6 +15,9 @@ SERVE_PYTHON ?= $(PYTHON)
 SERVE_VENV ?= .venv-serve
 SERVE_BIN := $(SERVE_VENV)/bin
 CLIENTS ?= 1,4,16
+REQUESTS ?= 2
+SOAK_ROUNDS ?= 3
+SOAK_CLIENTS ?= 8
 SERVE_VARIANT ?= tiny
 
 GPU ?= auto
@@ -41,7 +44,7 @@ help:
 	@echo "make test-full the full-size tests (export with parity, processor vs upstream, RTX and FP16 engines; ~40 min)"
 	@echo "make serve-install  ./.venv-serve for serving (PyTriton + tritonclient, torch-free; SERVE_PYTHON=$(SERVE_PYTHON))"
 	@echo "make serve     serve ARTIFACTS dir on Triton (PyTriton): make serve OUT=artifacts/demo"
-	@echo "make serve-load     load test on loopback (CLIENTS=$(CLIENTS)) of the tiny export [SERVE_VARIANT=full: artifacts/full] -> benchmarks/results/"
+	@echo "make serve-load     load test on loopback (CLIENTS=$(CLIENTS) x REQUESTS=$(REQUESTS), then SOAK_ROUNDS=$(SOAK_ROUNDS) at SOAK_CLIENTS=$(SOAK_CLIENTS)) of the tiny export [SERVE_VARIANT=full: artifacts/full] -> benchmarks/results/"
 	@echo "make export    export VARIANT=full|tiny [CHECKPOINT=sam3.pt] to OUT=$(OUT)"
 	@echo "make engines   GPU=5090|4090|3090|a100|h100|...|auto [VARIANT=tiny] [PRECISION=fp16|fp32] [POLICY=default|file.json]:"
 	@echo "               export if needed, FP16 pass + estimate, build plan, engines in $(ENGINES)/<variant>/<target>/"
@@ -79,7 +82,8 @@ serve-load: install serve-install
 	test -f $(ARTIFACTS)/demo/manifest.json || \
 		$(BIN)/sam3-trt export --variant tiny --random-weights --seed $(SEED) --out $(ARTIFACTS)/demo --force
 	$(SERVE_BIN)/python benchmarks/serve_load.py --artifacts $(if $(filter full,$(SERVE_VARIANT)),$(ARTIFACTS)/full,$(ARTIFACTS)/demo) \
-		--clients $(CLIENTS) --out benchmarks/results
+		--clients $(CLIENTS) --requests $(REQUESTS) --soak-rounds $(SOAK_ROUNDS) --soak-clients $(SOAK_CLIENTS) \
+		--out benchmarks/results
 
 demo: install
 	$(BIN)/sam3-trt doctor

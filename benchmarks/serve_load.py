@@ -4,10 +4,12 @@ Run with the serving venv's Python (it has tritonclient; ``make serve-load`` doe
 on free 127.0.0.1 ports, then per concurrency level: throughput, latency percentiles, errors, responses
 checked against a direct :class:`~sam3_trt.Sam3Processor` call on the same input (a lost or swapped
 response fails the check: the requests rotate over distinct images and prompts), and the server's RSS
-(its process tree: serve, tritonserver, the Python-backend stub) before and after. Writes JSON, a PNG and
-a markdown table.
+(its process tree: serve, tritonserver, the Python-backend stub) before and after. Then a soak: one fixed
+concurrency for ``--soak-rounds`` rounds with the RSS after each, to show whether memory keeps growing
+once the server has run full batches (it should not: ``serve`` warms to a full batch before "ready").
+Writes JSON, a PNG and a markdown table.
 
-    .venv-serve/bin/python benchmarks/serve_load.py --artifacts artifacts/demo --clients 1,4,16
+    .venv-serve/bin/python benchmarks/serve_load.py --artifacts artifacts/demo --clients 1,4,16 --soak-rounds 4
 """
 
 from __future__ import annotations
@@ -157,6 +159,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4, help="requests per client per level")
     parser.add_argument("--instances", type=int, default=1)
     parser.add_argument("--image-size", default="128x96", help="WxH of the request images")
+    parser.add_argument("--soak-rounds", type=int, default=0, help="rounds of the soak phase (0: none)")
+    parser.add_argument("--soak-clients", type=int, default=None, help="soak concurrency [the largest level]")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--name", default=None, help="file stem [serve_load_<variant>]")
     args = parser.parse_args()
@@ -167,6 +171,9 @@ def main() -> None:
         sys.exit(f"error: --clients {args.clients!r} / --image-size {args.image_size!r}: give e.g. 1,4,16 and 128x96")
     if not levels or min(levels) < 1 or args.requests < 1:
         sys.exit("error: --clients levels and --requests must be at least 1")
+    soak_clients = args.soak_clients or max(levels)
+    if args.soak_rounds < 0 or soak_clients < 1:
+        sys.exit(f"error: --soak-rounds {args.soak_rounds} / --soak-clients {soak_clients}: give >= 0 and >= 1")
     manifest = read_manifest(args.artifacts)
     variant = manifest.get("weights", {}).get("variant", "unknown")
     stem = args.name or f"serve_load_{variant}"
@@ -201,6 +208,13 @@ def main() -> None:
             result["server_rss_mb"] = _tree_rss_mb(server.pid)
             results.append(result)
             print(json.dumps(result), file=sys.stderr)
+        soak = []
+        for index in range(args.soak_rounds):
+            print(f"serve_load: soak round {index + 1}/{args.soak_rounds}, {soak_clients} client(s)", file=sys.stderr)
+            result = _level(endpoints["http"], soak_clients, args.requests, images, expected)
+            result["server_rss_mb"] = _tree_rss_mb(server.pid)
+            soak.append(result)
+            print(json.dumps(result), file=sys.stderr)
         rss_end = _tree_rss_mb(server.pid)
     finally:
         server.send_signal(signal.SIGTERM)
@@ -219,13 +233,15 @@ def main() -> None:
         "server_rss_mb": {"start": rss_start, "end": rss_end},
         "server_exit_code": code,
         "levels": results,
+        "soak": {"clients": soak_clients, "requests_per_client": args.requests, "rounds": soak},
     }
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1))
     _figure(report, args.out / f"{stem}.png")
     (args.out / f"{stem}.md").write_text(markdown(report))
-    print(json.dumps({"json": str(args.out / f"{stem}.json"), "errors": sum(r["errors"] for r in results),
-                      "mismatches": sum(r["mismatches"] for r in results)}))  # fmt: skip
-    if any(r["errors"] or r["mismatches"] for r in results) or code != 0:
+    every = results + soak
+    print(json.dumps({"json": str(args.out / f"{stem}.json"), "errors": sum(r["errors"] for r in every),
+                      "mismatches": sum(r["mismatches"] for r in every)}))  # fmt: skip
+    if any(r["errors"] or r["mismatches"] for r in every) or code != 0:
         sys.exit(1)
 
 
@@ -239,6 +255,15 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {r['clients']} | {r['requests']} | {r['throughput_rps']:.2f} | {lat['p50']:,.0f} | {lat['p95']:,.0f} "
             f"| {lat['p99']:,.0f} | {r['errors']} | {r['mismatches']} | {r['server_rss_mb']:,.0f} |"
         )
+    soak = report["soak"]
+    if soak["rounds"]:
+        rows.append(f"| soak: {soak['clients']} x {len(soak['rounds'])} rounds | | | | | | | | |")
+        for i, r in enumerate(soak["rounds"], 1):
+            lat = r["latency_ms"]
+            rows.append(
+                f"| {r['clients']} (round {i}) | {r['requests']} | {r['throughput_rps']:.2f} | {lat['p50']:,.0f} "
+                f"| {lat['p95']:,.0f} | {lat['p99']:,.0f} | {r['errors']} | {r['mismatches']} | {r['server_rss_mb']:,.0f} |"
+            )
     rss = report["server_rss_mb"]
     m = report["machine"]
     return (

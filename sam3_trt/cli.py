@@ -164,6 +164,9 @@ def doctor(as_json: bool) -> None:
     help="Image batch sizes to check vision parity at (repeatable).",
 )
 @click.option("--force", is_flag=True, help="Replace an existing export in --out.")
+@click.option(
+    "--video", is_flag=True, help="Also export the video tracker's graphs (tracker.* weights of the same checkpoint)."
+)
 @click.pass_obj
 @_handle_errors
 def export(
@@ -180,8 +183,13 @@ def export(
     no_rtx_parse: bool,
     vision_batches: tuple[int, ...],
     force: bool,
+    video: bool,
 ) -> None:
-    """Export sam3 to vision_encoder.onnx, text_encoder.onnx and decoder.onnx, with parity checks."""
+    """Export sam3 to vision_encoder.onnx, text_encoder.onnx and decoder.onnx, with parity checks.
+
+    With --video, also the tracker graphs (tracker_memory_attention, tracker_mask_head,
+    tracker_memory_encoder), each checked against upstream's tracker.
+    """
     from .export.exporter import ExportOptions, summary
     from .export.exporter import export as run_export
     from .export.model import load_model
@@ -202,10 +210,20 @@ def export(
         )
     if origin.missing_keys:
         ui.progress(f"warning: {len(origin.missing_keys)} keys missing from the checkpoint kept random values")
+    tracker = None
+    if video:
+        from .export.tracker import load_tracker
+
+        ui.progress(f"loading sam3's video tracker ({variant})")
+        tracker = load_tracker(variant, origin.path if origin.kind != "random" else None, seed, allow_missing)
+        if tracker[1].missing_keys:
+            ui.progress(
+                f"warning: {len(tracker[1].missing_keys)} tracker keys missing from the checkpoint kept random values"
+            )
     options = ExportOptions(
         simplify=simplify, parity=not no_parity, rtx_parse=not no_rtx_parse, vision_batches=vision_batches, force=force
     )
-    manifest = run_export(model, origin, out_dir, options, progress=ui.progress)
+    manifest = run_export(model, origin, out_dir, options, progress=ui.progress, tracker=tracker)
     ui.progress(f"wrote {out_dir} (manifest.json holds specs, sha256s, tool versions, weights origin, parity)")
     click.echo(summary(manifest))
 
@@ -838,6 +856,8 @@ def gpu_check_cmd(
               help="On SIGTERM/Ctrl-C, seconds in-flight requests get to finish.")  # fmt: skip
 @click.option("--triton-log", type=click.Path(path_type=Path), default=None,
               help="tritonserver's log file [<temp>/sam3-trt-serve-<http port>.log].")  # fmt: skip
+@click.option("--warm-up/--no-warm-up", default=True, show_default=True,
+              help="Run the largest batch before 'ready', so memory does not grow under load.")  # fmt: skip
 @click.pass_obj
 @_handle_errors
 def serve(
@@ -856,6 +876,7 @@ def serve(
     threads: int | None,
     exit_timeout: int,
     triton_log: Path | None,
+    warm_up: bool,
 ) -> None:
     """Serve the sam3 model on Triton Inference Server (PyTriton) until Ctrl-C or SIGTERM.
 
@@ -885,6 +906,7 @@ def serve(
         threads=threads,
         exit_timeout_s=exit_timeout,
         triton_log=triton_log,
+        warm_up=warm_up,
     ).check()
     check_output_file(options.log_path, "--triton-log")
     check_serving_python()

@@ -238,6 +238,18 @@ def _example_tensor(name: str, shape: tuple[int, ...], dtype: np.dtype, rng: np.
         return rng.integers(0, 2, size=shape).astype(bool)
     if name == "box_mask":
         return np.zeros(shape, dtype=bool)
+    if name == "memory_tpos":  # temporal slot of each memory frame: 0 (prompted frame) .. 6
+        return rng.integers(0, TRACKER_MEMORY_SLOTS, size=shape).astype(dtype)
+    if name == "obj_ptr_tpos":  # signed frame distance / (pointer window - 1)
+        return rng.uniform(-1.0, 1.0, size=shape).astype(dtype)
+    if name == "point_coords":
+        return rng.uniform(0.0, RESOLUTION, size=shape).astype(dtype)
+    if name == "point_labels":
+        return rng.integers(0, 2, size=shape).astype(dtype)
+    if name in ("mask_prompt",):
+        return (rng.random(shape) > 0.5).astype(dtype)
+    if dtype == np.bool_:
+        return rng.integers(0, 2, size=shape).astype(bool)
     if dtype == np.float32:
         return rng.standard_normal(shape, dtype=np.float32)
     raise KeyError(f"no example generator for {name} ({dtype})")
@@ -299,6 +311,83 @@ DECODER = GraphSpec(
 
 #: The three graphs, in pipeline order.
 SPECS: dict[str, GraphSpec] = {s.name: s for s in (VISION_ENCODER, TEXT_ENCODER, DECODER)}
+
+
+#: Side of the tracker's low-resolution mask logits (4 x 72).
+LOW_RES = 288
+#: Memory slots of sam3's tracker (``num_maskmem``): the prompted frame + 6 previous frames.
+TRACKER_MEMORY_SLOTS = 7
+#: Width of the tracker's spatial memories (``mem_dim``).
+TRACKER_MEM_DIM = 64
+
+_O = Dim("O", 1, 1, 16)  # tracked objects
+_M = Dim("M", 1, 7, 10)  # memory frames: up to 4 prompted frames + 6 previous frames
+_Q = Dim("Q", 1, 8, 19)  # object pointers: up to 4 prompted frames + 15 previous frames
+_K = Dim("K", 1, 2, 16)  # point prompts per object (a box is two points)
+_S = Dim("S", LOW_RES, LOW_RES, RESOLUTION)  # side of the mask logits given to the memory encoder
+
+TRACKER_MEMORY_ATTENTION = GraphSpec(
+    name="tracker_memory_attention",
+    doc=(
+        "Tracker memory attention (upstream _prepare_memory_conditioned_features on a frame with memories): "
+        "one frame's features attend to M memory frames and Q object pointers, per object."
+    ),
+    inputs=(
+        TensorSpec("pix_feat", "float32", (1, D_MODEL, 72, 72), "tracker neck top level of the frame"),
+        TensorSpec("memory", "float32", ("O", "M", TRACKER_MEM_DIM, 72, 72), "tracker_memory_encoder outputs"),
+        TensorSpec("memory_tpos", "int64", ("M",), "temporal slot per memory frame: 0 prompted, 1..6 previous"),
+        TensorSpec("obj_ptrs", "float32", ("O", "Q", D_MODEL), "tracker_mask_head obj_ptr of earlier frames"),
+        TensorSpec("obj_ptr_tpos", "float32", ("Q",), "signed frame distance / (pointer window - 1)"),
+    ),
+    outputs=(TensorSpec("pix_feat_with_mem", "float32", ("O", D_MODEL, 72, 72), "memory-conditioned features"),),
+    dims=(_O, _M, _Q),
+)
+
+TRACKER_MASK_HEAD = GraphSpec(
+    name="tracker_mask_head",
+    doc=(
+        "Tracker SAM heads (upstream _forward_sam_heads): prompt encoder + two-way mask decoder for O objects, "
+        "points and/or a mask prompt; multimask choice (best IoU, or stability fallback) made in the graph."
+    ),
+    inputs=(
+        TensorSpec("image_embed", "float32", ("O", D_MODEL, 72, 72), "pix_feat_with_mem, or the neck's top level"),
+        TensorSpec("no_memory", "bool", ("O",), "True on an object's prompted frame: add the no-memory embedding"),
+        TensorSpec("tracker_fpn0", "float32", (1, D_MODEL, LOW_RES, LOW_RES), "tracker neck level 0"),
+        TensorSpec("tracker_fpn1", "float32", (1, D_MODEL, 144, 144), "tracker neck level 1"),
+        TensorSpec("point_coords", "float32", ("O", "K", 2), "x, y in pixels of the 1008x1008 frame"),
+        TensorSpec("point_labels", "int32", ("O", "K"), "1 positive, 0 negative, 2/3 box corners, -1 padding"),
+        TensorSpec("mask_prompt", "float32", ("O", 1, RESOLUTION, RESOLUTION), "binary mask prompt (0/1)"),
+        TensorSpec("use_mask_prompt", "bool", ("O",), "False: no mask prompt (mask_prompt ignored)"),
+        TensorSpec("multimask", "bool", (1,), "upstream multimask_output"),
+    ),
+    outputs=(
+        TensorSpec("low_res_masks", "float32", ("O", 1, LOW_RES, LOW_RES), "chosen mask logits (-1024: no object)"),
+        TensorSpec("iou", "float32", ("O", 1), "predicted IoU of the chosen mask"),
+        TensorSpec("low_res_multimasks", "float32", ("O", 3, LOW_RES, LOW_RES), "the three multimask candidates"),
+        TensorSpec("all_ious", "float32", ("O", 4), "predicted IoU of the single and the three multimask tokens"),
+        TensorSpec("obj_ptr", "float32", ("O", D_MODEL), "object pointer (no-object pointer when absent)"),
+        TensorSpec("object_score_logits", "float32", ("O", 1), "> 0: the object is visible"),
+    ),
+    dims=(_O, _K),
+)
+
+TRACKER_MEMORY_ENCODER = GraphSpec(
+    name="tracker_memory_encoder",
+    doc="Tracker memory encoder (upstream _encode_new_memory): frame features + mask logits -> spatial memory.",
+    inputs=(
+        TensorSpec("pix_feat", "float32", (1, D_MODEL, 72, 72), "tracker neck top level of the frame"),
+        TensorSpec("masks", "float32", ("O", 1, "S", "S"), "mask logits, 288 (mask head) or 1008 (mask prompt)"),
+        TensorSpec("object_score_logits", "float32", ("O", 1), "tracker_mask_head output"),
+        TensorSpec("binarize", "bool", (1,), "True when the mask came from clicks only (upstream is_mask_from_pts)"),
+    ),
+    outputs=(TensorSpec("maskmem_features", "float32", ("O", TRACKER_MEM_DIM, 72, 72), "spatial memory"),),
+    dims=(_O, _S),
+)
+
+#: The tracker's graphs (video); the image graphs of :data:`SPECS` are reused per frame.
+TRACKER_SPECS: dict[str, GraphSpec] = {
+    s.name: s for s in (TRACKER_MEMORY_ATTENTION, TRACKER_MASK_HEAD, TRACKER_MEMORY_ENCODER)
+}
 
 
 def get_spec(name: str) -> GraphSpec:

@@ -99,7 +99,8 @@ def tiny_fp16(tiny_export, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def full_export(tmp_path_factory):
-    """Full-size random-weight export, made once through the CLI in its own process (~10 GB peak).
+    """Full-size random-weight export with the tracker graphs (``--video``), made once through the CLI in its
+    own process (~13 GB peak).
 
     Set ``SAM3_TRT_FULL_EXPORT`` to an existing export folder to reuse it (it must hold a passing
     full-size random-weight export made by this version).
@@ -123,6 +124,7 @@ def full_export(tmp_path_factory):
             "--out",
             str(out),
             "--force",
+            "--video",
         ]
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         if proc.returncode != 0:

@@ -35,7 +35,22 @@ def test_full_graphs_parse_with_tensorrt_for_rtx(full_export):
     if rtx["status"] == "skipped":
         pytest.skip(rtx["reason"])
     assert rtx["status"] == "passed"
-    assert {n: r["errors"] for n, r in rtx["graphs"].items()} == {n: [] for n in SPECS}
+    assert {n: rtx["graphs"][n]["errors"] for n in SPECS} == {n: [] for n in SPECS}
+
+
+def test_full_tracker_graphs_match_upstream_and_parse(full_export):
+    """The full-size tracker (upstream's builder, random weights): every graph at its profile min and max."""
+    from sam3_trt.specs import TRACKER_SPECS
+
+    _, manifest = full_export
+    assert manifest["tracker"]["weights"]["variant"] == "full"
+    assert 15e6 < manifest["tracker"]["parameters"] < 25e6  # upstream's tracker without a backbone
+    parity = manifest["checks"]["tracker_parity"]
+    assert parity["passed"] is True, [c for c in parity["cases"] if not c["passed"]]
+    assert {c["graph"] for c in parity["cases"]} == set(TRACKER_SPECS)
+    rtx = manifest["checks"]["rtx_parse"]
+    if rtx["status"] != "skipped":
+        assert {n: rtx["graphs"][n]["errors"] for n in TRACKER_SPECS} == {n: [] for n in TRACKER_SPECS}
 
 
 def test_vision_graph_uses_external_data(full_export):

@@ -176,6 +176,36 @@ def test_handler_batch_equals_direct_calls_and_isolates_a_bad_request(processor)
     assert processor.backend.calls["text_encoder"] - text_before == 2
 
 
+class _RecordingProcessor:
+    """Records the shapes a handler runs (no model): what ``warm_up`` must reach."""
+
+    def __init__(self):
+        self.image_batches, self.prompt_batches, self.cleared = [], [], 0
+
+    def set_image_batch(self, images):
+        self.image_batches.append(len(images))
+        return [{} for _ in images]
+
+    def set_text_prompts(self, prompts, state):
+        self.prompt_batches.append(len(prompts))
+        empty = {"masks": np.zeros((0, 1, 2, 2), bool), "boxes": np.zeros((0, 4)), "scores": np.zeros(0)}
+        return [{"prompt": p, "best_score": 0.0, **empty} for p in prompts]
+
+    def clear_text_cache(self):
+        self.cleared += 1
+
+
+@pytest.mark.parametrize("max_prompts", [64, 3])
+def test_warm_up_runs_the_largest_batch_and_forgets_its_prompts(max_prompts):
+    from sam3_trt.specs import SPECS
+
+    proc = _RecordingProcessor()
+    Sam3Handler(proc, ServeLimits(max_prompts=max_prompts)).warm_up(4)
+    assert proc.image_batches == [4]
+    assert proc.prompt_batches == [min(SPECS["decoder"].dim("P").max, max_prompts)]
+    assert proc.cleared == 1
+
+
 def test_triton_repo_refusals(tiny_export, tmp_path):
     from sam3_trt.serving.triton_repo import RepoOptions, write_repo
 
@@ -340,6 +370,10 @@ class _Server:
         cmd = [python, "-m", "sam3_trt.cli", "serve", "--artifacts", str(artifacts), "--threads", "2",
                "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]),
                "--triton-log", str(log_dir / f"triton-{ports[0]}.log"), *extra]  # fmt: skip
+        if "--warm-up" not in extra:
+            # a warm-up holds ~10 GB per tiny server on CPU (ONNX Runtime's arena at 4 images + 16 prompts):
+            # two servers at once would not fit CI; `benchmarks/serve_load.py` measures the warmed server
+            cmd.append("--no-warm-up")
         self.stderr_path = log_dir / f"serve-{ports[0]}.err"
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(self.stderr_path, "w"), text=True)
         self.endpoints = None

@@ -27,7 +27,7 @@ from .. import __version__
 from ..assets import BPE_FILE, BPE_SHA256, bpe_path
 from ..errors import ParityError, Sam3TrtError
 from ..manifest import MANIFEST_FILE, make_staging, publish, read_manifest, write_manifest
-from ..specs import SPECS, GraphSpec
+from ..specs import SPECS, TRACKER_SPECS, GraphSpec
 from .model import WeightsOrigin, sha256_file
 from .patches import cpu_compat, empty_position_caches, export_patches
 from .wrappers import WRAPPERS
@@ -36,7 +36,7 @@ OPSET = 18
 #: Node metadata key holding the torch module path of the node (kept; everything else is stripped).
 NAME_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 #: Trace with sizes >= 2 on every dynamic axis: torch.export specialises axes traced at size 1.
-TRACE_SIZES = {"B": 2, "P": 2, "N": 2}
+TRACE_SIZES = {"B": 2, "P": 2, "N": 2, "O": 2, "M": 2, "Q": 3, "K": 2, "S": 288}
 
 
 @dataclasses.dataclass
@@ -80,21 +80,24 @@ def _dynamic_shapes(spec: GraphSpec) -> dict[str, Any]:
     return {t.name: ({i: dims[n] for i, n in t.dynamic_axes().items()} or None) for t in spec.inputs}
 
 
-def export_graph(model: Any, spec: GraphSpec, path: Path) -> None:
+def export_graph(model: Any, spec: GraphSpec, path: Path, wrapper: Any = None, patches: Any = None) -> None:
     """Export one graph to ``path`` (``{name}.onnx`` plus ``{name}.onnx.data``).
 
     Args:
-        model: Eager sam3 image model.
+        model: Eager sam3 image model (or the tracker, with ``wrapper``).
         spec: Graph spec (names, dtypes, dynamic axes).
         path: Destination ``.onnx`` file.
+        wrapper: The module to export (default: the image graph's wrapper over ``model``).
+        patches: Context manager of export-only patches (default: the image model's).
     """
     import torch
 
-    wrapper = WRAPPERS[spec.name](model).eval()
+    wrapper = (wrapper if wrapper is not None else WRAPPERS[spec.name](model)).eval()
     sizes = {d.name: TRACE_SIZES[d.name] for d in spec.dims}
     feeds = spec.example_inputs(sizes)
     args = tuple(torch.from_numpy(feeds[n]) for n in spec.input_names)
-    with torch.inference_mode(False), torch.no_grad(), cpu_compat(), export_patches(), empty_position_caches(model):
+    patches = patches if patches is not None else export_patches()
+    with torch.inference_mode(False), torch.no_grad(), cpu_compat(), patches, empty_position_caches(model):
         program = torch.onnx.export(
             wrapper,
             args,
@@ -180,7 +183,8 @@ def rtx_parse_checks(folder: Path, graphs: Sequence[str]) -> dict[str, Any]:
 
     if not rtx_available():
         return {"status": "skipped", "reason": "tensorrt_rtx is not installed (pip install 'sam3-trt[rtx]')"}
-    results = {g: parse_onnx(folder / SPECS[g].onnx_file, flavour="rtx").to_dict() for g in graphs}
+    specs = {**SPECS, **TRACKER_SPECS}
+    results = {g: parse_onnx(folder / specs[g].onnx_file, flavour="rtx").to_dict() for g in graphs}
     ok = all(r["ok"] for r in results.values())
     return {"status": "passed" if ok else "failed", "graphs": results}
 
@@ -191,8 +195,9 @@ def export(
     out_dir: str | os.PathLike[str],
     options: ExportOptions | None = None,
     progress: Callable[[str], None] | None = None,
+    tracker: Any = None,
 ) -> dict[str, Any]:
-    """Export, check and publish the graphs of ``model`` to ``out_dir``.
+    """Export, check and publish the graphs of ``model`` (and of the video tracker) to ``out_dir``.
 
     Args:
         model: Eager sam3 image model (:func:`~sam3_trt.export.model.load_model`).
@@ -200,6 +205,9 @@ def export(
         out_dir: Destination folder.
         options: :class:`ExportOptions`.
         progress: Called with one line per step.
+        tracker: ``(tracker, WeightsOrigin)`` from :func:`~sam3_trt.export.tracker.load_tracker`: also
+            export the tracker graphs (:data:`~sam3_trt.specs.TRACKER_SPECS`), each checked against
+            upstream's method (``checks.tracker_parity``) and parsed by TensorRT for RTX.
 
     Returns:
         The manifest written to ``out_dir/manifest.json``.
@@ -231,6 +239,12 @@ def export(
                 simplify_graph(path)
             timings[name] = round(time.perf_counter() - start, 2)
             files[name] = file_entry(path)
+        tracker_files: dict[str, Any] = {}
+        if tracker is not None:
+            from .tracker import export_tracker
+
+            for path in export_tracker(tracker[0], staging, progress=say):
+                tracker_files[path.stem] = file_entry(path)
         shutil.copyfile(bpe_path(), staging / BPE_FILE)
 
         checks: dict[str, Any] = {}
@@ -243,9 +257,19 @@ def export(
         else:
             checks["parity"] = {"status": "skipped", "reason": "parity needs all three graphs and was not disabled"}
             report = None
+        tracker_report = None
+        if tracker is not None and opts.parity:
+            from .tracker import tracker_parity
+
+            release_memory()
+            say("parity: tracker graphs vs upstream's tracker methods")
+            tracker_report = tracker_parity(tracker[0], staging)
+            checks["tracker_parity"] = tracker_report.to_dict()
+            for line in tracker_report.lines():
+                say("  " + line)
         if opts.rtx_parse:
             say("check: TensorRT for RTX ONNX parser")
-            checks["rtx_parse"] = rtx_parse_checks(staging, opts.graphs)
+            checks["rtx_parse"] = rtx_parse_checks(staging, [*opts.graphs, *tracker_files])
         manifest = {
             "kind": "onnx-export",
             "sam3_trt_version": __version__,
@@ -259,8 +283,16 @@ def export(
             "simplified": opts.simplify,
             "checks": checks,
         }
+        if tracker is not None:
+            manifest["tracker"] = {
+                "weights": tracker[1].to_dict(),
+                "parameters": sum(p.numel() for p in tracker[0].parameters()),
+                "graphs": {n: {**tracker_files[n], "spec": TRACKER_SPECS[n].to_dict()} for n in tracker_files},
+            }
         write_manifest(staging, manifest)
         failures = report.failures() if report is not None else []
+        if tracker_report is not None:
+            failures += tracker_report.failures()
         rtx = checks.get("rtx_parse", {})
         if rtx.get("status") == "failed":
             failures += [
@@ -312,5 +344,13 @@ def summary(manifest: dict[str, Any]) -> str:
             "graphs": {n: g["sha256"][:16] for n, g in manifest["graphs"].items()},
             "parity_passed": parity.get("passed"),
             "rtx_parse": manifest["checks"].get("rtx_parse", {}).get("status"),
+            **(
+                {
+                    "tracker_graphs": {n: g["sha256"][:16] for n, g in manifest["tracker"]["graphs"].items()},
+                    "tracker_parity_passed": manifest["checks"].get("tracker_parity", {}).get("passed"),
+                }
+                if "tracker" in manifest
+                else {}
+            ),
         }
     )

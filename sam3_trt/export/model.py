@@ -205,8 +205,12 @@ def _unreadable_checkpoint(path: Path, exc: Exception) -> str:
     )
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a ``sam3.pt``-layout checkpoint and return the image model's state dict (``detector.`` stripped).
+def read_checkpoint(path: str | os.PathLike[str], prefix: str = "detector.") -> dict[str, Any]:
+    """Read a ``sam3.pt``-layout checkpoint and return one model's state dict, its prefix stripped.
+
+    Args:
+        path: Checkpoint file.
+        prefix: ``"detector."`` (the image model) or ``"tracker."`` (the video tracker).
 
     Raises:
         Sam3TrtError: missing, unreadable or corrupt file, or no image-model keys.
@@ -233,25 +237,30 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise Sam3TrtError(f"checkpoint {p} holds a {type(raw).__name__}, not a state dict; expected sam3.pt's layout")
     if not raw:
         raise Sam3TrtError(f"checkpoint {p} holds no tensors (an empty state dict); expected sam3.pt's layout")
-    state = {k[len("detector.") :]: v for k, v in raw.items() if k.startswith("detector.")}
+    state = {k[len(prefix) :]: v for k, v in raw.items() if k.startswith(prefix)}
     if not state:
         sample = ", ".join(list(raw)[:3])
+        what = "image-model" if prefix == "detector." else prefix.rstrip(".")
         raise Sam3TrtError(
-            f"checkpoint {p} has no image-model weights (no 'detector.*' keys; first keys: {sample}); "
+            f"checkpoint {p} has no {what} weights (no '{prefix}*' keys; first keys: {sample}); "
             "expected the official sam3.pt layout"
         )
     return state
 
 
-def load_checkpoint_into(model: Any, path: str | os.PathLike[str], allow_missing: bool = False) -> WeightsOrigin:
+def load_checkpoint_into(
+    model: Any, path: str | os.PathLike[str], allow_missing: bool = False, prefix: str = "detector."
+) -> WeightsOrigin:
     """Load a checkpoint into ``model`` strictly, reporting missing and unexpected keys.
 
     Args:
-        model: Model from :func:`build_model` (its random weights fill allowed missing keys).
+        model: Model from :func:`build_model` (its random weights fill allowed missing keys), or the
+            tracker from :func:`~.tracker.build_tracker` with ``prefix="tracker."``.
         path: Checkpoint file.
         allow_missing: Keep the model's own values for missing keys instead of failing.
+        prefix: Key prefix of ``model``'s weights in the checkpoint.
     """
-    state = read_checkpoint(path)
+    state = read_checkpoint(path, prefix)
     own = model.state_dict()
     missing = sorted(k for k in own if k not in state)
     unexpected = sorted(k for k in state if k not in own)
@@ -259,7 +268,8 @@ def load_checkpoint_into(model: Any, path: str | os.PathLike[str], allow_missing
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise Sam3TrtError(
             f"checkpoint {path} is missing {len(missing)} of the model's {len(own)} keys ({shown}); "
-            "it is not a sam3 image checkpoint for this variant (pass --allow-missing to keep random values for them)"
+            f"it is not a sam3 {'image' if prefix == 'detector.' else prefix.rstrip('.')} checkpoint for this "
+            "variant (pass --allow-missing to keep random values for them)"
         )
     bad_shapes = [
         f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
@@ -334,19 +344,24 @@ def load_model(
     return model, dataclasses.replace(origin, kind=kind, variant=variant)
 
 
-def save_checkpoint(model: Any, path: str | os.PathLike[str], tracker_keys: int = 2) -> None:
+def save_checkpoint(model: Any, path: str | os.PathLike[str], tracker_keys: int = 2, tracker: Any = None) -> None:
     """Save ``model`` in the official ``sam3.pt`` layout (used by tests and for round trips).
 
     Args:
         model: Image model.
         path: ``.pt`` or ``.safetensors`` destination.
-        tracker_keys: Number of dummy ``tracker.*`` entries to include (upstream files carry the video tracker).
+        tracker_keys: Number of dummy ``tracker.*`` entries to include when ``tracker`` is not given
+            (upstream files carry the video tracker).
+        tracker: The video tracker, saved under ``tracker.*`` as upstream's file holds it.
     """
     import torch
 
     state = {f"detector.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    for i in range(tracker_keys):
-        state[f"tracker.dummy_{i}.weight"] = torch.zeros(2)
+    if tracker is not None:
+        state.update({f"tracker.{k}": v.detach().cpu().contiguous() for k, v in tracker.state_dict().items()})
+    else:
+        for i in range(tracker_keys):
+            state[f"tracker.dummy_{i}.weight"] = torch.zeros(2)
     if str(path).endswith(".safetensors"):
         from safetensors.torch import save_file
 

@@ -239,6 +239,26 @@ class Sam3Handler:
         # the processor's threshold is per processor: one request at a time sets it and reads results
         self._lock = threading.Lock()
 
+    def warm_up(self, images: int) -> None:
+        """Run one full batch before serving: ``images`` blank images, then the decoder's largest prompt
+        batch on one of them.
+
+        The runtime's memory pools (ONNX Runtime's arenas, TensorRT's per-shape scratch) grow to the
+        largest shapes they have run; doing that here means the server's memory is at its working size
+        when it says "ready", rather than growing under the first clients' load. The text cache is emptied
+        after, so the dummy prompts take no room from real ones.
+
+        Args:
+            images: Images in the vision batch (the dynamic batcher's maximum).
+        """
+        from ..segment import detect
+
+        prompts = [f"warm-up prompt {i}" for i in range(min(SPECS["decoder"].dim("P").max, self.limits.max_prompts))]
+        with self._lock:
+            states = self.processor.set_image_batch([np.zeros((64, 64, 3), np.uint8)] * images)
+            detect(self.processor, states[0], prompts)
+            self.processor.clear_text_cache()
+
     def __call__(self, requests: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         """Answer the batched ``requests``, one output dict each, in order."""
         from ..segment import detect

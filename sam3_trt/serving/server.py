@@ -44,6 +44,9 @@ class ServeOptions:
         exit_timeout_s: On shutdown, how long in-flight requests get to finish.
         triton_log: Where ``tritonserver`` writes its log (default: ``sam3-trt-serve-<http port>.log`` in the
             temp folder), so this process's stdout carries only the ready line.
+        warm_up: Before "ready", run each instance on its largest batch (``max_batch`` images, the
+            decoder's largest prompt batch), so its memory is at its working size from the first request
+            on instead of growing under load (ONNX Runtime's CPU arena keeps what the largest call used).
     """
 
     artifacts: Path
@@ -59,6 +62,7 @@ class ServeOptions:
     threads: int | None = None
     exit_timeout_s: int = 30
     triton_log: Path | None = None
+    warm_up: bool = True
 
     @property
     def log_path(self) -> Path:
@@ -188,6 +192,8 @@ def serve(options: ServeOptions, ready: Any = None) -> None:
     check_serving_python()
     libpython_env()
     handlers = [Sam3Handler(p, options.limits) for p in _processors(options)]
+    for handler in handlers if options.warm_up else ():
+        handler.warm_up(min(options.max_batch, SPECS["vision_encoder"].dim("B").max))
     config = TritonConfig(
         http_address=options.host,
         http_port=options.http_port,

@@ -1,0 +1,191 @@
+"""The video tracker's graphs: exported from the tiny tracker, each checked against upstream's own method.
+
+Random weights: the checks prove the graphs compute what upstream's tracker computes (same arithmetic,
+same choices), not that real-weight masks track well.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from sam3_trt.errors import Sam3TrtError
+from sam3_trt.specs import TRACKER_SPECS
+
+
+@pytest.fixture(scope="module")
+def tiny_tracker():
+    from sam3_trt.export.tracker import build_tracker
+
+    return build_tracker("tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def tracker_export(tiny_model, tiny_tracker, tmp_path_factory):
+    """``export(..., tracker=...)`` as ``sam3-trt export --video`` runs it (one small image graph beside)."""
+    from sam3_trt.export.exporter import ExportOptions, export
+    from sam3_trt.export.model import WeightsOrigin
+
+    model, origin = tiny_model
+    out = tmp_path_factory.mktemp("video") / "export"
+    tracker = (tiny_tracker, WeightsOrigin(kind="random", variant="tiny", seed=0))
+    manifest = export(model, origin, out, ExportOptions(graphs=("text_encoder",)), tracker=tracker)
+    yield out, manifest
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def test_every_tracker_graph_matches_upstream_at_profile_min_and_max(tracker_export):
+    from sam3_trt.export.tracker import PARITY_CASES
+
+    _, manifest = tracker_export
+    report = manifest["checks"]["tracker_parity"]
+    assert report["passed"] and report["precision"] == "fp32"
+    assert {c["graph"] for c in report["cases"]} == set(TRACKER_SPECS)
+    assert len(report["cases"]) == sum(len(cases) for cases in PARITY_CASES.values())
+    # every dynamic axis is run at its profile minimum and maximum
+    for name, spec in TRACKER_SPECS.items():
+        for dim in spec.dims:
+            seen = {sizes[dim.name] for _, sizes, _ in PARITY_CASES[name]}
+            assert {dim.min, dim.max} <= seen, f"{name}: {dim.name} runs at {sorted(seen)}"
+    # each mask-head mode has its own outputs checked
+    outputs = {
+        c["case"]: {o["name"] for o in c["outputs"]} for c in report["cases"] if c["graph"] == "tracker_mask_head"
+    }
+    assert "all_ious_multimask" in outputs["O3_K2_multimask"] and "iou" in outputs["O1_K1_single_first_frame"]
+    assert {"obj_ptr", "object_score_logits"} <= outputs["O2_mask_prompt"]
+    # recorded beside the image graphs, with their specs and weights
+    assert set(manifest["tracker"]["graphs"]) == set(TRACKER_SPECS)
+    assert manifest["tracker"]["weights"] == {**manifest["tracker"]["weights"], "kind": "random", "variant": "tiny"}
+    assert manifest["tracker"]["parameters"] > 1_000_000
+
+
+def test_rtx_parses_every_tracker_graph(tracker_export):
+    from sam3_trt.engines.parse import rtx_available
+
+    if not rtx_available():
+        pytest.skip("tensorrt_rtx is not installed (pip install 'sam3-trt[rtx]')")
+    rtx = tracker_export[1]["checks"]["rtx_parse"]
+    assert rtx["status"] == "passed"
+    for name in TRACKER_SPECS:
+        assert rtx["graphs"][name]["ok"] and not rtx["graphs"][name]["errors"], name
+
+
+def test_graph_io_is_the_spec(tracker_export):
+    import onnx
+
+    folder, _ = tracker_export
+    for spec in TRACKER_SPECS.values():
+        model = onnx.load(str(folder / spec.onnx_file), load_external_data=False)
+        assert [i.name for i in model.graph.input] == spec.input_names
+        assert [o.name for o in model.graph.output] == spec.output_names
+        # no antialiased Resize (TensorRT has none) and no complex numbers (RoPE on its real form)
+        ops = {(n.op_type, a.name, a.i) for n in model.graph.node for a in n.attribute}
+        assert ("Resize", "antialias", 1) not in ops
+
+
+def test_parity_fails_on_graphs_of_other_weights(tracker_export):
+    """The check can fail: graphs of seed 0 against upstream's tracker with seed 1's weights."""
+    from sam3_trt.export.tracker import build_tracker, tracker_parity
+
+    report = tracker_parity(build_tracker("tiny", seed=1), tracker_export[0], graphs=["tracker_memory_encoder"])
+    assert not report.passed
+    assert report.failures() and all("tracker_memory_encoder" in line for line in report.failures())
+
+
+def test_tracker_checkpoint_round_trip_and_refusals(tiny_model, tmp_path):
+    """``tracker.*`` keys of the official layout load strictly into the tracker."""
+    import torch
+
+    from sam3_trt.export.model import save_checkpoint
+    from sam3_trt.export.tracker import build_tracker, load_tracker
+
+    model, _ = tiny_model
+    saved = build_tracker("tiny", seed=3)
+    save_checkpoint(model, tmp_path / "sam3.pt", tracker=saved)
+    tracker, origin = load_tracker("tiny", tmp_path / "sam3.pt", seed=0)
+    assert origin.kind == "checkpoint" and origin.variant == "tiny" and not origin.missing_keys
+    for key, value in saved.state_dict().items():
+        assert torch.equal(tracker.state_dict()[key], value), key
+    save_checkpoint(model, tmp_path / "image_only.pt")  # dummy tracker keys, as a file of another model would hold
+    with pytest.raises(Sam3TrtError, match=r"missing \d+ of the model's \d+ keys .* not a sam3 tracker checkpoint"):
+        load_tracker("tiny", tmp_path / "image_only.pt")
+    _, origin = load_tracker("tiny", tmp_path / "image_only.pt", allow_missing=True)
+    assert origin.missing_keys and origin.unexpected_keys == ("dummy_0.weight", "dummy_1.weight")
+    torch.save({"model": {f"detector.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "no_tracker.pt")
+    with pytest.raises(Sam3TrtError, match="has no tracker weights"):
+        load_tracker("tiny", tmp_path / "no_tracker.pt")
+
+
+def test_memory_scenarios_give_upstream_sizes_and_refuse_impossible_ones():
+    from sam3_trt.export.tracker import memory_scenario
+
+    assert memory_scenario(1, 1) == (1, 0)
+    assert memory_scenario(10, 19) == (4, 15)
+    with pytest.raises(Sam3TrtError, match="3 memory frames and 5 object pointers"):
+        memory_scenario(3, 5)
+
+
+def test_tracker_specs_accept_their_own_example_inputs_and_name_bad_ones():
+    for spec in TRACKER_SPECS.values():
+        for which in ("min", "opt", "max"):
+            assert spec.infer_sizes(spec.example_inputs(spec.sizes(which))) == spec.sizes(which)
+    spec = TRACKER_SPECS["tracker_memory_attention"]
+    feeds = spec.example_inputs(spec.sizes("min"))
+    feeds["memory_tpos"] = feeds["memory_tpos"].astype(np.int32)
+    with pytest.raises(Sam3TrtError, match="memory_tpos, got dtype int32, expected int64"):
+        spec.infer_sizes(feeds)
+
+
+def test_bilinear_resize_is_torchs_arithmetic_in_onnx_runtime_with_a_dynamic_input_size(tmp_path):
+    """The gather resize matches torch (float32 coordinate rounding only) and ONNX Runtime runs it alike."""
+    import onnxruntime as ort
+    import torch
+    import torch.nn.functional as F
+
+    from sam3_trt.export.resize import bilinear_resize
+
+    def logits(side):
+        return torch.sigmoid(torch.randn(2, 1, side, side, generator=torch.Generator().manual_seed(side)) * 8) * 20 - 10
+
+    for side, out in ((288, 1008), (1008, 1152), (1008, 1008), (7, 5)):
+        x = logits(side)
+        ref = F.interpolate(x, size=(out, out), mode="bilinear", align_corners=False)
+        # ~1 float32 ulp of the source coordinate times the steepest logit slope (measured 3e-4 at 288 -> 1008)
+        assert (bilinear_resize(x, (out, out)) - ref).abs().max() < 1e-3, (side, out)
+    upsample_aa = F.interpolate(logits(1008), size=(1152, 1152), mode="bilinear", align_corners=False, antialias=True)
+    assert (bilinear_resize(logits(1008), (1152, 1152)) - upsample_aa).abs().max() < 1e-5
+
+    class Resize(torch.nn.Module):
+        def forward(self, x):
+            return bilinear_resize(x, (1008, 1008))
+
+    side = torch.export.Dim("S", min=288, max=1008)
+    torch.onnx.export(
+        Resize(), (logits(288),), tmp_path / "r.onnx", dynamo=True, dynamic_shapes={"x": {2: side, 3: side}}
+    )
+    session = ort.InferenceSession(str(tmp_path / "r.onnx"), providers=["CPUExecutionProvider"])
+    for n in (288, 500, 1008):
+        x = logits(n)
+        got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+        assert np.abs(got - Resize()(x).numpy()).max() <= 1e-5, n
+
+
+def test_export_video_refuses_a_checkpoint_without_tracker_weights_in_one_line(tiny_model, tmp_path):
+    import subprocess
+    import sys
+
+    import torch
+
+    model, _ = tiny_model
+    torch.save({"model": {f"detector.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "sam3.pt")
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "sam3_trt.cli", "export", "--variant", "tiny", "--checkpoint", str(tmp_path / "sam3.pt"),
+           "--video", "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "no tracker weights" in lines[0] and "sam3.pt" in lines[0]
+    assert not out.exists()
