@@ -202,6 +202,7 @@ def export(
         random_weights=random_weights,
         seed=seed,
         allow_missing=allow_missing,
+        video=video,
     )
     ui.progress(f"weights: {origin.describe()}")
     if origin.unexpected_keys:

@@ -70,7 +70,8 @@ STAMP_FILE = ".sam3-trt-verified.json"
 def manifest_files(manifest: dict[str, Any]) -> list[tuple[str, str | None, int | None, str]]:
     """Every file a manifest vouches for: ``(relative path, sha256 or None, size or None, graph)``."""
     files = []
-    for name, entry in manifest.get("graphs", {}).items():
+    graphs = {**manifest.get("graphs", {}), **manifest.get("video", {}).get("graphs", {})}
+    for name, entry in graphs.items():
         if "file" in entry:
             size = entry.get("file_bytes", entry.get("bytes") if manifest.get("kind") == "engines" else None)
             files.append((entry["file"], entry.get("sha256"), size, name))

@@ -326,6 +326,22 @@ _Q = Dim("Q", 1, 8, 19)  # object pointers: up to 4 prompted frames + 15 previou
 _K = Dim("K", 1, 2, 16)  # point prompts per object (a box is two points)
 _S = Dim("S", LOW_RES, LOW_RES, RESOLUTION)  # side of the mask logits given to the memory encoder
 
+VIDEO_VISION_ENCODER = GraphSpec(
+    name="video_vision_encoder",
+    doc=(
+        "ViT trunk + both necks (upstream's video model): one pass gives the detector's three levels and the "
+        "tracker's (sam2_convs) three levels."
+    ),
+    inputs=(VISION_ENCODER.inputs[0],),
+    outputs=(
+        *VISION_ENCODER.outputs,
+        TensorSpec("tracker_fpn0", "float32", ("B", D_MODEL, 288, 288), "sam2_backbone_out backbone_fpn[0]"),
+        TensorSpec("tracker_fpn1", "float32", ("B", D_MODEL, 144, 144), "sam2_backbone_out backbone_fpn[1]"),
+        TensorSpec("tracker_fpn2", "float32", ("B", D_MODEL, 72, 72), "sam2_backbone_out backbone_fpn[2]"),
+    ),
+    dims=(_B,),
+)
+
 TRACKER_MEMORY_ATTENTION = GraphSpec(
     name="tracker_memory_attention",
     doc=(
@@ -384,10 +400,13 @@ TRACKER_MEMORY_ENCODER = GraphSpec(
     dims=(_O, _S),
 )
 
-#: The tracker's graphs (video); the image graphs of :data:`SPECS` are reused per frame.
-TRACKER_SPECS: dict[str, GraphSpec] = {
-    s.name: s for s in (TRACKER_MEMORY_ATTENTION, TRACKER_MASK_HEAD, TRACKER_MEMORY_ENCODER)
+#: The video graphs: the vision graph with the tracker's neck, then the tracker's three graphs. The text
+#: encoder and decoder of :data:`SPECS` are reused per frame.
+VIDEO_SPECS: dict[str, GraphSpec] = {
+    s.name: s for s in (VIDEO_VISION_ENCODER, TRACKER_MEMORY_ATTENTION, TRACKER_MASK_HEAD, TRACKER_MEMORY_ENCODER)
 }
+#: The graphs exported from the tracker itself (the vision graph comes from the image model).
+TRACKER_GRAPHS = ("tracker_memory_attention", "tracker_mask_head", "tracker_memory_encoder")
 
 
 def get_spec(name: str) -> GraphSpec:

@@ -29,6 +29,7 @@ TOLERANCES: dict[str, dict[str, dict[str, Tol]]] = {
         },
         # video tracker graphs vs upstream's own methods; tiny, measured: memory attention 3e-6, mask head
         # 4e-6 (masks), memory encoder 3e-6 max_abs (with ONNX Resize instead of gathers it was 6e-2)
+        "video_vision_encoder": {"": {"max_abs": 5e-3, "rel_l2": 1e-4}},
         "tracker_memory_attention": {"": {"max_abs": 1e-3, "rel_l2": 1e-4}},
         "tracker_mask_head": {
             "": {"max_abs": 1e-3, "rel_l2": 1e-4},

@@ -40,17 +40,17 @@ def test_full_graphs_parse_with_tensorrt_for_rtx(full_export):
 
 def test_full_tracker_graphs_match_upstream_and_parse(full_export):
     """The full-size tracker (upstream's builder, random weights): every graph at its profile min and max."""
-    from sam3_trt.specs import TRACKER_SPECS
+    from sam3_trt.specs import VIDEO_SPECS
 
     _, manifest = full_export
-    assert manifest["tracker"]["weights"]["variant"] == "full"
-    assert 15e6 < manifest["tracker"]["parameters"] < 25e6  # upstream's tracker without a backbone
-    parity = manifest["checks"]["tracker_parity"]
+    assert manifest["video"]["weights"]["variant"] == "full"
+    assert 11e6 < manifest["video"]["parameters"] < 12.5e6  # upstream's tracker without a backbone: 11.74 M
+    parity = manifest["checks"]["video_parity"]
     assert parity["passed"] is True, [c for c in parity["cases"] if not c["passed"]]
-    assert {c["graph"] for c in parity["cases"]} == set(TRACKER_SPECS)
+    assert {c["graph"] for c in parity["cases"]} == set(VIDEO_SPECS)
     rtx = manifest["checks"]["rtx_parse"]
     if rtx["status"] != "skipped":
-        assert {n: rtx["graphs"][n]["errors"] for n in TRACKER_SPECS} == {n: [] for n in TRACKER_SPECS}
+        assert {n: rtx["graphs"][n]["errors"] for n in VIDEO_SPECS} == {n: [] for n in VIDEO_SPECS}
 
 
 def test_vision_graph_uses_external_data(full_export):

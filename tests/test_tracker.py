@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from sam3_trt.errors import Sam3TrtError
-from sam3_trt.specs import TRACKER_SPECS
+from sam3_trt.specs import VIDEO_SPECS
 
 
 @pytest.fixture(scope="module")
@@ -23,15 +23,24 @@ def tiny_tracker():
 
 
 @pytest.fixture(scope="module")
-def tracker_export(tiny_model, tiny_tracker, tmp_path_factory):
+def video_model():
+    """The tiny image model with the tracker's neck levels (``sam2_convs``), as ``export --video`` loads it."""
+    from sam3_trt.export.model import load_model
+
+    return load_model("tiny", random_weights=True, seed=0, video=True)
+
+
+@pytest.fixture(scope="module")
+def tracker_export(video_model, tiny_tracker, tmp_path_factory):
     """``export(..., tracker=...)`` as ``sam3-trt export --video`` runs it (one small image graph beside)."""
     from sam3_trt.export.exporter import ExportOptions, export
     from sam3_trt.export.model import WeightsOrigin
 
-    model, origin = tiny_model
+    model, origin = video_model
     out = tmp_path_factory.mktemp("video") / "export"
     tracker = (tiny_tracker, WeightsOrigin(kind="random", variant="tiny", seed=0))
-    manifest = export(model, origin, out, ExportOptions(graphs=("text_encoder",)), tracker=tracker)
+    options = ExportOptions(graphs=("text_encoder",), vision_batches=(1, 2))  # B2: batch is a real axis here
+    manifest = export(model, origin, out, options, tracker=tracker)
     yield out, manifest
     shutil.rmtree(out, ignore_errors=True)
 
@@ -40,13 +49,18 @@ def test_every_tracker_graph_matches_upstream_at_profile_min_and_max(tracker_exp
     from sam3_trt.export.tracker import PARITY_CASES
 
     _, manifest = tracker_export
-    report = manifest["checks"]["tracker_parity"]
+    report = manifest["checks"]["video_parity"]
     assert report["passed"] and report["precision"] == "fp32"
-    assert {c["graph"] for c in report["cases"]} == set(TRACKER_SPECS)
-    assert len(report["cases"]) == sum(len(cases) for cases in PARITY_CASES.values())
-    # every dynamic axis is run at its profile minimum and maximum
-    for name, spec in TRACKER_SPECS.items():
-        for dim in spec.dims:
+    assert {c["graph"] for c in report["cases"]} == set(VIDEO_SPECS)
+    assert len(report["cases"]) == sum(len(cases) for cases in PARITY_CASES.values()) + 2  # + vision B1, B2
+    vision = [c for c in report["cases"] if c["graph"] == "video_vision_encoder"]
+    assert [c["case"] for c in vision] == ["B1", "B2"]
+    assert all(
+        {o["name"] for o in c["outputs"]} == set(VIDEO_SPECS["video_vision_encoder"].output_names) for c in vision
+    )
+    # every dynamic axis of the tracker graphs is run at its profile minimum and maximum
+    for name in PARITY_CASES:
+        for dim in VIDEO_SPECS[name].dims:
             seen = {sizes[dim.name] for _, sizes, _ in PARITY_CASES[name]}
             assert {dim.min, dim.max} <= seen, f"{name}: {dim.name} runs at {sorted(seen)}"
     # each mask-head mode has its own outputs checked
@@ -56,9 +70,29 @@ def test_every_tracker_graph_matches_upstream_at_profile_min_and_max(tracker_exp
     assert "all_ious_multimask" in outputs["O3_K2_multimask"] and "iou" in outputs["O1_K1_single_first_frame"]
     assert {"obj_ptr", "object_score_logits"} <= outputs["O2_mask_prompt"]
     # recorded beside the image graphs, with their specs and weights
-    assert set(manifest["tracker"]["graphs"]) == set(TRACKER_SPECS)
-    assert manifest["tracker"]["weights"] == {**manifest["tracker"]["weights"], "kind": "random", "variant": "tiny"}
-    assert manifest["tracker"]["parameters"] > 1_000_000
+    assert set(manifest["video"]["graphs"]) == set(VIDEO_SPECS)
+    assert manifest["video"]["weights"] == {**manifest["video"]["weights"], "kind": "random", "variant": "tiny"}
+    assert manifest["video"]["parameters"] > 1_000_000
+
+
+def test_tracker_files_are_vouched_for_by_the_manifest(tracker_export, tmp_path):
+    import shutil as sh
+
+    from sam3_trt.manifest import manifest_files, verify_files
+
+    folder, manifest = tracker_export
+    listed = {rel for rel, *_ in manifest_files(manifest)}
+    assert {f"{n}.onnx" for n in VIDEO_SPECS} | {f"{n}.onnx.data" for n in VIDEO_SPECS} <= listed
+    copy = tmp_path / "copy"
+    sh.copytree(folder, copy)
+    verify_files(copy, manifest)
+    with open(copy / "tracker_mask_head.onnx.data", "r+b") as f:  # same size, one byte changed
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(Sam3TrtError, match="tracker_mask_head"):
+        verify_files(copy, manifest)
 
 
 def test_rtx_parses_every_tracker_graph(tracker_export):
@@ -68,7 +102,7 @@ def test_rtx_parses_every_tracker_graph(tracker_export):
         pytest.skip("tensorrt_rtx is not installed (pip install 'sam3-trt[rtx]')")
     rtx = tracker_export[1]["checks"]["rtx_parse"]
     assert rtx["status"] == "passed"
-    for name in TRACKER_SPECS:
+    for name in VIDEO_SPECS:
         assert rtx["graphs"][name]["ok"] and not rtx["graphs"][name]["errors"], name
 
 
@@ -76,7 +110,7 @@ def test_graph_io_is_the_spec(tracker_export):
     import onnx
 
     folder, _ = tracker_export
-    for spec in TRACKER_SPECS.values():
+    for spec in VIDEO_SPECS.values():
         model = onnx.load(str(folder / spec.onnx_file), load_external_data=False)
         assert [i.name for i in model.graph.input] == spec.input_names
         assert [o.name for o in model.graph.output] == spec.output_names
@@ -128,10 +162,10 @@ def test_memory_scenarios_give_upstream_sizes_and_refuse_impossible_ones():
 
 
 def test_tracker_specs_accept_their_own_example_inputs_and_name_bad_ones():
-    for spec in TRACKER_SPECS.values():
+    for spec in VIDEO_SPECS.values():
         for which in ("min", "opt", "max"):
             assert spec.infer_sizes(spec.example_inputs(spec.sizes(which))) == spec.sizes(which)
-    spec = TRACKER_SPECS["tracker_memory_attention"]
+    spec = VIDEO_SPECS["tracker_memory_attention"]
     feeds = spec.example_inputs(spec.sizes("min"))
     feeds["memory_tpos"] = feeds["memory_tpos"].astype(np.int32)
     with pytest.raises(Sam3TrtError, match="memory_tpos, got dtype int32, expected int64"):
@@ -172,13 +206,13 @@ def test_bilinear_resize_is_torchs_arithmetic_in_onnx_runtime_with_a_dynamic_inp
         assert np.abs(got - Resize()(x).numpy()).max() <= 1e-5, n
 
 
-def test_export_video_refuses_a_checkpoint_without_tracker_weights_in_one_line(tiny_model, tmp_path):
+def test_export_video_refuses_a_checkpoint_without_tracker_weights_in_one_line(video_model, tmp_path):
     import subprocess
     import sys
 
     import torch
 
-    model, _ = tiny_model
+    model, _ = video_model
     torch.save({"model": {f"detector.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "sam3.pt")
     out = tmp_path / "o"
     cmd = [sys.executable, "-m", "sam3_trt.cli", "export", "--variant", "tiny", "--checkpoint", str(tmp_path / "sam3.pt"),
@@ -189,3 +223,23 @@ def test_export_video_refuses_a_checkpoint_without_tracker_weights_in_one_line(t
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "no tracker weights" in lines[0] and "sam3.pt" in lines[0]
     assert not out.exists()
+
+
+def test_video_model_adds_only_the_tracker_neck_and_export_refuses_a_model_without_it(
+    video_model, tiny_model, tiny_tracker, tmp_path
+):
+    import torch
+
+    from sam3_trt.export.exporter import ExportOptions, export
+    from sam3_trt.export.model import WeightsOrigin
+
+    video, image = video_model[0].state_dict(), tiny_model[0].state_dict()
+    added = sorted(set(video) - set(image))
+    assert added and all(".sam2_convs." in k for k in added) and not set(image) - set(video)
+    assert all(torch.equal(video[k], image[k]) for k in image)  # the image weights do not change with --video
+    neck = "backbone.vision_backbone."
+    assert not torch.equal(video[f"{neck}sam2_convs.0.dconv_2x2_0.weight"], video[f"{neck}convs.0.dconv_2x2_0.weight"])
+    tracker = (tiny_tracker, WeightsOrigin(kind="random", variant="tiny", seed=0))
+    with pytest.raises(Sam3TrtError, match=r"sam2_convs.*--video"):
+        export(tiny_model[0], tiny_model[1], tmp_path / "o", ExportOptions(graphs=("text_encoder",)), tracker=tracker)
+    assert not (tmp_path / "o").exists()

@@ -27,7 +27,7 @@ from .. import __version__
 from ..assets import BPE_FILE, BPE_SHA256, bpe_path
 from ..errors import ParityError, Sam3TrtError
 from ..manifest import MANIFEST_FILE, make_staging, publish, read_manifest, write_manifest
-from ..specs import SPECS, TRACKER_SPECS, GraphSpec
+from ..specs import SPECS, VIDEO_SPECS, GraphSpec
 from .model import WeightsOrigin, sha256_file
 from .patches import cpu_compat, empty_position_caches, export_patches
 from .wrappers import WRAPPERS
@@ -183,7 +183,7 @@ def rtx_parse_checks(folder: Path, graphs: Sequence[str]) -> dict[str, Any]:
 
     if not rtx_available():
         return {"status": "skipped", "reason": "tensorrt_rtx is not installed (pip install 'sam3-trt[rtx]')"}
-    specs = {**SPECS, **TRACKER_SPECS}
+    specs = {**SPECS, **VIDEO_SPECS}
     results = {g: parse_onnx(folder / specs[g].onnx_file, flavour="rtx").to_dict() for g in graphs}
     ok = all(r["ok"] for r in results.values())
     return {"status": "passed" if ok else "failed", "graphs": results}
@@ -206,8 +206,9 @@ def export(
         options: :class:`ExportOptions`.
         progress: Called with one line per step.
         tracker: ``(tracker, WeightsOrigin)`` from :func:`~sam3_trt.export.tracker.load_tracker`: also
-            export the tracker graphs (:data:`~sam3_trt.specs.TRACKER_SPECS`), each checked against
-            upstream's method (``checks.tracker_parity``) and parsed by TensorRT for RTX.
+            export the video graphs (:data:`~sam3_trt.specs.VIDEO_SPECS`: the vision graph with the tracker's
+            neck, from ``model`` built with ``video=True``, and the tracker's three), each checked against
+            upstream (``checks.video_parity``) and parsed by TensorRT for RTX.
 
     Returns:
         The manifest written to ``out_dir/manifest.json``.
@@ -224,6 +225,10 @@ def export(
     unknown = [g for g in opts.graphs if g not in SPECS]
     if unknown:
         raise Sam3TrtError(f"unknown graphs {unknown}; expected a subset of {list(SPECS)}")
+    if tracker is not None:
+        from .tracker import check_video_model
+
+        check_video_model(model)
     staging = _prepare_out(out, opts.force)
     try:
         timings: dict[str, float] = {}
@@ -241,8 +246,10 @@ def export(
             files[name] = file_entry(path)
         tracker_files: dict[str, Any] = {}
         if tracker is not None:
-            from .tracker import export_tracker
+            from .tracker import export_tracker, export_video_vision
 
+            say("export: video_vision_encoder (torch.onnx dynamo)")
+            tracker_files["video_vision_encoder"] = file_entry(export_video_vision(model, staging))
             for path in export_tracker(tracker[0], staging, progress=say):
                 tracker_files[path.stem] = file_entry(path)
         shutil.copyfile(bpe_path(), staging / BPE_FILE)
@@ -259,12 +266,13 @@ def export(
             report = None
         tracker_report = None
         if tracker is not None and opts.parity:
-            from .tracker import tracker_parity
+            from .tracker import tracker_parity, video_vision_parity
 
             release_memory()
-            say("parity: tracker graphs vs upstream's tracker methods")
-            tracker_report = tracker_parity(tracker[0], staging)
-            checks["tracker_parity"] = tracker_report.to_dict()
+            say("parity: video graphs vs upstream (vision neck levels, tracker methods)")
+            tracker_report = video_vision_parity(model, staging, opts.vision_batches)
+            tracker_report.cases += tracker_parity(tracker[0], staging).cases
+            checks["video_parity"] = tracker_report.to_dict()
             for line in tracker_report.lines():
                 say("  " + line)
         if opts.rtx_parse:
@@ -284,10 +292,10 @@ def export(
             "checks": checks,
         }
         if tracker is not None:
-            manifest["tracker"] = {
+            manifest["video"] = {
                 "weights": tracker[1].to_dict(),
                 "parameters": sum(p.numel() for p in tracker[0].parameters()),
-                "graphs": {n: {**tracker_files[n], "spec": TRACKER_SPECS[n].to_dict()} for n in tracker_files},
+                "graphs": {n: {**tracker_files[n], "spec": VIDEO_SPECS[n].to_dict()} for n in tracker_files},
             }
         write_manifest(staging, manifest)
         failures = report.failures() if report is not None else []
@@ -346,10 +354,10 @@ def summary(manifest: dict[str, Any]) -> str:
             "rtx_parse": manifest["checks"].get("rtx_parse", {}).get("status"),
             **(
                 {
-                    "tracker_graphs": {n: g["sha256"][:16] for n, g in manifest["tracker"]["graphs"].items()},
-                    "tracker_parity_passed": manifest["checks"].get("tracker_parity", {}).get("passed"),
+                    "video_graphs": {n: g["sha256"][:16] for n, g in manifest["video"]["graphs"].items()},
+                    "video_parity_passed": manifest["checks"].get("video_parity", {}).get("passed"),
                 }
-                if "tracker" in manifest
+                if "video" in manifest
                 else {}
             ),
         }

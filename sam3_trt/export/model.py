@@ -127,13 +127,15 @@ def import_sam3_builder() -> Any:
     return model_builder
 
 
-def build_model(variant: str = "full", seed: int = 0, device: str = "cpu") -> Any:
+def build_model(variant: str = "full", seed: int = 0, device: str = "cpu", video: bool = False) -> Any:
     """Build sam3's image model (eval mode) with deterministic random weights.
 
     Args:
         variant: ``"full"`` (upstream architecture) or ``"tiny"`` (same classes, reduced).
         seed: Seed for every parameter, including the ones upstream leaves uninitialised.
         device: Torch device to build on; ``"cpu"`` works without CUDA.
+        video: Also give the vision neck the tracker's levels (``sam2_convs``, as upstream's video model
+            has): drawn from a seed of their own, so every other weight equals the image-only build's.
 
     Returns:
         A ``sam3.model.sam3_image.Sam3Image`` in eval mode.
@@ -155,11 +157,36 @@ def build_model(variant: str = "full", seed: int = 0, device: str = "cpu") -> An
             enable_inst_interactivity=False,
         )
     _init_uninitialised(model, seed)
+    if video:
+        add_tracker_neck(model, seed)
     model = model.to(device).eval()
     bad = [n for n, p in model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
     if bad:
         raise RuntimeError(f"non-finite parameters after init: {bad}")
     return model
+
+
+def add_tracker_neck(model: Any, seed: int) -> None:
+    """Give the vision neck upstream's second set of neck convolutions (``sam2_convs``) for the tracker.
+
+    Upstream builds them as a copy of the detector's (``add_sam2_neck``) and trains them apart; here
+    they get random values of their own (uniform in +-1/sqrt(fan_in), like torch's default), so the
+    tracker's features differ from the detector's as they do in a trained model.
+    """
+    import copy
+
+    import torch
+
+    neck = model.backbone.vision_backbone
+    neck.sam2_convs = copy.deepcopy(neck.convs)
+    gen = torch.Generator().manual_seed(seed + 2)
+    with torch.no_grad():
+        for module in neck.sam2_convs.modules():
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                bound = module.weight[0].numel() ** -0.5
+                for p in (module.weight, module.bias):
+                    if p is not None:
+                        p.copy_((torch.rand(p.shape, generator=gen) * 2 - 1) * bound)
 
 
 def _init_uninitialised(model: Any, seed: int) -> None:
@@ -315,6 +342,7 @@ def load_model(
     seed: int = 0,
     allow_missing: bool = False,
     device: str = "cpu",
+    video: bool = False,
 ) -> tuple[Any, WeightsOrigin]:
     """Build the model and fill its weights from exactly one source.
 
@@ -326,6 +354,7 @@ def load_model(
         seed: Seed for random weights.
         allow_missing: Accept a checkpoint with missing keys.
         device: Torch device.
+        video: With the tracker's neck levels (``sam2_convs``; see :func:`build_model`).
 
     Returns:
         ``(model, origin)``.
@@ -335,7 +364,7 @@ def load_model(
         raise Sam3TrtError("choose exactly one weights source: --checkpoint PATH, --from-hf or --random-weights")
     if checkpoint is not None:
         read_checkpoint(checkpoint)  # fail on a bad file before spending minutes building the model
-    model = build_model(variant, seed=seed, device=device)
+    model = build_model(variant, seed=seed, device=device, video=video)
     if random_weights:
         return model, WeightsOrigin(kind="random", variant=variant, seed=seed)
     path = Path(checkpoint) if checkpoint is not None else download_from_hf()

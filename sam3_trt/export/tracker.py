@@ -3,7 +3,8 @@
 The tracker (``sam3.model.sam3_tracking_predictor.Sam3TrackerPredictor``, built by upstream's
 ``build_tracker``) conditions each frame's features on memories of earlier frames, predicts each object's
 mask with a SAM-style head and encodes the result into a new memory. The neural parts run as graphs
-(:data:`sam3_trt.specs.TRACKER_SPECS`); the choices between them (which memories, which objects, when
+(:data:`sam3_trt.specs.VIDEO_SPECS`, with the vision graph that also returns the tracker's neck levels);
+the choices between them (which memories, which objects, when
 to re-condition) are host control flow and stay out of the graphs.
 
 Graph boundaries follow upstream's own methods, so each graph is checked against the method it
@@ -304,7 +305,7 @@ def reference_case(tracker: Any, graph: str, sizes: dict[str, int], case: str = 
 
     Args:
         tracker: From :func:`build_tracker`.
-        graph: A :data:`~sam3_trt.specs.TRACKER_SPECS` name.
+        graph: A tracker graph (:data:`~sam3_trt.specs.TRACKER_GRAPHS`).
         sizes: Dynamic sizes (``O``, ``M``, ``Q``, ``K``, ``S``) of the case.
         case: Mask head: ``"multimask"``, ``"single"`` or ``"mask_prompt"``; memory encoder:
             ``"binarize"`` or ``"sigmoid"``.
@@ -318,9 +319,9 @@ def reference_case(tracker: Any, graph: str, sizes: dict[str, int], case: str = 
     import torch.nn.functional as F
     from sam3.model.memory import SimpleMaskDownSampler
 
-    from ..specs import TRACKER_SPECS
+    from ..specs import TRACKER_GRAPHS, VIDEO_SPECS
 
-    spec = TRACKER_SPECS[graph]
+    spec = VIDEO_SPECS[graph]
     gen = torch.Generator().manual_seed(seed)
     objects = sizes["O"]
     pix = torch.randn(1, tracker.hidden_dim, FEAT_SIDE, FEAT_SIDE, generator=gen)
@@ -416,7 +417,7 @@ def reference_case(tracker: Any, graph: str, sizes: dict[str, int], case: str = 
             }
             expected = {"maskmem_features": features}
         else:
-            raise Sam3TrtError(f"unknown tracker graph {graph!r}; expected one of {sorted(TRACKER_SPECS)}")
+            raise Sam3TrtError(f"unknown tracker graph {graph!r}; expected one of {TRACKER_GRAPHS}")
     return (
         {k: np.ascontiguousarray(v.numpy()) for k, v in feeds.items()},
         {k: np.ascontiguousarray(v.float().numpy()) for k, v in expected.items()},
@@ -460,7 +461,7 @@ def export_tracker(tracker: Any, out_dir: Any, graphs: Any = None, progress: Any
     Args:
         tracker: From :func:`build_tracker`.
         out_dir: Existing folder.
-        graphs: Graph names (default: all of :data:`~sam3_trt.specs.TRACKER_SPECS`).
+        graphs: Graph names (default: :data:`~sam3_trt.specs.TRACKER_GRAPHS`).
         progress: Called with one line per graph.
 
     Returns:
@@ -468,13 +469,13 @@ def export_tracker(tracker: Any, out_dir: Any, graphs: Any = None, progress: Any
     """
     from pathlib import Path
 
-    from ..specs import TRACKER_SPECS
+    from ..specs import TRACKER_GRAPHS, VIDEO_SPECS
     from .exporter import export_graph
 
     wrappers = make_wrappers(tracker)
     paths = []
-    for name in graphs or TRACKER_SPECS:
-        spec = TRACKER_SPECS[name]
+    for name in graphs or TRACKER_GRAPHS:
+        spec = VIDEO_SPECS[name]
         path = Path(out_dir) / spec.onnx_file
         if progress is not None:
             progress(f"export: {name} (torch.onnx dynamo)")
@@ -499,13 +500,13 @@ def tracker_parity(tracker: Any, folder: Any, threads: int | None = None, graphs
 
     from ..compare import check_outputs
     from ..ort import ort_session
-    from ..specs import TRACKER_SPECS
+    from ..specs import TRACKER_GRAPHS, VIDEO_SPECS
     from ..tolerances import tolerance
     from .parity import ParityCase, ParityReport
 
     report = ParityReport("fp32")
-    for name in graphs or TRACKER_SPECS:
-        spec = TRACKER_SPECS[name]
+    for name in graphs or TRACKER_GRAPHS:
+        spec = VIDEO_SPECS[name]
         session = ort_session(Path(folder) / spec.onnx_file, threads=threads)
         for label, sizes, case in PARITY_CASES[name]:
             feeds, expected = reference_case(tracker, name, sizes, case)
@@ -546,3 +547,74 @@ def load_tracker(
         return tracker, WeightsOrigin(kind="random", variant=variant, seed=seed)
     origin = load_checkpoint_into(tracker, checkpoint, allow_missing=allow_missing, prefix="tracker.")
     return tracker, dataclasses.replace(origin, variant=variant)
+
+
+def video_vision_wrapper(model: Any) -> Any:
+    """``pixel_values`` -> the detector's ``fpn0..2`` and the tracker's ``tracker_fpn0..2``, one ViT pass."""
+    import torch
+
+    class VideoVisionEncoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = model.backbone
+
+        def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            out = self.backbone.forward_image(pixel_values)
+            return (*out["backbone_fpn"], *out["sam2_backbone_out"]["backbone_fpn"])
+
+    return VideoVisionEncoder().eval()
+
+
+def check_video_model(model: Any) -> None:
+    """Refuse an image model without the tracker's neck levels (built without ``video=True``)."""
+    if getattr(model.backbone.vision_backbone, "sam2_convs", None) is None:
+        raise Sam3TrtError(
+            "the video graphs need the vision neck's tracker levels (sam2_convs): load the model with video=True "
+            "(sam3-trt export --video)"
+        )
+
+
+def export_video_vision(model: Any, out_dir: Any) -> Any:
+    """Export ``video_vision_encoder`` from the image model (built with ``video=True``); returns its path."""
+    from pathlib import Path
+
+    from ..specs import VIDEO_SPECS
+    from .exporter import export_graph
+
+    check_video_model(model)
+    spec = VIDEO_SPECS["video_vision_encoder"]
+    path = Path(out_dir) / spec.onnx_file
+    export_graph(model, spec, path, wrapper=video_vision_wrapper(model))
+    return path
+
+
+def video_vision_parity(model: Any, folder: Any, batches: Any = (1,), threads: int | None = None) -> Any:
+    """``video_vision_encoder`` (ONNX Runtime) against upstream's ``backbone.forward_image`` per batch size.
+
+    Returns:
+        A :class:`~sam3_trt.export.parity.ParityReport` (FP32 column).
+    """
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from ..compare import check_outputs
+    from ..ort import ort_session
+    from ..specs import VIDEO_SPECS
+    from ..tolerances import tolerance
+    from .parity import ParityCase, ParityReport
+
+    spec = VIDEO_SPECS["video_vision_encoder"]
+    session = ort_session(Path(folder) / spec.onnx_file, threads=threads)
+    report = ParityReport("fp32")
+    for batch in batches:
+        feeds = spec.example_inputs({"B": batch}, seed=batch)
+        with torch.inference_mode(), cpu_compat("cpu"):
+            out = model.backbone.forward_image(torch.from_numpy(feeds["pixel_values"]))
+        levels = [*out["backbone_fpn"], *out["sam2_backbone_out"]["backbone_fpn"]]
+        expected = {n: np.ascontiguousarray(t.numpy()) for n, t in zip(spec.output_names, levels, strict=True)}
+        got = dict(zip(spec.output_names, session.run(spec.output_names, feeds), strict=True))
+        tols = {n: tolerance(spec.name, n) for n in expected} | {"": tolerance(spec.name, "")}
+        report.cases.append(ParityCase(spec.name, f"B{batch}", check_outputs(expected, got, tols)))
+    return report
