@@ -324,7 +324,9 @@ _O = Dim("O", 1, 1, 16)  # tracked objects
 _M = Dim("M", 1, 7, 10)  # memory frames: up to 4 prompted frames + 6 previous frames
 _Q = Dim("Q", 1, 8, 19)  # object pointers: up to 4 prompted frames + 15 previous frames
 _K = Dim("K", 1, 2, 16)  # point prompts per object (a box is two points)
-_S = Dim("S", LOW_RES, LOW_RES, RESOLUTION)  # side of the mask logits given to the memory encoder
+#: Side the tracker's memory encoder downsamples masks from (its ``interpol_size``).
+MEMORY_MASK_SIDE = 1152
+_S = Dim("S", LOW_RES, LOW_RES, MEMORY_MASK_SIDE)  # side of the mask logits given to the memory encoder
 
 VIDEO_VISION_ENCODER = GraphSpec(
     name="video_vision_encoder",
@@ -389,12 +391,18 @@ TRACKER_MASK_HEAD = GraphSpec(
 
 TRACKER_MEMORY_ENCODER = GraphSpec(
     name="tracker_memory_encoder",
-    doc="Tracker memory encoder (upstream _encode_new_memory): frame features + mask logits -> spatial memory.",
+    doc=(
+        "Tracker memory encoder (upstream _encode_new_memory): frame features + mask logits -> spatial memory. "
+        "Two upstream paths: after a tracker step (logits upsampled to 1008, then the encoder's 1008 -> 1152) "
+        "and the video model's per-frame update (_tracker_update_memories: one resize to 1152, masks that "
+        "shrink under pixel-wise non-overlap suppressed over the O objects, object score from mask area)."
+    ),
     inputs=(
         TensorSpec("pix_feat", "float32", (1, D_MODEL, 72, 72), "tracker neck top level of the frame"),
-        TensorSpec("masks", "float32", ("O", 1, "S", "S"), "mask logits, 288 (mask head) or 1008 (mask prompt)"),
-        TensorSpec("object_score_logits", "float32", ("O", 1), "tracker_mask_head output"),
+        TensorSpec("masks", "float32", ("O", 1, "S", "S"), "mask logits: 288 (mask head), 1008 (a mask prompt)"),
+        TensorSpec("object_score_logits", "float32", ("O", 1), "tracker_mask_head output (unused by video_update)"),
         TensorSpec("binarize", "bool", (1,), "True when the mask came from clicks only (upstream is_mask_from_pts)"),
+        TensorSpec("video_update", "bool", (1,), "True: as _tracker_update_memories; False: as after track_step"),
     ),
     outputs=(TensorSpec("maskmem_features", "float32", ("O", TRACKER_MEM_DIM, 72, 72), "spatial memory"),),
     dims=(_O, _S),

@@ -243,3 +243,18 @@ def test_video_model_adds_only_the_tracker_neck_and_export_refuses_a_model_witho
     with pytest.raises(Sam3TrtError, match=r"sam2_convs.*--video"):
         export(tiny_model[0], tiny_model[1], tmp_path / "o", ExportOptions(graphs=("text_encoder",)), tracker=tracker)
     assert not (tmp_path / "o").exists()
+
+
+def test_shrinking_masks_are_suppressed_as_upstream_does(tiny_tracker):
+    import torch
+
+    from sam3_trt.export.tracker import suppress_shrinking_masks
+
+    gen = torch.Generator().manual_seed(0)
+    masks = torch.randn(3, 1, 64, 64, generator=gen) * 8
+    masks[1] = masks[0] - 1.0  # under object 0 everywhere: keeps no pixel after non-overlap
+    ours = suppress_shrinking_masks(masks)
+    assert torch.equal(ours, tiny_tracker._suppress_object_pw_area_shrinkage(masks))
+    assert (ours[1] <= -10).all() and torch.equal(ours[0], masks[0])
+    one = masks[:1]  # upstream returns a single object unchanged (its shortcut); so does the graph's form
+    assert torch.equal(suppress_shrinking_masks(one), one)

@@ -46,6 +46,8 @@ TINY_TRACKER_OVERRIDES: dict[str, dict[str, Any]] = {
 FEAT_SIDE = 72
 LOW_RES_SIDE = 288
 IMAGE_SIDE = 1008
+#: Side the memory encoder's downsampler works at (its ``interpol_size``).
+MEMORY_MASK_SIDE = 1152
 
 
 @contextlib.contextmanager
@@ -128,6 +130,25 @@ def _grid_pos(encoding: Any, channels: int, side: int) -> Any:
 
     with cpu_compat("cpu"):
         return encoding(torch.zeros(1, channels, side, side)).detach().clone()
+
+
+def suppress_shrinking_masks(masks: Any, shrink_threshold: float = 0.3) -> Any:
+    """Upstream's ``_suppress_object_pw_area_shrinkage`` over the objects of ``masks [O,1,H,W]``.
+
+    Each pixel is kept by the object with the highest logit (the others clamped to <= -10); an object
+    whose area shrinks below ``shrink_threshold`` of its own area that way is clamped to <= -10 everywhere.
+    Written without upstream's ``if batch_size == 1`` shortcut (it would fix the object count under export;
+    with one object the argmax keeps every pixel, so the result is the same).
+    """
+    import torch
+
+    best = torch.argmax(masks, dim=0, keepdim=True)
+    keep = best == torch.arange(masks.shape[0], device=masks.device)[:, None, None, None]
+    separated = torch.where(keep, masks, torch.clamp(masks, max=-10.0))
+    area_before = torch.clamp((masks > 0).sum(dim=(-1, -2)), min=1.0)
+    area_after = (separated > 0).sum(dim=(-1, -2))
+    kept = (area_after / area_before) >= shrink_threshold
+    return torch.where(kept[..., None, None], masks, torch.clamp(masks, max=-10.0))
 
 
 def make_wrappers(tracker: Any) -> dict[str, Any]:
@@ -259,16 +280,26 @@ def make_wrappers(tracker: Any) -> dict[str, Any]:
             masks: torch.Tensor,
             object_score_logits: torch.Tensor,
             binarize: torch.Tensor,
+            video_update: torch.Tensor,
         ) -> torch.Tensor:
             t = self.tracker
-            # upstream encodes the 1008x1008 logits (upsampled from 288 by _forward_sam_heads); a 1008
-            # input (a mask prompt) is resized by an identity
-            high_res = bilinear_resize(masks, (IMAGE_SIDE, IMAGE_SIDE))
-            mask_for_mem = torch.where(binarize, (high_res > 0).float(), torch.sigmoid(high_res))
-            mask_for_mem = mask_for_mem * t.sigmoid_scale_for_mem_enc + t.sigmoid_bias_for_mem_enc
-            out = t.maskmem_backbone(pix_feat, mask_for_mem, skip_mask_sigmoid=True)
+            scale, bias = t.sigmoid_scale_for_mem_enc, t.sigmoid_bias_for_mem_enc
+            side = (MEMORY_MASK_SIDE, MEMORY_MASK_SIDE)
+            # after a tracker step upstream encodes the 1008x1008 logits (upsampled from 288 by
+            # _forward_sam_heads; a 1008 mask prompt is resized by an identity), and its downsampler resizes
+            # the sigmoid-scaled mask to 1152
+            stepped = bilinear_resize(masks, (IMAGE_SIDE, IMAGE_SIDE))
+            stepped = torch.where(binarize, (stepped > 0).float(), torch.sigmoid(stepped)) * scale + bias
+            stepped = bilinear_resize(stepped, side)
+            # the video model's update resizes the logits straight to 1152 and suppresses masks that shrink
+            # under pixel-wise non-overlap (_suppress_object_pw_area_shrinkage), scoring objects by mask area
+            updated = suppress_shrinking_masks(bilinear_resize(masks, side))
+            area_score = torch.where((updated > 0).flatten(1).any(dim=1, keepdim=True), 10.0, -10.0)
+            mask_for_mem = torch.where(video_update, torch.sigmoid(updated) * scale + bias, stepped)
+            scores = torch.where(video_update, area_score, object_score_logits)
+            out = t.maskmem_backbone(pix_feat, mask_for_mem, skip_mask_sigmoid=True)  # 1152: no resize inside
             features = out["vision_features"]
-            absent = 1 - (object_score_logits > 0).float()
+            absent = 1 - (scores > 0).float()
             return features + absent[..., None, None] * t.no_obj_embed_spatial[..., None, None]
 
     return {
@@ -308,7 +339,7 @@ def reference_case(tracker: Any, graph: str, sizes: dict[str, int], case: str = 
         graph: A tracker graph (:data:`~sam3_trt.specs.TRACKER_GRAPHS`).
         sizes: Dynamic sizes (``O``, ``M``, ``Q``, ``K``, ``S``) of the case.
         case: Mask head: ``"multimask"``, ``"single"`` or ``"mask_prompt"``; memory encoder:
-            ``"binarize"`` or ``"sigmoid"``.
+            ``"binarize"``, ``"sigmoid"`` (after a tracker step) or ``"video_update"``.
         seed: Seed of the random features.
 
     Returns:
@@ -407,13 +438,23 @@ def reference_case(tracker: Any, graph: str, sizes: dict[str, int], case: str = 
             masks = torch.randn(objects, 1, side, side, generator=gen) * 8
             scores = torch.randn(objects, 1, generator=gen)
             binarize = case == "binarize"
-            high_res = F.interpolate(masks, size=(IMAGE_SIDE, IMAGE_SIDE), mode="bilinear", align_corners=False)
-            features, _ = tracker._encode_new_memory(None, flat, feat_sizes, high_res, scores, binarize)
+            update = case == "video_update"
+            if update:  # upstream's _tracker_update_memories, with its own resize and suppression
+                if objects > 1:  # object 1 lies under object 0 everywhere: it loses every pixel, is suppressed
+                    masks[1] = masks[0] - 1.0
+                high_res = F.interpolate(masks, size=(MEMORY_MASK_SIDE,) * 2, mode="bilinear", align_corners=False)
+                high_res = tracker._suppress_object_pw_area_shrinkage(high_res)
+                area_scores = torch.where((high_res > 0).any(dim=(-1, -2)), 10.0, -10.0)
+                features, _ = tracker._encode_new_memory(None, flat, feat_sizes, high_res, area_scores, False)
+            else:  # after track_step: _forward_sam_heads' upsample to 1008, then _encode_new_memory
+                high_res = F.interpolate(masks, size=(IMAGE_SIDE, IMAGE_SIDE), mode="bilinear", align_corners=False)
+                features, _ = tracker._encode_new_memory(None, flat, feat_sizes, high_res, scores, binarize)
             feeds = {
                 "pix_feat": pix,
                 "masks": masks,
                 "object_score_logits": scores,
                 "binarize": torch.tensor([binarize]),
+                "video_update": torch.tensor([update]),
             }
             expected = {"maskmem_features": features}
         else:
@@ -451,6 +492,8 @@ PARITY_CASES: dict[str, tuple[tuple[str, dict[str, int], str], ...]] = {
         ("O1_S288_binarize", {"O": 1, "S": 288}, "binarize"),
         ("O16_S288_sigmoid", {"O": 16, "S": 288}, "sigmoid"),
         ("O2_S1008_sigmoid", {"O": 2, "S": 1008}, "sigmoid"),
+        ("O3_S288_video_update", {"O": 3, "S": 288}, "video_update"),
+        ("O2_S1152_video_update", {"O": 2, "S": 1152}, "video_update"),
     ),
 }
 
