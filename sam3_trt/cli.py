@@ -165,7 +165,9 @@ def doctor(as_json: bool) -> None:
 )
 @click.option("--force", is_flag=True, help="Replace an existing export in --out.")
 @click.option(
-    "--video", is_flag=True, help="Also export the video tracker's graphs (tracker.* weights of the same checkpoint)."
+    "--video",
+    is_flag=True,
+    help="Also export the video graphs (tracker.* and sam2_convs weights of the same checkpoint).",
 )
 @click.pass_obj
 @_handle_errors
@@ -187,8 +189,8 @@ def export(
 ) -> None:
     """Export sam3 to vision_encoder.onnx, text_encoder.onnx and decoder.onnx, with parity checks.
 
-    With --video, also the tracker graphs (tracker_memory_attention, tracker_mask_head,
-    tracker_memory_encoder), each checked against upstream's tracker.
+    With --video, also the video graphs (video_vision_encoder, tracker_memory_attention, tracker_mask_head,
+    tracker_memory_encoder), each checked against upstream.
     """
     from .export.exporter import ExportOptions, summary
     from .export.exporter import export as run_export

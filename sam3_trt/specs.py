@@ -246,7 +246,7 @@ def _example_tensor(name: str, shape: tuple[int, ...], dtype: np.dtype, rng: np.
         return rng.uniform(0.0, RESOLUTION, size=shape).astype(dtype)
     if name == "point_labels":
         return rng.integers(0, 2, size=shape).astype(dtype)
-    if name in ("mask_prompt",):
+    if name == "mask_prompt":
         return (rng.random(shape) > 0.5).astype(dtype)
     if dtype == np.bool_:
         return rng.integers(0, 2, size=shape).astype(bool)

@@ -244,14 +244,14 @@ def export(
                 simplify_graph(path)
             timings[name] = round(time.perf_counter() - start, 2)
             files[name] = file_entry(path)
-        tracker_files: dict[str, Any] = {}
+        video_files: dict[str, Any] = {}
         if tracker is not None:
             from .tracker import export_tracker, export_video_vision
 
             say("export: video_vision_encoder (torch.onnx dynamo)")
-            tracker_files["video_vision_encoder"] = file_entry(export_video_vision(model, staging))
+            video_files["video_vision_encoder"] = file_entry(export_video_vision(model, staging))
             for path in export_tracker(tracker[0], staging, progress=say):
-                tracker_files[path.stem] = file_entry(path)
+                video_files[path.stem] = file_entry(path)
         shutil.copyfile(bpe_path(), staging / BPE_FILE)
 
         checks: dict[str, Any] = {}
@@ -264,20 +264,20 @@ def export(
         else:
             checks["parity"] = {"status": "skipped", "reason": "parity needs all three graphs and was not disabled"}
             report = None
-        tracker_report = None
+        video_report = None
         if tracker is not None and opts.parity:
             from .tracker import tracker_parity, video_vision_parity
 
             release_memory()
             say("parity: video graphs vs upstream (vision neck levels, tracker methods)")
-            tracker_report = video_vision_parity(model, staging, opts.vision_batches)
-            tracker_report.cases += tracker_parity(tracker[0], staging).cases
-            checks["video_parity"] = tracker_report.to_dict()
-            for line in tracker_report.lines():
+            video_report = video_vision_parity(model, staging, opts.vision_batches)
+            video_report.cases += tracker_parity(tracker[0], staging).cases
+            checks["video_parity"] = video_report.to_dict()
+            for line in video_report.lines():
                 say("  " + line)
         if opts.rtx_parse:
             say("check: TensorRT for RTX ONNX parser")
-            checks["rtx_parse"] = rtx_parse_checks(staging, [*opts.graphs, *tracker_files])
+            checks["rtx_parse"] = rtx_parse_checks(staging, [*opts.graphs, *video_files])
         manifest = {
             "kind": "onnx-export",
             "sam3_trt_version": __version__,
@@ -295,12 +295,12 @@ def export(
             manifest["video"] = {
                 "weights": tracker[1].to_dict(),
                 "parameters": sum(p.numel() for p in tracker[0].parameters()),
-                "graphs": {n: {**tracker_files[n], "spec": VIDEO_SPECS[n].to_dict()} for n in tracker_files},
+                "graphs": {n: {**video_files[n], "spec": VIDEO_SPECS[n].to_dict()} for n in video_files},
             }
         write_manifest(staging, manifest)
         failures = report.failures() if report is not None else []
-        if tracker_report is not None:
-            failures += tracker_report.failures()
+        if video_report is not None:
+            failures += video_report.failures()
         rtx = checks.get("rtx_parse", {})
         if rtx.get("status") == "failed":
             failures += [

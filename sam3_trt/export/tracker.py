@@ -1,4 +1,4 @@
-"""SAM3's video tracker as three graphs: memory attention, mask head, memory encoder.
+"""SAM3's video tracker as three graphs (memory attention, mask head, memory encoder), and the video vision graph.
 
 The tracker (``sam3.model.sam3_tracking_predictor.Sam3TrackerPredictor``, built by upstream's
 ``build_tracker``) conditions each frame's features on memories of earlier frames, predicts each object's
@@ -19,9 +19,10 @@ replaces, called as upstream calls it:
 Constant inputs upstream recomputes per call (the sine position encodings of the 72x72 grid) are baked
 into the graphs. Two export-only changes: rotary position encoding on its real formulation
 (``use_rope_real``, upstream's own alternative: the complex one does not export), and the memory
-encoder's two bilinear upsamplings (288 -> 1008 mask logits, 1008 -> 1152 in its downsampler, the latter
-with ``antialias`` upstream, which TensorRT's Resize lacks and which changes nothing for an upsample) as
-:func:`~.resize.bilinear_resize` gathers: ONNX ``Resize`` lands up to 2e-3 away from torch in ONNX
+encoder's bilinear upsamplings (mask logits to 1008 or 1152, and the 1008 -> 1152 resize upstream's
+downsampler does with ``antialias``, which TensorRT's Resize lacks and which changes nothing for an
+upsample) written in the wrapper as :func:`~.resize.bilinear_resize` gathers, so the downsampler
+receives 1152 masks and resizes nothing: ONNX ``Resize`` lands up to 2e-3 away from torch in ONNX
 Runtime on these steep logits, and the memory encoder's LayerNorms amplify it to 6e-2.
 """
 
@@ -32,6 +33,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import Sam3TrtError
+from ..specs import LOW_RES, MEMORY_MASK_SIDE, RESOLUTION
 from .patches import cpu_compat, swap_attr
 from .resize import bilinear_resize
 
@@ -42,12 +44,8 @@ TINY_TRACKER_OVERRIDES: dict[str, dict[str, Any]] = {
     "SimpleFuser": {"num_layers": 1},
 }
 
-#: Side of the tracker's top feature level (1008 / 14) and of its low-resolution masks (x4).
-FEAT_SIDE = 72
-LOW_RES_SIDE = 288
-IMAGE_SIDE = 1008
-#: Side the memory encoder's downsampler works at (its ``interpol_size``).
-MEMORY_MASK_SIDE = 1152
+#: Side of the tracker's top feature level (1008 / 14; its low-resolution masks are 4x that).
+FEAT_SIDE = LOW_RES // 4
 
 
 @contextlib.contextmanager
@@ -67,7 +65,7 @@ def build_tracker(variant: str = "full", seed: int = 0) -> Any:
     """Build sam3's tracker (eval mode, CPU) with deterministic random weights.
 
     Args:
-        variant: ``"full"`` (upstream's tracker, ~19 M parameters) or ``"tiny"`` (same classes, reduced).
+        variant: ``"full"`` (upstream's tracker, 11.7 M parameters) or ``"tiny"`` (same classes, reduced).
         seed: Seed for every parameter.
 
     Returns:
@@ -107,22 +105,11 @@ def use_real_rope(tracker: Any) -> None:
             module.freqs_cis_imag = module.freqs_cis.imag
 
 
-def _upsample_without_antialias(self: Any, x: Any) -> Any:
-    """``SimpleMaskDownSampler.forward`` with its 1008 -> 1152 upsample as :func:`~.resize.bilinear_resize`."""
-    if self.interpol_size is not None and self.interpol_size != list(x.shape[-2:]):
-        if any(s > t for s, t in zip(x.shape[-2:], self.interpol_size, strict=True)):
-            raise Sam3TrtError("memory encoder: masks larger than the downsampler's size; expected 1008 or less")
-        x = bilinear_resize(x.float(), tuple(self.interpol_size))
-    return self.encoder(x)
+def model_builder_position_encoding() -> Any:
+    """The sine position encoding upstream's vision neck uses (tracker levels included)."""
+    from .model import import_sam3_builder
 
-
-@contextlib.contextmanager
-def tracker_export_patches() -> Iterator[None]:
-    """Reversible patches needed while exporting the tracker graphs."""
-    from sam3.model.memory import SimpleMaskDownSampler
-
-    with swap_attr(SimpleMaskDownSampler, "forward", _upsample_without_antialias):
-        yield
+    return import_sam3_builder()._create_position_encoding(precompute_resolution=None)
 
 
 def _grid_pos(encoding: Any, channels: int, side: int) -> Any:
@@ -155,11 +142,10 @@ def make_wrappers(tracker: Any) -> dict[str, Any]:
     """The three graph wrappers (``torch.nn.Module`` each) over ``tracker``, keyed by graph name."""
     import torch
     import torch.nn.functional as F
-    from sam3 import model_builder
     from sam3.model.sam3_tracker_base import NO_OBJ_SCORE
     from sam3.model.sam3_tracker_utils import get_1d_sine_pe
 
-    vision_pos = _grid_pos(model_builder._create_position_encoding(precompute_resolution=None), 256, FEAT_SIDE)
+    vision_pos = _grid_pos(model_builder_position_encoding(), tracker.hidden_dim, FEAT_SIDE)
     memory_pos = _grid_pos(tracker.maskmem_backbone.position_encoding, tracker.mem_dim, FEAT_SIDE)
 
     class MemoryAttention(torch.nn.Module):
@@ -288,7 +274,7 @@ def make_wrappers(tracker: Any) -> dict[str, Any]:
             # after a tracker step upstream encodes the 1008x1008 logits (upsampled from 288 by
             # _forward_sam_heads; a 1008 mask prompt is resized by an identity), and its downsampler resizes
             # the sigmoid-scaled mask to 1152
-            stepped = bilinear_resize(masks, (IMAGE_SIDE, IMAGE_SIDE))
+            stepped = bilinear_resize(masks, (RESOLUTION, RESOLUTION))
             stepped = torch.where(binarize, (stepped > 0).float(), torch.sigmoid(stepped)) * scale + bias
             stepped = bilinear_resize(stepped, side)
             # the video model's update resizes the logits straight to 1152 and suppresses masks that shrink
@@ -348,7 +334,6 @@ def reference_case(tracker: Any, graph: str, sizes: dict[str, int], case: str = 
     import numpy as np
     import torch
     import torch.nn.functional as F
-    from sam3.model.memory import SimpleMaskDownSampler
 
     from ..specs import TRACKER_GRAPHS, VIDEO_SPECS
 
@@ -364,7 +349,6 @@ def reference_case(tracker: Any, graph: str, sizes: dict[str, int], case: str = 
         stack.enter_context(swap_attr(torch.Tensor, "cuda", _identity_cuda))
         # the graphs take the memories upstream would select; which ones is host logic, checked elsewhere
         stack.enter_context(swap_attr(tracker, "use_memory_selection", False))
-        assert SimpleMaskDownSampler.forward is not _upsample_without_antialias, "reference must run unpatched"
         if graph == "tracker_memory_attention":
             prompted, tracked = memory_scenario(sizes["M"], sizes["Q"])
             frame_idx = prompted + tracked
@@ -447,7 +431,7 @@ def reference_case(tracker: Any, graph: str, sizes: dict[str, int], case: str = 
                 area_scores = torch.where((high_res > 0).any(dim=(-1, -2)), 10.0, -10.0)
                 features, _ = tracker._encode_new_memory(None, flat, feat_sizes, high_res, area_scores, False)
             else:  # after track_step: _forward_sam_heads' upsample to 1008, then _encode_new_memory
-                high_res = F.interpolate(masks, size=(IMAGE_SIDE, IMAGE_SIDE), mode="bilinear", align_corners=False)
+                high_res = F.interpolate(masks, size=(RESOLUTION, RESOLUTION), mode="bilinear", align_corners=False)
                 features, _ = tracker._encode_new_memory(None, flat, feat_sizes, high_res, scores, binarize)
             feeds = {
                 "pix_feat": pix,
@@ -463,13 +447,6 @@ def reference_case(tracker: Any, graph: str, sizes: dict[str, int], case: str = 
         {k: np.ascontiguousarray(v.numpy()) for k, v in feeds.items()},
         {k: np.ascontiguousarray(v.float().numpy()) for k, v in expected.items()},
     )
-
-
-def model_builder_position_encoding() -> Any:
-    """The sine position encoding upstream's vision neck uses (tracker levels included)."""
-    from .model import import_sam3_builder
-
-    return import_sam3_builder()._create_position_encoding(precompute_resolution=None)
 
 
 #: Parity cases per graph: (label, sizes, case). Profile minimum and maximum of every dynamic axis; the
@@ -522,7 +499,8 @@ def export_tracker(tracker: Any, out_dir: Any, graphs: Any = None, progress: Any
         path = Path(out_dir) / spec.onnx_file
         if progress is not None:
             progress(f"export: {name} (torch.onnx dynamo)")
-        export_graph(tracker, spec, path, wrapper=wrappers[name], patches=tracker_export_patches())
+        # none of the image model's export patches apply to the tracker
+        export_graph(tracker, spec, path, wrapper=wrappers[name], patches=contextlib.nullcontext())
         paths.append(path)
     return paths
 
