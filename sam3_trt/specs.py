@@ -324,7 +324,8 @@ _O = Dim("O", 1, 1, 16)  # tracked objects
 _M = Dim("M", 1, 7, 10)  # memory frames: up to 4 prompted frames + 6 previous frames
 _Q = Dim("Q", 1, 8, 19)  # object pointers: up to 4 prompted frames + 15 previous frames
 _K = Dim("K", 1, 2, 16)  # point prompts per object (a box is two points)
-#: Side the tracker's memory encoder downsamples masks from (its ``interpol_size``).
+#: Side the tracker's memory encoder downsamples masks from (its ``interpol_size``), and the side of the
+#: tracker's mask prompts (upstream ``input_mask_size``: ``add_new_mask`` resizes every mask to it).
 MEMORY_MASK_SIDE = 1152
 _S = Dim("S", LOW_RES, LOW_RES, MEMORY_MASK_SIDE)  # side of the mask logits given to the memory encoder
 
@@ -374,7 +375,9 @@ TRACKER_MASK_HEAD = GraphSpec(
         TensorSpec("tracker_fpn1", "float32", (1, D_MODEL, 144, 144), "tracker neck level 1"),
         TensorSpec("point_coords", "float32", ("O", "K", 2), "x, y in pixels of the 1008x1008 frame"),
         TensorSpec("point_labels", "int32", ("O", "K"), "1 positive, 0 negative, 2/3 box corners, -1 padding"),
-        TensorSpec("mask_prompt", "float32", ("O", 1, RESOLUTION, RESOLUTION), "binary mask prompt (0/1)"),
+        TensorSpec(
+            "mask_prompt", "float32", ("O", 1, MEMORY_MASK_SIDE, MEMORY_MASK_SIDE), "mask prompt (0..1), 1152x1152"
+        ),
         TensorSpec("use_mask_prompt", "bool", ("O",), "False: no mask prompt (mask_prompt ignored)"),
         TensorSpec("multimask", "bool", (1,), "upstream multimask_output"),
     ),
@@ -417,12 +420,16 @@ VIDEO_SPECS: dict[str, GraphSpec] = {
 TRACKER_GRAPHS = ("tracker_memory_attention", "tracker_mask_head", "tracker_memory_encoder")
 
 
+#: Every graph a backend can run: the image graphs and the video graphs.
+ALL_SPECS: dict[str, GraphSpec] = {**SPECS, **VIDEO_SPECS}
+
+
 def get_spec(name: str) -> GraphSpec:
-    """Spec of graph ``name``, with a clear error for an unknown name."""
+    """Spec of graph ``name`` (image or video), with a clear error for an unknown name."""
     try:
-        return SPECS[name]
+        return ALL_SPECS[name]
     except KeyError:
-        raise Sam3TrtError(f"unknown graph {name!r}; expected one of {sorted(SPECS)}") from None
+        raise Sam3TrtError(f"unknown graph {name!r}; expected one of {sorted(ALL_SPECS)}") from None
 
 
 def specs_to_json(specs: Mapping[str, GraphSpec] = SPECS) -> str:

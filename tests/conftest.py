@@ -131,3 +131,42 @@ def full_export(tmp_path_factory):
             pytest.fail(f"full-size export failed (exit {proc.returncode}):\n{proc.stderr[-6000:]}")
     manifest = json.loads((out / "manifest.json").read_text())
     return out, manifest
+
+
+@pytest.fixture(scope="session")
+def tiny_tracker():
+    """The tiny tracker (same classes as upstream's, one memory-attention layer), random weights, seed 0."""
+    from sam3_trt.export.tracker import build_tracker
+
+    return build_tracker("tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def video_model():
+    """The tiny image model with the tracker's neck levels (``sam2_convs``), as ``export --video`` loads it."""
+    from sam3_trt.export.model import load_model
+
+    return load_model("tiny", random_weights=True, seed=0, video=True)
+
+
+@pytest.fixture(scope="session")
+def tracker_export(video_model, tiny_tracker, tmp_path_factory):
+    """``export(..., tracker=...)`` as ``sam3-trt export --video`` runs it (one small image graph beside).
+
+    Set ``SAM3_TRT_VIDEO_EXPORT`` to such an export (tiny, seed 0) to reuse it while working on tests that
+    only read it.
+    """
+    from sam3_trt.export.exporter import ExportOptions, export
+    from sam3_trt.export.model import WeightsOrigin
+
+    reuse = os.environ.get("SAM3_TRT_VIDEO_EXPORT")
+    if reuse:
+        yield Path(reuse), json.loads((Path(reuse) / "manifest.json").read_text())
+        return
+    model, origin = video_model
+    out = tmp_path_factory.mktemp("video") / "export"
+    tracker = (tiny_tracker, WeightsOrigin(kind="random", variant="tiny", seed=0))
+    options = ExportOptions(graphs=("text_encoder",), vision_batches=(1, 2))  # B2: batch is a real axis here
+    manifest = export(model, origin, out, options, tracker=tracker)
+    yield out, manifest
+    shutil.rmtree(out, ignore_errors=True)

@@ -6,43 +6,11 @@ same choices), not that real-weight masks track well.
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
 from sam3_trt.errors import Sam3TrtError
 from sam3_trt.specs import VIDEO_SPECS
-
-
-@pytest.fixture(scope="module")
-def tiny_tracker():
-    from sam3_trt.export.tracker import build_tracker
-
-    return build_tracker("tiny", seed=0)
-
-
-@pytest.fixture(scope="module")
-def video_model():
-    """The tiny image model with the tracker's neck levels (``sam2_convs``), as ``export --video`` loads it."""
-    from sam3_trt.export.model import load_model
-
-    return load_model("tiny", random_weights=True, seed=0, video=True)
-
-
-@pytest.fixture(scope="module")
-def tracker_export(video_model, tiny_tracker, tmp_path_factory):
-    """``export(..., tracker=...)`` as ``sam3-trt export --video`` runs it (one small image graph beside)."""
-    from sam3_trt.export.exporter import ExportOptions, export
-    from sam3_trt.export.model import WeightsOrigin
-
-    model, origin = video_model
-    out = tmp_path_factory.mktemp("video") / "export"
-    tracker = (tiny_tracker, WeightsOrigin(kind="random", variant="tiny", seed=0))
-    options = ExportOptions(graphs=("text_encoder",), vision_batches=(1, 2))  # B2: batch is a real axis here
-    manifest = export(model, origin, out, options, tracker=tracker)
-    yield out, manifest
-    shutil.rmtree(out, ignore_errors=True)
 
 
 def test_every_tracker_graph_matches_upstream_at_profile_min_and_max(tracker_export):

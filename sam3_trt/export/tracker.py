@@ -13,7 +13,8 @@ replaces, called as upstream calls it:
 * ``tracker_memory_attention`` = ``_prepare_memory_conditioned_features`` on a non-initial frame
   (memories + object pointers -> memory-conditioned features).
 * ``tracker_mask_head`` = ``_forward_sam_heads`` (points and/or a mask prompt -> masks, IoU, object
-  pointer, object score), with upstream's multimask choice made in the graph from a flag input.
+  pointer, object score), with upstream's multimask choice made in the graph from a flag input; for a
+  mask prompt (1152, as ``add_new_mask`` gives it) the pointer is ``_use_mask_as_output``'s.
 * ``tracker_memory_encoder`` = ``_encode_new_memory`` (features + predicted mask -> spatial memory).
 
 Constant inputs upstream recomputes per call (the sine position encodings of the 72x72 grid) are baked
@@ -141,7 +142,6 @@ def suppress_shrinking_masks(masks: Any, shrink_threshold: float = 0.3) -> Any:
 def make_wrappers(tracker: Any) -> dict[str, Any]:
     """The three graph wrappers (``torch.nn.Module`` each) over ``tracker``, keyed by graph name."""
     import torch
-    import torch.nn.functional as F
     from sam3.model.sam3_tracker_base import NO_OBJ_SCORE
     from sam3.model.sam3_tracker_utils import get_1d_sine_pe
 
@@ -219,10 +219,9 @@ def make_wrappers(tracker: Any) -> dict[str, Any]:
             image_embed = image_embed + no_memory.float()[:, None, None, None] * t.no_mem_embed.reshape(1, -1, 1, 1)
             high_res = [decoder.conv_s0(tracker_fpn0), decoder.conv_s1(tracker_fpn1)]
             sparse = encoder._embed_points(point_coords, point_labels, pad=True)
-            # mask prompts (new objects from a mask): upstream's 4x4 stride-4 conv, then resize to 288
-            prompt = F.interpolate(
-                t.mask_downsample(mask_prompt), size=encoder.mask_input_size, mode="bilinear", align_corners=False
-            )
+            # mask prompts (upstream _use_mask_as_output): the 4x4 stride-4 conv takes the 1152 mask to 288,
+            # the prompt encoder's size, so upstream resizes nothing after it
+            prompt = t.mask_downsample(mask_prompt)
             no_mask = encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(objects, -1, FEAT_SIDE, FEAT_SIDE)
             dense = torch.where(use_mask_prompt[:, None, None, None], encoder.mask_downscaling(prompt), no_mask)
             masks, iou_pred, tokens, object_score_logits = decoder.predict_masks(
@@ -251,6 +250,9 @@ def make_wrappers(tracker: Any) -> dict[str, Any]:
             multimasks = torch.where(appearing[:, :, None, None], masks[:, 1:], NO_OBJ_SCORE)
             appear = appearing.float()
             obj_ptr = appear * t.obj_ptr_proj(token) + (1 - appear) * t.no_obj_ptr
+            # an empty mask prompt is an absent object whatever the head scores (upstream _use_mask_as_output)
+            empty = use_mask_prompt & ~(mask_prompt > 0).flatten(1).any(dim=1)
+            obj_ptr = torch.where(empty[:, None], t.no_obj_ptr, obj_ptr)
             return low_res_masks, iou, multimasks, iou_pred, obj_ptr, object_score_logits
 
     class MemoryEncoder(torch.nn.Module):
@@ -272,8 +274,9 @@ def make_wrappers(tracker: Any) -> dict[str, Any]:
             scale, bias = t.sigmoid_scale_for_mem_enc, t.sigmoid_bias_for_mem_enc
             side = (MEMORY_MASK_SIDE, MEMORY_MASK_SIDE)
             # after a tracker step upstream encodes the 1008x1008 logits (upsampled from 288 by
-            # _forward_sam_heads; a 1008 mask prompt is resized by an identity), and its downsampler resizes
-            # the sigmoid-scaled mask to 1152
+            # _forward_sam_heads; the tracking predictor's consolidated 1008 masks resize by an identity), and
+            # its downsampler resizes the sigmoid-scaled mask to 1152. (A 1152 mask here would be resized down
+            # and up, where upstream resizes nothing: the runtime never sends one, see sam3_trt.video.)
             stepped = bilinear_resize(masks, (RESOLUTION, RESOLUTION))
             stepped = torch.where(binarize, (stepped > 0).float(), torch.sigmoid(stepped)) * scale + bias
             stepped = bilinear_resize(stepped, side)
@@ -399,18 +402,22 @@ def reference_case(tracker: Any, graph: str, sizes: dict[str, int], case: str = 
             if use_mask:  # upstream runs a mask prompt with one padding point
                 feeds["point_coords"] = torch.zeros(objects, 1, 2)
                 feeds["point_labels"] = -torch.ones(objects, 1, dtype=torch.int32)
+                feeds["mask_prompt"][-1] = 0.0  # the last object's mask is empty: the no-object pointer
             embed = feeds["image_embed"] + (tracker.no_mem_embed.reshape(1, -1, 1, 1) if no_memory else 0)
             decoder = tracker.sam_mask_decoder
+            high_res = [decoder.conv_s0(feeds["tracker_fpn0"]), decoder.conv_s1(feeds["tracker_fpn1"])]
             out = tracker._forward_sam_heads(
                 backbone_features=embed,
                 point_inputs=None
                 if use_mask
                 else {"point_coords": feeds["point_coords"], "point_labels": feeds["point_labels"]},
                 mask_inputs=tracker.mask_downsample(feeds["mask_prompt"]) if use_mask else None,
-                high_res_features=[decoder.conv_s0(feeds["tracker_fpn0"]), decoder.conv_s1(feeds["tracker_fpn1"])],
+                high_res_features=high_res,
                 multimask_output=multimask,
             )
             multimasks, _, ious, low_res_masks, _, obj_ptr, scores = out
+            if use_mask:  # the pointer as upstream's _use_mask_as_output makes it (the rest is the head's)
+                obj_ptr = tracker._use_mask_as_output(embed, high_res, feeds["mask_prompt"])[5]
             expected = {"low_res_masks": low_res_masks, "obj_ptr": obj_ptr, "object_score_logits": scores}
             if multimask:
                 expected["low_res_multimasks"] = multimasks

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...errors import Sam3TrtError
-from ...specs import SPECS, get_spec
+from ...specs import ALL_SPECS, SPECS, get_spec
 
 
 class Backend:
@@ -25,11 +25,13 @@ class Backend:
     reuses_outputs = False
     #: Torch device string the outputs live on (``"cpu"`` for host arrays).
     result_device = "cpu"
+    #: Graphs this backend runs: the image graphs; ONNX Runtime also runs the video graphs.
+    graphs: tuple[str, ...] = tuple(SPECS)
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         #: graph name -> number of runs (tests use this to prove caching)
-        self.calls: dict[str, int] = dict.fromkeys(SPECS, 0)
+        self.calls: dict[str, int] = dict.fromkeys(ALL_SPECS, 0)
         #: graph name -> wall seconds of its latest run (``sam3-trt bench`` reads this per stage)
         self.last_seconds: dict[str, float] = {}
         self._closed = False
@@ -37,6 +39,11 @@ class Backend:
     def run(self, graph: str, feeds: Mapping[str, Any]) -> dict[str, Any]:
         """Run ``graph`` on ``feeds`` (``{input name: array}``) and return ``{output name: array}``."""
         spec = get_spec(graph)
+        if graph not in self.graphs:
+            raise Sam3TrtError(
+                f"the {self.name} backend does not run {graph!r} yet (it runs {', '.join(self.graphs)}); "
+                "the video graphs run on ONNX Runtime for now"
+            )
         sizes = spec.infer_sizes(feeds)
         with self._lock:
             if self._closed:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import Sam3TrtError
-from ...specs import SPECS
+from ...specs import ALL_SPECS, SPECS
 from ..arrays import to_numpy
 from .base import Backend
 
@@ -28,6 +28,7 @@ class OnnxRuntimeBackend(Backend):
     """
 
     name = "onnxruntime"
+    graphs = tuple(ALL_SPECS)
 
     def __init__(
         self,
@@ -61,7 +62,7 @@ class OnnxRuntimeBackend(Backend):
     def session(self, graph: str) -> Any:
         """The graph's session, created on first use (a truncated or corrupt file fails here, by name)."""
         if graph not in self._sessions:
-            path = self.folder / SPECS[graph].onnx_file
+            path = self.folder / ALL_SPECS[graph].onnx_file
             if not path.is_file():
                 raise Sam3TrtError(f"{path} is missing; re-run `sam3-trt export`")
             try:
@@ -88,13 +89,13 @@ class OnnxRuntimeBackend(Backend):
         return self._ort.InferenceSession(str(path), self._opts, providers=self.providers)
 
     def _run(self, graph: str, feeds: Mapping[str, Any], sizes: Mapping[str, int]) -> dict[str, Any]:
-        spec = SPECS[graph]
+        spec = ALL_SPECS[graph]
         inputs = {n: to_numpy(feeds[n]) for n in spec.input_names}
         outs = self.session(graph).run(spec.output_names, inputs)
         return dict(zip(spec.output_names, outs, strict=True))
 
     def load_all(self) -> None:
-        """Create the three sessions (otherwise created on first use)."""
+        """Create the three image graphs' sessions (otherwise created on first use; video graphs always are)."""
         for graph in SPECS:
             self.session(graph)
 
