@@ -168,7 +168,8 @@ def test_parity_command_fails_on_a_tampered_export(tiny_export, tmp_path):
     manifest = json.loads((bad / "manifest.json").read_text())
     manifest["graphs"]["decoder"] |= file_entry(bad / "decoder.onnx")
     (bad / "manifest.json").write_text(json.dumps(manifest))
-    proc = _run("parity", "--artifacts", str(bad), "--backend", "onnxruntime")
+    # one prompt: the per-graph stage must catch it (the default end-to-end cases run in the passing test)
+    proc = _run("parity", "--artifacts", str(bad), "--backend", "onnxruntime", "--prompt", "a red square")
     assert proc.returncode == 1
     line = _error_line(proc)
     assert "parity failed (fp32 tolerances)" in line and "decoder." in line and "FAIL" in proc.stdout
