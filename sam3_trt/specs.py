@@ -402,7 +402,12 @@ TRACKER_MEMORY_ENCODER = GraphSpec(
     ),
     inputs=(
         TensorSpec("pix_feat", "float32", (1, D_MODEL, 72, 72), "tracker neck top level of the frame"),
-        TensorSpec("masks", "float32", ("O", 1, "S", "S"), "mask logits: 288 (mask head), 1008 (a mask prompt)"),
+        TensorSpec(
+            "masks",
+            "float32",
+            ("O", 1, "S", "S"),
+            "mask logits: 288 (mask head), 1008 (consolidated); to 1152 with video_update",
+        ),
         TensorSpec("object_score_logits", "float32", ("O", 1), "tracker_mask_head output (unused by video_update)"),
         TensorSpec("binarize", "bool", (1,), "True when the mask came from clicks only (upstream is_mask_from_pts)"),
         TensorSpec("video_update", "bool", (1,), "True: as _tracker_update_memories; False: as after track_step"),

@@ -29,3 +29,10 @@ def to_numpy(x: Any) -> np.ndarray:
     if is_torch_tensor(x):
         return x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def to_float32(x: Any) -> np.ndarray:
+    """``x`` as a float32 numpy array on the host (torch tensors of any float type, bfloat16 included)."""
+    if is_torch_tensor(x):
+        return x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)

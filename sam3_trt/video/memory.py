@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import Sam3TrtError
+from ..runtime.arrays import to_float32
 
 
 @dataclass
@@ -49,11 +50,6 @@ class MemoryFeeds:
             "obj_ptrs": self.obj_ptrs,
             "obj_ptr_tpos": self.obj_ptr_tpos,
         }
-
-
-def _f32(x: Any) -> np.ndarray:
-    # upstream stores memories in bfloat16 on the host side; the graphs take float32
-    return np.ascontiguousarray(x.float().cpu().numpy() if hasattr(x, "float") else np.asarray(x, np.float32))
 
 
 def select_memories(
@@ -133,10 +129,11 @@ def select_memories(
             f"{num_frames} frames); track from a prompted frame in the tracking direction"
         )
 
+    # upstream stores memories in bfloat16; the graphs take float32
     return MemoryFeeds(
-        memory=np.stack([_f32(out["maskmem_features"]) for _, _, out in memories], axis=1),
+        memory=np.stack([to_float32(out["maskmem_features"]) for _, _, out in memories], axis=1),
         memory_tpos=np.asarray([slot for slot, _, _ in memories], dtype=np.int64),
-        obj_ptrs=np.stack([_f32(out["obj_ptr"]) for _, _, out in pointers], axis=1),
+        obj_ptrs=np.stack([to_float32(out["obj_ptr"]) for _, _, out in pointers], axis=1),
         obj_ptr_tpos=np.asarray([dist / (window - 1) for dist, _, _ in pointers], dtype=np.float32),
         memory_frames=[t for _, t, _ in memories],
         pointer_frames=[t for _, t, _ in pointers],

@@ -19,12 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from ..runtime.arrays import to_float32
 from ..tolerances import TRACKING_TOLERANCES
-from .tracker import GraphTracker
-
-
-def _np(x: Any) -> np.ndarray:
-    return x.float().cpu().numpy() if hasattr(x, "float") else np.asarray(x, dtype=np.float32)
+from .tracker import GraphTracker, install_steps
 
 
 def mask_iou(a: Any, b: Any) -> np.ndarray:
@@ -32,7 +29,7 @@ def mask_iou(a: Any, b: Any) -> np.ndarray:
 
     Two empty masks agree (IoU 1).
     """
-    a, b = _np(a) > 0, _np(b) > 0
+    a, b = to_float32(a) > 0, to_float32(b) > 0
     a, b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
     union = (a | b).sum(axis=1)
     inter = (a & b).sum(axis=1)
@@ -40,7 +37,7 @@ def mask_iou(a: Any, b: Any) -> np.ndarray:
 
 
 def _max_abs(a: Any, b: Any) -> float:
-    return float(np.abs(_np(a) - _np(b)).max()) if a is not None and b is not None else math.nan
+    return float(np.abs(to_float32(a) - to_float32(b)).max()) if a is not None and b is not None else math.nan
 
 
 @dataclass
@@ -100,15 +97,10 @@ class TeacherForced:
         self._stack: contextlib.ExitStack | None = None
 
     def __enter__(self) -> TeacherForced:
-        from ..export.patches import swap_attr
-
         cls = type(self.tracker)
         self._eager_step = cls.track_step.__get__(self.tracker)
         self._eager_encode = cls._encode_new_memory.__get__(self.tracker)
-        stack = contextlib.ExitStack()
-        stack.enter_context(swap_attr(self.tracker, "track_step", self._track_step))
-        stack.enter_context(swap_attr(self.tracker, "_encode_new_memory", self._encode))
-        self._stack = stack
+        self._stack = install_steps(self.tracker, self._track_step, self._encode)
         return self
 
     def __exit__(self, *exc: object) -> None:

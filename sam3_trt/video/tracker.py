@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import Sam3TrtError
+from ..runtime.arrays import to_float32
 from ..specs import LOW_RES, MEMORY_MASK_SIDE, RESOLUTION, TRACKER_MEMORY_SLOTS, get_spec
 from .memory import select_memories
 
@@ -64,8 +65,7 @@ def check_supported(tracker: Any) -> None:
 
 def _level(flat: Any, size: tuple[int, int]) -> np.ndarray:
     """One object's ``[1, C, H, W]`` map from upstream's ``(HW) x B x C`` layout (objects share the frame)."""
-    x = flat[:, :1].permute(1, 2, 0).reshape(1, -1, *size)
-    return np.ascontiguousarray(x.float().cpu().numpy())
+    return np.ascontiguousarray(to_float32(flat[:, :1].permute(1, 2, 0).reshape(1, -1, *size)))
 
 
 def feature_cache(levels: Mapping[int, Sequence[Any]], upstream_convs: Any = None) -> dict[int, tuple[Any, dict]]:
@@ -99,6 +99,25 @@ def feature_cache(levels: Mapping[int, Sequence[Any]], upstream_convs: Any = Non
         backbone = {"backbone_fpn": [fpn0, fpn1, fpn2], "vision_pos_enc": pos}
         cache[frame] = (torch.zeros(1, 3, 1, 1), {"tracker_backbone_out": backbone})
     return cache
+
+
+def install_steps(tracker: Any, track_step: Any, encode_new_memory: Any) -> contextlib.ExitStack:
+    """Put ``track_step`` and ``encode_new_memory`` in place of the tracker's two neural methods.
+
+    Args:
+        tracker: Upstream ``Sam3TrackerPredictor`` (patched on the instance, not the class).
+        track_step: Replaces ``track_step``.
+        encode_new_memory: Replaces ``_encode_new_memory``.
+
+    Returns:
+        The stack whose ``close()`` restores the tracker's own methods.
+    """
+    from ..export.patches import swap_attr
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(swap_attr(tracker, "track_step", track_step))
+    stack.enter_context(swap_attr(tracker, "_encode_new_memory", encode_new_memory))
+    return stack
 
 
 @contextlib.contextmanager
@@ -135,26 +154,15 @@ class GraphTracker:
 
     # -- installation -------------------------------------------------------------------------------
     def __enter__(self) -> GraphTracker:
-        from ..export.patches import swap_attr
-
         if self._stack is not None:
             raise Sam3TrtError("this GraphTracker is already installed")
-        stack = contextlib.ExitStack()
-        stack.enter_context(swap_attr(self.tracker, "track_step", self.track_step))
-        stack.enter_context(swap_attr(self.tracker, "_encode_new_memory", self.encode_new_memory))
-        self._stack = stack
+        self._stack = install_steps(self.tracker, self.track_step, self.encode_new_memory)
         return self
 
     def __exit__(self, *exc: object) -> None:
         stack, self._stack = self._stack, None
         if stack is not None:
             stack.close()
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[GraphTracker]:
-        """Same as using the instance as a context manager."""
-        with self:
-            yield self
 
     # -- graph runs ---------------------------------------------------------------------------------
     def _run(self, graph: str, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -191,7 +199,7 @@ class GraphTracker:
     ) -> dict[str, np.ndarray]:
         objects = embed.shape[0]
         if point_inputs is not None:
-            coords = point_inputs["point_coords"].float().cpu().numpy()
+            coords = to_float32(point_inputs["point_coords"])
             labels = point_inputs["point_labels"].cpu().numpy().astype(np.int32)
         else:  # upstream pads a prompt-less call with one point labelled -1
             coords = np.zeros((objects, 1, 2), np.float32)
@@ -245,7 +253,8 @@ class GraphTracker:
         use_prev_mem_frame: bool = True,
         **training_only: Any,
     ) -> dict[str, Any]:
-        """Upstream's ``track_step`` (same arguments and result keys) on the graphs.
+        """Upstream's ``track_step`` on the graphs: same arguments and result keys, except no
+        ``pred_masks_high_res`` after a mask head run (the predictor never reads it).
 
         Args:
             frame_idx: Frame being tracked.
@@ -277,7 +286,11 @@ class GraphTracker:
         pix = _level(current_vision_feats[-1], feat_sizes[-1])
         fpn0 = _level(current_vision_feats[0], feat_sizes[0])
         fpn1 = _level(current_vision_feats[1], feat_sizes[1])
-        pix_all = np.ascontiguousarray(np.broadcast_to(pix, (objects, *pix.shape[1:])))
+
+        def pix_all() -> np.ndarray:
+            """The frame's features once per object (the mask head's input when no memory attention ran)."""
+            return np.ascontiguousarray(np.broadcast_to(pix, (objects, *pix.shape[1:])))
+
         current_out: dict[str, Any] = {"point_inputs": point_inputs, "mask_inputs": mask_inputs}
 
         if mask_inputs is not None:
@@ -297,7 +310,7 @@ class GraphTracker:
                     f"frame {frame_idx}: encoding a memory straight from a mask prompt is not in the exported "
                     "graphs (upstream's predictor encodes it after consolidation)"
                 )
-            heads = self._mask_head(pix_all, False, fpn0, fpn1, None, mask.cpu().numpy(), False)
+            heads = self._mask_head(pix_all(), False, fpn0, fpn1, None, to_float32(mask), False)
             high_res = mask_inputs.float() * 20.0 - 10.0
             side = high_res.shape[-1] // t.backbone_stride * 4
             low_res = F.interpolate(high_res, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
@@ -309,7 +322,7 @@ class GraphTracker:
             ious = torch.ones(objects, 1)
         else:
             if is_init_cond_frame or not use_prev_mem_frame:
-                embed, no_memory = pix_all, True  # the graph adds upstream's no-memory embedding
+                embed, no_memory = pix_all(), True  # the graph adds upstream's no-memory embedding
             else:
                 memory = select_memories(t, frame_idx, output_dict, num_frames, track_in_reverse)
                 embed = self._run("tracker_memory_attention", {"pix_feat": pix, **memory.feeds()})["pix_feat_with_mem"]
@@ -317,10 +330,9 @@ class GraphTracker:
             multimask = t._use_multimask(is_init_cond_frame, point_inputs)
             heads = self._mask_head(embed, no_memory, fpn0, fpn1, point_inputs, None, multimask)
             low_res = torch.from_numpy(heads["low_res_masks"])
+            # no pred_masks_high_res (upstream's 1008 upsample): nothing in the predictor reads it, and the
+            # memory encoder graph upsamples the 288 logits itself
             current_out["pred_masks"] = low_res
-            current_out["pred_masks_high_res"] = F.interpolate(
-                low_res, size=(t.image_size, t.image_size), mode="bilinear", align_corners=False
-            )
             current_out["obj_ptr"] = torch.from_numpy(heads["obj_ptr"])
             scores = torch.from_numpy(heads["object_score_logits"])
             ious = torch.from_numpy(heads["iou"])
@@ -370,8 +382,8 @@ class GraphTracker:
                 f"memory encoding takes mask logits up to {RESOLUTION}x{RESOLUTION} after a tracker step, got {side}"
             )
         pix = _level(current_vision_feats[-1], feat_sizes[-1])
-        masks = pred_masks_high_res.float().cpu().numpy()
-        features = self._encode(pix, masks, object_score_logits.float().cpu().numpy(), bool(is_mask_from_pts))
+        masks = to_float32(pred_masks_high_res)
+        features = self._encode(pix, masks, to_float32(object_score_logits), bool(is_mask_from_pts))
         return torch.from_numpy(features), self._memory_pos_enc(masks.shape[0])
 
     def update_memories(
@@ -408,7 +420,7 @@ class GraphTracker:
         t = self.tracker
         _, _, feats, _, sizes = t._get_image_feature(states[0], frame_idx, 1)
         pix = _level(feats[-1], sizes[-1])
-        masks = low_res_masks.float().cpu().numpy()[:, None]
+        masks = to_float32(low_res_masks)[:, None]
         features = self.backend.run(
             "tracker_memory_encoder",
             {
