@@ -232,6 +232,110 @@ def export(
 
 
 @main.command()
+@click.argument("video", type=click.Path(path_type=Path))
+@click.option("--prompt", required=True, help="Text prompt (a noun phrase) given on --prompt-frame.")
+@click.option(
+    "--artifacts", type=click.Path(path_type=Path), required=True, help="Export folder made with `export --video`."
+)
+@click.option(
+    "--output", type=click.Path(path_type=Path), required=True, help="Folder for overlay frames 00000.png ..."
+)
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Tracks JSON (RLE masks).")
+@click.option("--prompt-frame", type=int, default=0, show_default=True, help="Frame index the prompt is given on.")
+@click.option(
+    "--max-objects", type=int, default=None, help="Track at most this many objects (upstream max_num_objects)."
+)
+@click.pass_obj
+@_handle_errors
+def track(
+    ui: Ui,
+    video: Path,
+    prompt: str,
+    artifacts: Path,
+    output: Path,
+    json_path: Path | None,
+    prompt_frame: int,
+    max_objects: int | None,
+) -> None:
+    """Track what --prompt names through VIDEO (a folder of <index>.jpg frames, or one image).
+
+    Runs upstream's video model (detection on every frame, association, hot-start, tracking) with its neural
+    work on the exported graphs (ONNX Runtime); writes one overlay per frame (one colour per object ID)
+    and, with --json, each frame's objects.
+    """
+    from .export.model import WeightsOrigin
+    from .runtime.artifacts import resolve_artifacts
+    from .video.predictor import VIDEO_PREDICTOR_GRAPHS
+    from .video.track import frame_objects, load_frames, write_tracks
+    from .video.track import track as run_track
+
+    if not prompt.strip():
+        raise Sam3TrtError("--prompt is empty: give a noun phrase such as 'person'")
+    if max_objects is not None and max_objects < 1:
+        raise Sam3TrtError(f"--max-objects {max_objects}: use 1 or more (or leave it out: no limit)")
+    check_output_file(json_path, "--json", (".json",))
+    if output.exists() and not output.is_dir():
+        raise Sam3TrtError(f"--output {output} is a file; give a folder for the overlay frames")
+    found = resolve_artifacts(artifacts)
+    graphs = set(found.manifest.get("graphs", {})) | set(found.manifest.get("video", {}).get("graphs", {}))
+    missing = [g for g in VIDEO_PREDICTOR_GRAPHS if g not in graphs]
+    if found.kind != "onnx-export" or missing:
+        raise Sam3TrtError(
+            f"--artifacts {artifacts}: tracking needs an export made with --video holding {', '.join(missing) or 'ONNX graphs'}; "
+            f"run `sam3-trt export --video --out {artifacts}`"
+        )
+    frames = load_frames(video)
+    if not 0 <= prompt_frame < len(frames):
+        raise Sam3TrtError(f"--prompt-frame {prompt_frame} is outside the clip: use 0..{len(frames) - 1}")
+    check_output_folder(output, "--output")
+    weights_dict = found.manifest.get("weights", {"kind": "unknown", "variant": "full"})
+    variant = weights_dict.get("variant") or "full"
+    ui.progress(f"{len(frames)} frames; building upstream's video model ({variant}) for its host code")
+    predictor = _video_predictor(found.folder, variant, max_objects)
+    results = {}
+    with predictor:
+        for index, outputs in run_track(predictor, frames, prompt, prompt_frame):
+            results[index] = frame_objects(outputs)
+            ui.progress(f"frame {index}: objects {[o['id'] for o in results[index]]}")
+    info = {
+        "video": str(video),
+        "prompt": prompt,
+        "prompt_frame": prompt_frame,
+        "size": list(frames[0].size),
+        "backend": "onnxruntime",
+        "weights": WeightsOrigin.from_dict(weights_dict).describe(),
+        "weights_kind": weights_dict.get("kind"),
+    }
+    doc = write_tracks(frames, results, output, json_path, info)
+    click.echo(
+        json.dumps(
+            {
+                "frames": len(frames),
+                "tracked_frames": len(results),
+                "object_ids": doc["object_ids"],
+                "output": str(output),
+                "json": str(json_path) if json_path else None,
+            }
+        )
+    )
+
+
+def _video_predictor(folder: Path, variant: str, max_objects: int | None) -> Any:
+    """The video predictor over ``folder``'s graphs; upstream's model supplies settings and host code only.
+
+    Its weights are never used on the graphs, so it is built with random weights of the export's variant.
+    """
+    from .export.model import load_model
+    from .export.tracker import build_tracker
+    from .video import Sam3VideoPredictor, build_video_model
+
+    image_model, _ = load_model(variant=variant, random_weights=True, seed=0, video=True)
+    settings = {"max_num_objects": max_objects} if max_objects else {}
+    model = build_video_model(image_model, build_tracker(variant, seed=0), **settings)
+    return Sam3VideoPredictor(model, folder, backend="onnxruntime")
+
+
+@main.command()
 @click.argument("image", type=click.Path(path_type=Path))
 @click.option("--prompt", "prompts", multiple=True, help="Text prompt (repeatable; all run in one decoder batch).")
 @click.option("--box", "boxes", multiple=True, help="Box prompt x0,y0,x1,y1[,neg] in pixels of IMAGE (repeatable).")

@@ -95,7 +95,8 @@ def render_overlay(
 
     Args:
         image_rgb: ``HxWx3`` uint8 input image.
-        detections: ``[{"prompt", "score", "box" (pixel xyxy), "mask" (bool HxW)}]``.
+        detections: ``[{"prompt", "score", "box" (pixel xyxy), "mask" (bool HxW)}]``, each optionally with
+            an RGB ``"colour"`` (tracks keep one colour per object ID; otherwise colours follow rank).
         prompt_boxes: The user's box prompts, pixel ``x0, y0, x1, y1`` and positive?, drawn dashed
             (white: positive, red: negative).
         max_detections: Draw at most this many, best score first.
@@ -111,7 +112,7 @@ def render_overlay(
 
     height, width = image_rgb.shape[:2]
     shown = sorted(detections, key=lambda d: -d["score"])[: max(0, max_detections)]
-    colours = [_colour(i) for i in range(len(shown))]
+    colours = [tuple(d["colour"]) if "colour" in d else _colour(i) for i, d in enumerate(shown)]
     line = max(2, round(min(height, width) / 250))
     canvas = image_rgb.astype(np.float32).copy()
     # one tint per pixel (the best detection covering it), so overlapping masks never bury the image

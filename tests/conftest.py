@@ -149,9 +149,40 @@ def video_model():
     return load_model("tiny", random_weights=True, seed=0, video=True)
 
 
+#: How :func:`detecting_video_model` sharpens random weights' detections (see its doc).
+DETECTION_SCORE_SCALE = 8.0
+DETECTION_PRESENCE_BIAS = 6.0
+
+
 @pytest.fixture(scope="session")
-def tracker_export(video_model, tiny_tracker, tmp_path_factory):
-    """``export(..., tracker=...)`` as ``sam3-trt export --video`` runs it (one small image graph beside).
+def detecting_video_model(video_model):
+    """``video_model`` with decisive detection scores, for the video predictor's end-to-end tests.
+
+    Random weights score every query near 0.6 and presence near 0.65, so the video builder's joint score
+    (class x presence) keeps nothing above 0.5 and every query sits near the threshold. This copy scales
+    the query projection of the dot-product scoring (logits spread x8) and raises the presence logit by 6:
+    a few queries clear the thresholds by margins far above FP32 graph error. Only these two heads change
+    (same architecture, still random); ``video_model`` itself is untouched.
+    """
+    import copy
+
+    import torch
+
+    model, origin = video_model
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        scoring = model.dot_prod_scoring.hs_proj
+        scoring.weight.mul_(DETECTION_SCORE_SCALE)
+        scoring.bias.mul_(DETECTION_SCORE_SCALE)
+        model.transformer.decoder.presence_token_head.layers[-1].bias.add_(DETECTION_PRESENCE_BIAS)
+    return model, origin
+
+
+@pytest.fixture(scope="session")
+def tracker_export(detecting_video_model, tiny_tracker, tmp_path_factory):
+    """``export(..., tracker=...)`` as ``sam3-trt export --video`` runs it, of :func:`detecting_video_model`.
+
+    The vision graph is the video one; the text encoder and decoder come along for the video predictor.
 
     Set ``SAM3_TRT_VIDEO_EXPORT`` to such an export (tiny, seed 0) to reuse it while working on tests that
     only read it.
@@ -163,10 +194,10 @@ def tracker_export(video_model, tiny_tracker, tmp_path_factory):
     if reuse:
         yield Path(reuse), json.loads((Path(reuse) / "manifest.json").read_text())
         return
-    model, origin = video_model
+    model, origin = detecting_video_model
     out = tmp_path_factory.mktemp("video") / "export"
     tracker = (tiny_tracker, WeightsOrigin(kind="random", variant="tiny", seed=0))
-    options = ExportOptions(graphs=("text_encoder",), vision_batches=(1, 2))  # B2: batch is a real axis here
+    options = ExportOptions(graphs=("text_encoder", "decoder"), vision_batches=(1, 2))  # B2: a real axis here
     manifest = export(model, origin, out, options, tracker=tracker)
     yield out, manifest
     shutil.rmtree(out, ignore_errors=True)

@@ -92,7 +92,7 @@ def test_tracking_on_graphs_matches_upstream_teacher_forced_and_free_running(tin
         assert report["passed"], report["failures"][:3]
         # frame 0: one step per prompt; frames 1..5: one step for both objects. Memories: the preflight
         # re-encodes frame 0, and upstream's step encodes each tracked frame through the same method
-        assert report["steps"] == {"track_step": 2 + FRAMES - 1, "encode_memory": 1 + FRAMES - 1}
+        assert report["steps"] == {"track_step": 2 + FRAMES - 1, "encode_memory": 1 + FRAMES - 1, "update_memory": 0}
         assert report["worst"]["mask_iou_min"] >= TRACKING_TOLERANCES["fp32"]["mask_iou_min"]
         # free-running: upstream's predictor with the graph steps installed, from the graphs' features
         before = dict(backend.calls)

@@ -1,18 +1,26 @@
-"""Video: SAM3's tracker on the exported graphs, inside upstream's own host control flow.
+"""Video: SAM3's detector and tracker on the exported graphs, inside upstream's own host control flow.
 
-:mod:`.memory` picks the memories and object pointers a frame attends to (upstream's selection, as data
-for the memory-attention graph); :mod:`.tracker` runs upstream's tracking predictor with its per-frame
-step and memory encoding on the graphs.
+:mod:`.predictor` is upstream's video predictor API (:class:`Sam3VideoPredictor`) over upstream's video model
+(:mod:`.model` builds it from our parts) with its neural work on graphs; :mod:`.tracker` runs the tracker's
+per-frame step and memory encoding on the tracker graphs; :mod:`.memory` picks the memories and object
+pointers a frame attends to (upstream's selection, as graph inputs); :mod:`.parity` checks all of it against
+upstream's eager model.
 """
 
 from .memory import MemoryFeeds, select_memories
-from .parity import TeacherForced, compare_tracks
+from .model import build_video_model
+from .parity import TeacherForced, TeacherForcedVideo, compare_tracks
+from .predictor import GraphVideoModel, Sam3VideoPredictor
 from .tracker import GraphTracker, feature_cache, upstream_on_cpu
 
 __all__ = [
     "GraphTracker",
+    "GraphVideoModel",
     "MemoryFeeds",
+    "Sam3VideoPredictor",
     "TeacherForced",
+    "TeacherForcedVideo",
+    "build_video_model",
     "compare_tracks",
     "feature_cache",
     "select_memories",

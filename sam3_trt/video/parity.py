@@ -4,6 +4,9 @@
   tracking predictor makes runs twice on the same state, eagerly (upstream's own method, whose result is
   kept, so the state never drifts) and on the graphs (:class:`~.tracker.GraphTracker`); each pair is
   compared into a :class:`StepCheck`.
+* :class:`TeacherForcedVideo`: the same for upstream's video model: each frame's detection runs eagerly
+  (kept) and on the graphs (:class:`~.predictor.GraphVideoModel`) into a :class:`DetectionCheck`, and the
+  tracker's steps are shadowed by :class:`TeacherForced`.
 * :func:`compare_tracks`: two runs' per-frame outputs (object IDs, masks), frame by frame.
 
 Tolerances are data: :data:`sam3_trt.tolerances.TRACKING_TOLERANCES`.
@@ -44,7 +47,7 @@ def _max_abs(a: Any, b: Any) -> float:
 class StepCheck:
     """One step run eagerly and on the graphs from the same state."""
 
-    kind: str  # "track_step" or "encode_memory"
+    kind: str  # "track_step", "encode_memory" or "update_memory" (the video model's per-frame update)
     frame: int
     objects: int
     mask_iou_min: float = math.nan
@@ -144,11 +147,150 @@ class TeacherForced:
         worst["mask_iou_min"] = min(ious) if ious else math.nan
         return {
             "passed": bool(self.checks) and all(c.passed for c in self.checks),
-            "steps": {kind: sum(c.kind == kind for c in self.checks) for kind in ("track_step", "encode_memory")},
+            "steps": {
+                kind: sum(c.kind == kind for c in self.checks)
+                for kind in ("track_step", "encode_memory", "update_memory")
+            },
             "worst": worst,
             "tolerance": dict(self.tolerance),
             "failures": [asdict(c) for c in self.checks if not c.passed],
         }
+
+
+@dataclass
+class DetectionCheck:
+    """One frame's detection (``run_backbone_and_detection``) eagerly and on the graphs, same frame and prompt.
+
+    ``margin`` is the smallest distance of any query's probability (graphs) from upstream's score threshold:
+    where the kept sets differ, it shows whether a query sat on the threshold (a near-tie) or not (a bug).
+    """
+
+    frame: int
+    eager_kept: int
+    graph_kept: int
+    margin: float
+    score_max_abs: float = math.nan
+    box_max_abs: float = math.nan
+    mask_logits_max_abs: float = math.nan
+    mask_iou_min: float = math.nan
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def judge(self, tol: Mapping[str, float]) -> DetectionCheck:
+        """Fill :attr:`failures` from the tolerance row's ``det_*`` and ``mask_iou_min`` entries."""
+        if self.eager_kept != self.graph_kept:
+            self.failures.append(
+                f"kept {self.graph_kept} detections on the graphs, {self.eager_kept} eagerly "
+                f"(nearest query to the threshold: {self.margin:.3g} away)"
+            )
+            return self
+        if not self.eager_kept:
+            return self
+        for key in ("score_max_abs", "box_max_abs", "mask_logits_max_abs"):
+            value = getattr(self, key)
+            if not value <= tol[f"det_{key}"]:
+                self.failures.append(f"det_{key} {value:.3g} > {tol[f'det_{key}']:g}")
+        if not self.mask_iou_min >= tol["mask_iou_min"]:
+            self.failures.append(f"detection mask IoU {self.mask_iou_min:.4f} < {tol['mask_iou_min']:g}")
+        return self
+
+
+class TeacherForcedVideo:
+    """Shadow upstream's video model with the graphs: detection per frame and every tracker step.
+
+    Upstream's eager results are kept (its state never drifts); the graphs run from the same frame, prompt
+    and tracker state: detection, every tracker step and memory encoding, and the per-frame memory update
+    (``_tracker_update_memories``, compared before upstream's bfloat16 storage).
+
+    Args:
+        model: Upstream's video model (eager reference, CPU patches already applied by the caller).
+        graphs: A :class:`~.predictor.GraphVideoModel` over the same model (not installed).
+        precision: Row of :data:`~sam3_trt.tolerances.TRACKING_TOLERANCES`.
+    """
+
+    def __init__(self, model: Any, graphs: Any, precision: str = "fp32") -> None:
+        self.model = model
+        self.graphs = graphs
+        self.tolerance = TRACKING_TOLERANCES[precision]
+        self._levels: dict[int, Sequence[Any]] = {}
+        self.tracker = TeacherForced(model.tracker, graphs.tracker, self._levels.__getitem__, precision)
+        self.detections: list[DetectionCheck] = []
+        self._stack: contextlib.ExitStack | None = None
+
+    def __enter__(self) -> TeacherForcedVideo:
+        from .predictor import install_video_steps
+
+        self._eager_detect = type(self.model).run_backbone_and_detection.__get__(self.model)
+        self._eager_update = type(self.model)._tracker_update_memories.__get__(self.model)
+        self._stack = install_video_steps(self.model, self.tracker, self._detect, self._update)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
+
+    def _detect(self, **kwargs: Any) -> dict[str, Any]:
+        import torch
+
+        eager = self._eager_detect(**kwargs)
+        frame = kwargs["frame_idx"]
+        # the graphs write their own cache (raw levels); the text features are theirs too
+        graph_cache: dict = {}
+        graph = self.graphs.run_backbone_and_detection(**{**kwargs, "feature_cache": graph_cache})
+        self._levels[frame] = graph_cache[frame][1]["tracker_backbone_out"]["backbone_fpn"]
+        probs = self.graphs.last_probabilities
+        margin = float(torch.abs(probs - self.model.score_threshold_detection).min()) if probs is not None else math.nan
+        check = DetectionCheck(frame, int(eager["scores"].numel()), int(graph["scores"].numel()), margin)
+        if check.eager_kept == check.graph_kept and check.eager_kept:
+            check.score_max_abs = _max_abs(eager["scores"], graph["scores"])
+            check.box_max_abs = _max_abs(eager["bbox"], graph["bbox"])
+            check.mask_logits_max_abs = _max_abs(eager["mask"], graph["mask"])
+            check.mask_iou_min = float(mask_iou(eager["mask"], graph["mask"]).min())
+        self.detections.append(check.judge(self.tolerance))
+        return eager
+
+    def _update(
+        self, tracker_inference_states: list[Any], frame_idx: int, tracker_metadata: dict, low_res_masks: Any
+    ) -> None:
+        import torch
+
+        from ..export.patches import swap_attr
+
+        eager: list[Any] = []
+
+        def record(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            out = self.tracker._eager_encode(*args, **kwargs)
+            eager.append(out[0])  # float32, before upstream stores it in bfloat16
+            return out
+
+        with swap_attr(self.model.tracker, "_encode_new_memory", record):
+            self._eager_update(tracker_inference_states, frame_idx, tracker_metadata, low_res_masks)
+        states = [s for s in tracker_inference_states if len(s["obj_ids"])]
+        if not eager:
+            return
+        graph = self.graphs.tracker.update_features(states, frame_idx, low_res_masks)
+        reference = torch.cat(eager)
+        check = StepCheck(
+            "update_memory", frame_idx, int(reference.shape[0]), memory_max_abs=_max_abs(reference, graph)
+        )
+        check.mask_logits_max_abs = check.obj_ptr_max_abs = check.score_max_abs = 0.0
+        self.tracker.checks.append(check.judge(self.tolerance))
+
+    def report(self) -> dict[str, Any]:
+        """The tracker steps' report plus the detections' worst values and failures."""
+        report = self.tracker.report()
+        kept = [c for c in self.detections if c.eager_kept and c.eager_kept == c.graph_kept]
+        for key in ("score_max_abs", "box_max_abs", "mask_logits_max_abs"):
+            report["worst"][f"det_{key}"] = max((getattr(c, key) for c in kept), default=math.nan)
+        report["worst"]["det_mask_iou_min"] = min((c.mask_iou_min for c in kept), default=math.nan)
+        report["detections"] = [asdict(c) for c in self.detections]
+        report["passed"] = report["passed"] and bool(self.detections) and all(c.passed for c in self.detections)
+        report["failures"] += [asdict(c) for c in self.detections if not c.passed]
+        return report
 
 
 def compare_tracks(

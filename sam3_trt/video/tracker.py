@@ -386,6 +386,37 @@ class GraphTracker:
         features = self._encode(pix, masks, to_float32(object_score_logits), bool(is_mask_from_pts))
         return torch.from_numpy(features), self._memory_pos_enc(masks.shape[0])
 
+    def update_features(self, states: list[Any], frame_idx: int, low_res_masks: Any) -> np.ndarray:
+        """The memory encoder graph's ``video_update`` run for :meth:`update_memories` (nothing stored).
+
+        Args:
+            states: Tracker states holding objects, in order (their first state reads the frame's features).
+            frame_idx: The frame.
+            low_res_masks: ``[objects, 288, 288]`` mask logits of all objects of ``states``.
+
+        Returns:
+            ``[objects, 64, 72, 72]`` float32 memories.
+        """
+        objects = int(low_res_masks.shape[0])
+        if objects > MAX_OBJECTS:
+            raise Sam3TrtError(
+                f"frame {frame_idx}: {objects} tracked objects; the memory update suppresses overlaps across all "
+                f"objects in one graph run, whose profile allows up to {MAX_OBJECTS}"
+            )
+        _, _, feats, _, sizes = self.tracker._get_image_feature(states[0], frame_idx, 1)
+        pix = _level(feats[-1], sizes[-1])
+        masks = to_float32(low_res_masks)[:, None]
+        return self.backend.run(
+            "tracker_memory_encoder",
+            {
+                "pix_feat": pix,
+                "masks": np.ascontiguousarray(masks),
+                "object_score_logits": np.zeros((objects, 1), np.float32),  # video_update scores by area
+                "binarize": np.array([False]),
+                "video_update": np.array([True]),
+            },
+        )["maskmem_features"]
+
     def update_memories(
         self,
         tracker_inference_states: list[Any],
@@ -411,26 +442,7 @@ class GraphTracker:
         states = [s for s in tracker_inference_states if len(s["obj_ids"])]
         if not states:
             return
-        objects = int(low_res_masks.shape[0])
-        if objects > MAX_OBJECTS:
-            raise Sam3TrtError(
-                f"frame {frame_idx}: {objects} tracked objects; the memory update suppresses overlaps across all "
-                f"objects in one graph run, whose profile allows up to {MAX_OBJECTS}"
-            )
-        t = self.tracker
-        _, _, feats, _, sizes = t._get_image_feature(states[0], frame_idx, 1)
-        pix = _level(feats[-1], sizes[-1])
-        masks = to_float32(low_res_masks)[:, None]
-        features = self.backend.run(
-            "tracker_memory_encoder",
-            {
-                "pix_feat": pix,
-                "masks": np.ascontiguousarray(masks),
-                "object_score_logits": np.zeros((objects, 1), np.float32),  # video_update scores by area
-                "binarize": np.array([False]),
-                "video_update": np.array([True]),
-            },
-        )["maskmem_features"]
+        features = self.update_features(states, frame_idx, low_res_masks)
         start = 0
         for state in states:
             count = len(state["obj_ids"])
@@ -442,7 +454,7 @@ class GraphTracker:
                     continue
                 output_dict[key][frame_idx]["maskmem_features"] = local
                 output_dict[key][frame_idx]["maskmem_pos_enc"] = list(pos)
-                t._add_output_per_object(
+                self.tracker._add_output_per_object(
                     inference_state=state, frame_idx=frame_idx, current_out=output_dict[key][frame_idx], storage_key=key
                 )
             start += count

@@ -1,0 +1,443 @@
+"""``Sam3VideoPredictor``: upstream's video predictor request API with the neural work on exported graphs.
+
+Upstream's ``sam3.model.sam3_video_predictor.Sam3VideoPredictor`` dispatches requests (``start_session``,
+``add_prompt``, ``propagate_in_video``, ``remove_object``, ``reset_session``, ``close_session``) to its video
+model, whose host code (association, hot-start, NMS, re-conditioning, hole filling) stays as it is. This
+predictor keeps that API and that host code and swaps, for the duration of each request:
+
+* the video model's ``run_backbone_and_detection``: ``video_vision_encoder`` (one ViT pass, both necks) +
+  ``text_encoder`` (cached per text batch, as upstream) + ``decoder``, then upstream's joint score, its
+  mask NMS and thresholds (:meth:`GraphVideoModel.run_backbone_and_detection`);
+* the tracker's step and memory encoding (:class:`~.tracker.GraphTracker`) and the per-frame memory update
+  (:meth:`~.tracker.GraphTracker.update_memories`).
+
+Follow a frame: ``propagate_in_video`` -> upstream's ``_det_track_one_frame`` -> detection here -> upstream's
+tracker propagation (graph steps) -> upstream's planning heuristics -> memory update (graph) -> upstream's
+outputs (``out_obj_ids``, ``out_probs``, ``out_boxes_xywh``, ``out_binary_masks``).
+
+Not on the graphs yet, refused in one line: box (visual) prompts in video (upstream encodes the box once on
+its frame and reuses the encoding; the decoder graph encodes boxes per frame).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..errors import Sam3TrtError
+from ..runtime.arrays import to_float32
+from ..specs import VIDEO_SPECS
+from .model import host_ops, video_model_on_cpu
+from .tracker import GraphTracker
+from .tracker import feature_cache as build_feature_cache
+
+#: Graphs a graph-backed video predictor runs.
+VIDEO_PREDICTOR_GRAPHS: tuple[str, ...] = ("text_encoder", "decoder", *VIDEO_SPECS)
+
+
+def _on_cuda(model: Any) -> bool:
+    """Whether upstream's model lives on a GPU (else its host code runs with the CPU patches, GPU or not)."""
+    first = next(iter(model.parameters()), None)
+    return first is not None and first.device.type == "cuda"
+
+
+def install_video_steps(model: Any, tracker_steps: Any, detect: Any, update_memories: Any) -> contextlib.ExitStack:
+    """Put graph (or shadowing) steps in place on upstream's video model instance; ``close()`` restores it.
+
+    Args:
+        model: Upstream's video model.
+        tracker_steps: A context manager that installs the tracker's steps (:class:`~.tracker.GraphTracker`,
+            :class:`~.parity.TeacherForced`).
+        detect: Replaces ``run_backbone_and_detection``.
+        update_memories: Replaces ``_tracker_update_memories``.
+    """
+    from ..export.patches import swap_attr
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(tracker_steps)
+    stack.enter_context(swap_attr(model, "run_backbone_and_detection", detect))
+    stack.enter_context(swap_attr(model, "_tracker_update_memories", update_memories))
+    stack.enter_context(host_ops())
+    return stack
+
+
+class GraphVideoModel:
+    """Runs upstream's video model's neural pieces on graphs while installed (a reversible context manager).
+
+    Args:
+        model: Upstream ``Sam3VideoInferenceWithInstanceInteractivity`` (e.g. :func:`~.model.build_video_model`);
+            its settings and host code are used, its weights are not.
+        backend: A backend that runs :data:`VIDEO_PREDICTOR_GRAPHS` (ONNX Runtime over an export made with
+            ``--video``).
+        tokenizer: Callable ``list[str] -> int64 [P, 32]`` token IDs (:class:`~sam3_trt.runtime.tokenizer.Tokenizer`).
+    """
+
+    def __init__(self, model: Any, backend: Any, tokenizer: Any) -> None:
+        missing = [g for g in VIDEO_PREDICTOR_GRAPHS if g not in backend.graphs]
+        if missing:
+            raise Sam3TrtError(
+                f"the {backend.name} backend does not run {', '.join(missing)}; video runs on ONNX Runtime over an "
+                "export made with `sam3-trt export --video` (or on the eager model with backend='torch')"
+            )
+        self.model = model
+        self.backend = backend
+        self.tokenizer = tokenizer
+        self.tracker = GraphTracker(model.tracker, backend)
+        self._stack: contextlib.ExitStack | None = None
+        self.last_probabilities: Any = None
+
+    def __enter__(self) -> GraphVideoModel:
+        if self._stack is not None:
+            raise Sam3TrtError("this GraphVideoModel is already installed")
+        self._stack = install_video_steps(
+            self.model, self.tracker, self.run_backbone_and_detection, self.tracker.update_memories
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
+
+    def _text(self, texts: tuple[str, ...], feature_cache: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Text features of upstream's text batch (``[text prompt, "visual"]``), cached as upstream caches them."""
+        cached = feature_cache.get("text")
+        if not cached or texts not in cached:
+            out = self.backend.run("text_encoder", {"input_ids": self.tokenizer(list(texts))})
+            # upstream keeps only the most recent text batch
+            feature_cache["text"] = {texts: (np.array(out["text_features"]), np.array(out["text_mask"]))}
+        return feature_cache["text"][texts]
+
+    def run_backbone_and_detection(
+        self,
+        frame_idx: int,
+        num_frames: int,
+        input_batch: Any,
+        geometric_prompt: Any,
+        feature_cache: dict,
+        reverse: bool,
+        allow_new_detections: bool,
+    ) -> dict[str, Any]:
+        """Upstream's ``Sam3VideoBase.run_backbone_and_detection`` on the graphs (same arguments and result).
+
+        Returns ``{"bbox": [D, 4] xyxy, "mask": [D, 288, 288] logits, "scores": [D]}`` for the detections
+        kept after upstream's NMS and score threshold, and caches the frame's tracker features (stored in
+        bfloat16, as upstream's detector hands them over) in ``feature_cache[frame_idx]``.
+        """
+        import torch
+        from sam3.model.box_ops import box_cxcywh_to_xyxy
+        from sam3.model.model_misc import inverse_sigmoid
+        from sam3.perflib.nms import nms_masks
+
+        model = self.model
+        boxes = getattr(geometric_prompt, "box_embeddings", None)
+        points = getattr(geometric_prompt, "point_embeddings", None)
+        if (boxes is not None and boxes.shape[0]) or (points is not None and points.shape[0]):
+            raise Sam3TrtError(
+                "box prompts in video are not on the graphs yet; prompt with text, or with points and obj_id"
+            )
+        features, text_mask = self._text(tuple(input_batch.find_text_batch), feature_cache)
+        text_id = int(input_batch.find_inputs[frame_idx].text_ids[0])
+        pixels = np.ascontiguousarray(to_float32(input_batch.img_batch[frame_idx])[None])
+        vision = self.backend.run("video_vision_encoder", {"pixel_values": pixels})
+        # the tracker levels outlive later runs; upstream's detector hands them over in bfloat16
+        levels = [torch.from_numpy(np.array(vision[f"tracker_fpn{i}"])).to(torch.bfloat16).float() for i in range(3)]
+        decoded = self.backend.run(
+            "decoder",
+            {
+                "fpn0": vision["fpn0"],
+                "fpn1": vision["fpn1"],
+                "fpn2": vision["fpn2"],
+                "text_features": features[text_id : text_id + 1],
+                "text_mask": text_mask[text_id : text_id + 1],
+                "boxes": np.zeros((1, 1, 4), np.float32),
+                "box_labels": np.zeros((1, 1), bool),
+                "box_mask": np.ones((1, 1), bool),  # no box: one padding slot
+            },
+        )
+        logits = torch.from_numpy(np.array(decoded["pred_logits"]))[0]
+        presence = torch.from_numpy(np.array(decoded["presence_logit"]))[0]
+        masks = torch.from_numpy(np.array(decoded["pred_masks"]))[0]
+        # the video builder's joint score (supervise_joint_box_scores): class probability x presence
+        logits = inverse_sigmoid(logits.sigmoid() * presence.sigmoid()).clamp(min=-10.0, max=10.0)
+        if model.det_nms_thresh > 0.0:
+            keep = nms_masks(
+                pred_probs=logits.sigmoid(),
+                pred_masks=masks,
+                prob_threshold=model.score_threshold_detection,
+                iou_threshold=model.det_nms_thresh,
+            )
+            logits = logits - 1e4 * (~keep).float()
+        probs = logits.sigmoid()
+        self.last_probabilities = probs  # parity reports how close each query was to the threshold
+        if not allow_new_detections:
+            probs = probs - 1e8
+        kept = torch.where(probs > model.score_threshold_detection)[0]
+        boxes_xyxy = box_cxcywh_to_xyxy(torch.from_numpy(np.array(decoded["pred_boxes"]))[0])
+        det_out = {"bbox": boxes_xyxy[kept], "mask": masks[kept], "scores": probs[kept]}
+
+        _, backbone = build_feature_cache({frame_idx: levels})[frame_idx]
+        feature_cache[frame_idx] = (input_batch.img_batch[frame_idx], backbone)
+        feature_cache.pop(frame_idx - 1 if not reverse else frame_idx + 1, None)
+        return det_out
+
+
+def _upstream_predictor() -> type:
+    from sam3.model.sam3_video_predictor import Sam3VideoPredictor as Upstream
+
+    return Upstream
+
+
+class Sam3VideoPredictor:
+    """Upstream's ``Sam3VideoPredictor`` API on graphs (or on the eager model with ``backend="torch"``).
+
+    Args:
+        model: Upstream's video model (:func:`~.model.build_video_model`): its settings and host code run;
+            on graph backends its weights are not used.
+        artifacts: An export folder made with ``sam3-trt export --video`` (or a
+            :class:`~sam3_trt.runtime.backends.Backend`); ``None`` with ``backend="torch"``.
+        backend: ``"auto"``/``"onnxruntime"`` (the graphs), a backend object, or ``"torch"`` (upstream's eager
+            model, on CPU when there is no GPU).
+        threads: ONNX Runtime intra-op threads (``None``: its default).
+
+    Requests and results are upstream's: ``handle_request({"type": "start_session", "resource_path": ...})``
+    -> ``{"session_id"}``; ``{"type": "add_prompt", "session_id", "frame_index", "text" | "points" +
+    "point_labels" + "obj_id"}`` -> ``{"frame_index", "outputs"}``; ``handle_stream_request({"type":
+    "propagate_in_video", ...})`` yields ``{"frame_index", "outputs"}`` per frame, ``outputs`` holding
+    ``out_obj_ids``, ``out_probs``, ``out_boxes_xywh`` (normalised) and ``out_binary_masks`` ``[K, H, W]``.
+    Sessions belong to this predictor (upstream keeps them in one dict shared by every predictor). Bad
+    requests (unknown session or object, frame outside the clip, unsupported prompt) raise
+    :class:`~sam3_trt.errors.Sam3TrtError` before the session changes.
+    """
+
+    def __init__(self, model: Any, artifacts: Any = None, backend: Any = "auto", threads: int | None = None) -> None:
+        self.model = model
+        # upstream's attributes its request code reads
+        self.async_loading_frames = False
+        self.video_loader_type = "cv2"
+        self._ALL_INFERENCE_STATES: dict[str, dict] = {}
+        self.backend: Any = None
+        self.graph_model: GraphVideoModel | None = None
+        if backend == "torch":
+            if artifacts is not None:
+                raise Sam3TrtError("backend='torch' runs the eager model; pass artifacts=None")
+        else:
+            from ..runtime.processor import _make_backend
+            from ..runtime.tokenizer import Tokenizer
+            from ..specs import CONTEXT_LENGTH
+
+            if artifacts is None and not hasattr(backend, "run"):
+                raise Sam3TrtError(f"backend={backend!r} needs artifacts: an export folder made with --video")
+            if isinstance(backend, str) and backend not in ("auto", "onnxruntime"):
+                raise Sam3TrtError(f"backend={backend!r}: video runs on 'auto'/'onnxruntime' graphs or 'torch'")
+            self.backend, tokenizer_path = _make_backend(artifacts, backend, threads, 0, "auto", True)
+            self.graph_model = GraphVideoModel(model, self.backend, Tokenizer(tokenizer_path, CONTEXT_LENGTH))
+        self._on_cpu = not _on_cuda(model)
+
+    @contextlib.contextmanager
+    def _installed(self) -> Iterator[None]:
+        """The graph steps (and, without CUDA, upstream's CPU patches) for one request."""
+        import torch
+
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(torch.inference_mode())
+            if self._on_cpu:
+                stack.enter_context(video_model_on_cpu(self.model))
+            stack.enter_context(self.graph_model if self.graph_model is not None else host_ops())
+            yield
+
+    # -- upstream's request API -------------------------------------------------------------------
+    def handle_request(self, request: dict) -> dict:
+        """Upstream's ``handle_request``: start_session, add_prompt, remove_object, reset/close_session."""
+        if not isinstance(request, dict) or "type" not in request:
+            raise Sam3TrtError(f"a request is a dict with a 'type'; got {request!r}")
+        return _upstream_predictor().handle_request(self, request)
+
+    def handle_stream_request(self, request: dict) -> Iterator[dict]:
+        """Upstream's ``handle_stream_request`` (``propagate_in_video``), one result per frame.
+
+        Unlike upstream's generator, the request is checked when this is called, before any frame runs.
+        """
+        if not isinstance(request, dict) or request.get("type") != "propagate_in_video":
+            raise Sam3TrtError(f"stream requests are {{'type': 'propagate_in_video', ...}}; got {request!r}")
+        if "session_id" not in request:
+            raise Sam3TrtError("propagate_in_video needs a session_id (from start_session)")
+        return self.propagate_in_video(
+            session_id=request["session_id"],
+            propagation_direction=request.get("propagation_direction", "both"),
+            start_frame_idx=request.get("start_frame_index", None),
+            max_frame_num_to_track=request.get("max_frame_num_to_track", None),
+        )
+
+    def start_session(self, resource_path: Any, session_id: str | None = None) -> dict:
+        """Open a video (MP4 file, JPEG folder or list of PIL images); returns ``{"session_id"}``."""
+        import time
+        import uuid
+
+        if session_id is not None and session_id in self._ALL_INFERENCE_STATES:
+            raise Sam3TrtError(f"session_id={session_id!r} is already open; close it first or pass another ID")
+        _check_resource(resource_path)
+        with self._installed():
+            state = self.model.init_state(
+                resource_path=resource_path,
+                offload_video_to_cpu=self._on_cpu,
+                async_loading_frames=self.async_loading_frames,
+                video_loader_type=self.video_loader_type,
+            )
+        session_id = session_id or str(uuid.uuid4())
+        self._ALL_INFERENCE_STATES[session_id] = {"state": state, "session_id": session_id, "start_time": time.time()}
+        return {"session_id": session_id}
+
+    def add_prompt(
+        self,
+        session_id: str,
+        frame_idx: int,
+        text: str | None = None,
+        points: list[list[float]] | None = None,
+        point_labels: list[int] | None = None,
+        bounding_boxes: list[list[float]] | None = None,
+        bounding_box_labels: list[int] | None = None,
+        obj_id: int | None = None,
+    ) -> dict:
+        """Upstream's ``add_prompt``: a text prompt, or points (normalised x, y) with ``obj_id``, on a frame."""
+        state = self._get_session(session_id)["state"]
+        _check_frame(frame_idx, state, "frame_index")
+        if bounding_boxes is not None and self.graph_model is not None:
+            raise Sam3TrtError(
+                "bounding_boxes: box prompts in video are not on the graphs yet; prompt with text, or with "
+                "points and obj_id (or use backend='torch')"
+            )
+        if points is not None and obj_id is None:
+            raise Sam3TrtError("points need obj_id (the object they click); text prompts take no obj_id")
+        if points is None and text is None and bounding_boxes is None:
+            raise Sam3TrtError("add_prompt needs text, points (with obj_id) or bounding_boxes")
+        if text is not None and (not isinstance(text, str) or not text.strip()):
+            raise Sam3TrtError(f"text={text!r}: give a non-empty noun phrase such as 'person'")
+        with self._installed():
+            return _upstream_predictor().add_prompt(
+                self, session_id, frame_idx, text, points, point_labels, bounding_boxes, bounding_box_labels, obj_id
+            )
+
+    def remove_object(self, session_id: str, obj_id: int, is_user_action: bool = True) -> dict:
+        """Upstream's ``remove_object`` (the object stops being tracked; its ID is not reused)."""
+        state = self._get_session(session_id)["state"]
+        known = [int(i) for i in state["tracker_metadata"].get("obj_ids_all_gpu", [])]
+        if obj_id not in known:
+            raise Sam3TrtError(f"obj_id={obj_id!r} is not tracked in session {session_id!r} (tracked: {known})")
+        with self._installed():
+            return _upstream_predictor().remove_object(self, session_id, obj_id, is_user_action)
+
+    def propagate_in_video(
+        self,
+        session_id: str,
+        propagation_direction: str = "both",
+        start_frame_idx: int | None = None,
+        max_frame_num_to_track: int | None = None,
+    ) -> Iterator[dict]:
+        """Upstream's ``propagate_in_video``: yields ``{"frame_index", "outputs"}`` per frame.
+
+        Arguments are checked when called, before the first frame runs.
+        """
+        state = self._get_session(session_id)["state"]
+        if propagation_direction not in ("both", "forward", "backward"):
+            raise Sam3TrtError(f"propagation_direction={propagation_direction!r}: use 'both', 'forward' or 'backward'")
+        if start_frame_idx is not None:
+            _check_frame(start_frame_idx, state, "start_frame_index")
+        if max_frame_num_to_track is not None and (
+            not isinstance(max_frame_num_to_track, int) or max_frame_num_to_track < 0
+        ):
+            raise Sam3TrtError(f"max_frame_num_to_track={max_frame_num_to_track!r}: give a frame count >= 0")
+        if start_frame_idx is None and all(out is None for out in state["previous_stages_out"]):
+            raise Sam3TrtError(f"session {session_id!r} has no prompt yet: add_prompt on a frame, then propagate")
+        return self._propagate(session_id, propagation_direction, start_frame_idx, max_frame_num_to_track)
+
+    def _propagate(self, *args: Any) -> Iterator[dict]:
+        with self._installed():
+            yield from _upstream_predictor().propagate_in_video(self, *args)
+
+    def reset_session(self, session_id: str) -> dict:
+        """Upstream's ``reset_session``: prompts and tracks gone, the video kept."""
+        self._get_session(session_id)
+        with self._installed():
+            return _upstream_predictor().reset_session(self, session_id)
+
+    def close_session(self, session_id: str) -> dict:
+        """Upstream's ``close_session`` (idempotent: closing an unknown session succeeds)."""
+        self._ALL_INFERENCE_STATES.pop(session_id, None)
+        return {"is_success": True}
+
+    def _get_session(self, session_id: str) -> dict:
+        session = self._ALL_INFERENCE_STATES.get(session_id)
+        if session is None:
+            raise Sam3TrtError(f"session_id={session_id!r} is not open (closed, or never started): start_session first")
+        return session
+
+    def _get_session_stats(self) -> str:
+        sessions = [f"{sid!r} ({s['state']['num_frames']} frames)" for sid, s in self._ALL_INFERENCE_STATES.items()]
+        return f"live sessions: [{', '.join(sessions)}]"
+
+    def _get_torch_and_gpu_properties(self) -> str:
+        return f"sam3-trt video predictor on the {self.backend.name if self.backend else 'torch'} backend"
+
+    def close(self) -> None:
+        """Close every session and the backend."""
+        self._ALL_INFERENCE_STATES.clear()
+        if self.backend is not None:
+            self.backend.close()
+
+    def __enter__(self) -> Sam3VideoPredictor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_frame(frame_idx: Any, state: dict, name: str) -> None:
+    frames = state["num_frames"]
+    if isinstance(frame_idx, bool) or not isinstance(frame_idx, (int, np.integer)) or not 0 <= frame_idx < frames:
+        raise Sam3TrtError(f"{name}={frame_idx!r} is outside the clip: give a frame index in 0..{frames - 1}")
+
+
+def _check_resource(resource_path: Any) -> None:
+    """What upstream's loaders would fail on deep inside (or with an assert), said in one line first."""
+    import importlib.util
+    import os
+
+    from sam3.model.io_utils import IMAGE_EXTS, VIDEO_EXTS
+
+    if isinstance(resource_path, list):
+        from PIL import Image
+
+        if not resource_path or not all(isinstance(im, Image.Image) for im in resource_path):
+            raise Sam3TrtError("resource_path: a list of frames must be a non-empty list of PIL images")
+        return
+    if not isinstance(resource_path, (str, os.PathLike)):
+        raise Sam3TrtError(
+            f"resource_path={resource_path!r}: give an MP4 file, a folder of JPEG frames or a list of PIL images"
+        )
+    path = os.fspath(resource_path)
+    ext = os.path.splitext(path)[-1].lower()
+    if not os.path.exists(path):
+        raise Sam3TrtError(f"resource_path={path!r} does not exist")
+    if os.path.isdir(path):
+        names = [p for p in os.listdir(path) if os.path.splitext(p)[-1].lower() in IMAGE_EXTS]
+        if not names:
+            raise Sam3TrtError(f"resource_path={path!r}: the folder has no frames ({', '.join(IMAGE_EXTS)})")
+        bad = [p for p in names if not os.path.splitext(p)[0].isdigit()]
+        if bad:
+            raise Sam3TrtError(
+                f"resource_path={path!r}: frames are named <index>.<ext> (00000.jpg, ...); got {bad[0]!r}"
+            )
+    elif ext in VIDEO_EXTS:
+        if importlib.util.find_spec("cv2") is None:
+            raise Sam3TrtError(
+                f"resource_path={path!r}: reading {ext} files needs OpenCV (pip install opencv-python-headless); "
+                "or give a folder of JPEG frames"
+            )
+    elif ext not in IMAGE_EXTS:
+        raise Sam3TrtError(
+            f"resource_path={path!r}: not a video ({', '.join(VIDEO_EXTS)}), an image or a folder of frames"
+        )
