@@ -71,3 +71,22 @@ def test_swap_attr_on_an_instance_method_leaves_no_instance_attribute():
     with swap_attr(m, "forward_grounding", lambda: "patched"):
         pass
     assert m.forward_grounding() == "own"
+
+
+def test_swap_attr_puts_back_a_submodule_parameter_and_buffer():
+    """nn.Module keeps these outside ``__dict__``; swapping one for a block must not delete it afterwards."""
+    import torch
+
+    outer = torch.nn.Module()
+    outer.inner = torch.nn.Linear(2, 2)
+    outer.weight = torch.nn.Parameter(torch.ones(1))
+    outer.register_buffer("stat", torch.zeros(1))
+    inner, weight, stat = outer.inner, outer.weight, outer.stat
+    with (
+        swap_attr(outer, "inner", torch.nn.Identity()),
+        swap_attr(outer, "weight", torch.nn.Parameter(torch.zeros(1))),
+        swap_attr(outer, "stat", torch.ones(1)),
+    ):
+        assert isinstance(outer.inner, torch.nn.Identity) and outer.weight.item() == 0 and outer.stat.item() == 1
+    assert outer.inner is inner and outer.weight is weight and outer.stat is stat
+    assert set(dict(outer.named_children())) == {"inner"} and "inner" not in vars(outer)

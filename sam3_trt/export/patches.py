@@ -60,6 +60,14 @@ def swap_attr(obj: Any, name: str, value: Any) -> Iterator[None]:
     missing = object()
     own = getattr(obj, "__dict__", None)
     old = own.get(name, missing) if own is not None else getattr(obj, name, missing)
+    if old is missing and own is not None:
+        # an nn.Module keeps submodules, parameters and buffers in its own stores, not in __dict__: restore
+        # them there (deleting the attribute afterwards would remove the submodule)
+        for store in ("_modules", "_parameters", "_buffers"):
+            managed = own.get(store)
+            if isinstance(managed, dict) and name in managed:
+                old = managed[name]
+                break
     setattr(obj, name, value)
     try:
         yield
