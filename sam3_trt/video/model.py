@@ -136,14 +136,11 @@ def host_ops() -> Iterator[None]:
         yield
 
 
-def _gather_as_float32(detector: Any) -> Any:
-    """``_gather_tensor`` for one process that hands bfloat16 tensors back as float32 (same values)."""
+def _gather_as_float32(x: Any) -> tuple[list[Any], None]:
+    """The detector's ``_gather_tensor`` for one process, handing bfloat16 tensors back as float32 (same values)."""
     import torch
 
-    def gather(x: Any) -> tuple[list[Any], None]:
-        return [x.float() if x.dtype == torch.bfloat16 else x], None
-
-    return gather
+    return [x.float() if x.dtype == torch.bfloat16 else x], None
 
 
 @contextlib.contextmanager
@@ -167,5 +164,5 @@ def video_model_on_cpu(model: Any) -> Iterator[None]:
     with contextlib.ExitStack() as stack:
         stack.enter_context(upstream_on_cpu())
         stack.enter_context(swap_attr(tracker, "init_state", init_state))
-        stack.enter_context(swap_attr(model.detector, "_gather_tensor", _gather_as_float32(model.detector)))
+        stack.enter_context(swap_attr(model.detector, "_gather_tensor", _gather_as_float32))
         yield

@@ -269,9 +269,9 @@ class TeacherForcedVideo:
 
         with swap_attr(self.model.tracker, "_encode_new_memory", record):
             self._eager_update(tracker_inference_states, frame_idx, tracker_metadata, low_res_masks)
-        states = [s for s in tracker_inference_states if len(s["obj_ids"])]
         if not eager:
             return
+        states = [s for s in tracker_inference_states if len(s["obj_ids"])]
         graph = self.graphs.tracker.update_features(states, frame_idx, low_res_masks)
         reference = torch.cat(eager)
         check = StepCheck(

@@ -31,7 +31,7 @@ from ..errors import Sam3TrtError
 from ..runtime.arrays import to_float32
 from ..specs import VIDEO_SPECS
 from .model import host_ops, video_model_on_cpu
-from .tracker import GraphTracker
+from .tracker import GraphTracker, neck_positions
 from .tracker import feature_cache as build_feature_cache
 
 #: Graphs a graph-backed video predictor runs.
@@ -87,6 +87,7 @@ class GraphVideoModel:
         self.tokenizer = tokenizer
         self.tracker = GraphTracker(model.tracker, backend)
         self._stack: contextlib.ExitStack | None = None
+        self._positions: list[Any] | None = None  # the neck's position encodings, the same on every frame
         self.last_probabilities: Any = None
 
     def __enter__(self) -> GraphVideoModel:
@@ -179,7 +180,9 @@ class GraphVideoModel:
         boxes_xyxy = box_cxcywh_to_xyxy(torch.from_numpy(np.array(decoded["pred_boxes"]))[0])
         det_out = {"bbox": boxes_xyxy[kept], "mask": masks[kept], "scores": probs[kept]}
 
-        _, backbone = build_feature_cache({frame_idx: levels})[frame_idx]
+        if self._positions is None:
+            self._positions = neck_positions(levels)
+        _, backbone = build_feature_cache({frame_idx: levels}, positions=self._positions)[frame_idx]
         feature_cache[frame_idx] = (input_batch.img_batch[frame_idx], backbone)
         feature_cache.pop(frame_idx - 1 if not reverse else frame_idx + 1, None)
         return det_out
@@ -423,14 +426,7 @@ def _check_resource(resource_path: Any) -> None:
     if not os.path.exists(path):
         raise Sam3TrtError(f"resource_path={path!r} does not exist")
     if os.path.isdir(path):
-        names = [p for p in os.listdir(path) if os.path.splitext(p)[-1].lower() in IMAGE_EXTS]
-        if not names:
-            raise Sam3TrtError(f"resource_path={path!r}: the folder has no frames ({', '.join(IMAGE_EXTS)})")
-        bad = [p for p in names if not os.path.splitext(p)[0].isdigit()]
-        if bad:
-            raise Sam3TrtError(
-                f"resource_path={path!r}: frames are named <index>.<ext> (00000.jpg, ...); got {bad[0]!r}"
-            )
+        frame_files(path, f"resource_path={path!r}")
     elif ext in VIDEO_EXTS:
         if importlib.util.find_spec("cv2") is None:
             raise Sam3TrtError(
@@ -441,3 +437,26 @@ def _check_resource(resource_path: Any) -> None:
         raise Sam3TrtError(
             f"resource_path={path!r}: not a video ({', '.join(VIDEO_EXTS)}), an image or a folder of frames"
         )
+
+
+def frame_files(folder: Any, name: str) -> list[Any]:
+    """A clip folder's frames, ``<index>.<ext>`` files sorted by index (what upstream's folder loader reads).
+
+    Args:
+        folder: The folder.
+        name: How errors name it (``"resource_path='clip/'"``, ``"VIDEO 'clip/'"``).
+
+    Raises:
+        Sam3TrtError: no frame files, or one not named by its index.
+    """
+    from pathlib import Path
+
+    from sam3.model.io_utils import IMAGE_EXTS
+
+    files = [p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTS]
+    if not files:
+        raise Sam3TrtError(f"{name}: the folder has no frames ({', '.join(IMAGE_EXTS)})")
+    bad = [p.name for p in files if not p.stem.isdigit()]
+    if bad:
+        raise Sam3TrtError(f"{name}: frames are named <index>.<ext> (00000.jpg, ...); got {bad[0]!r}")
+    return sorted(files, key=lambda p: int(p.stem))

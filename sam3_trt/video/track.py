@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import Sam3TrtError
 from ..rle import mask_to_rle
 from ..segment import _colour
+from .predictor import frame_files
 
 #: Frame formats ``track --output FOLDER`` writes.
 FRAME_SUFFIX = ".png"
@@ -46,15 +47,7 @@ def load_frames(resource: Path) -> list[Any]:
             raise Sam3TrtError(f"VIDEO {str(resource)!r}: not a folder of frames or an image")
         files = [resource]
     else:
-        files = [p for p in resource.iterdir() if p.suffix.lower() in IMAGE_EXTS]
-        if not files:
-            raise Sam3TrtError(f"VIDEO {str(resource)!r}: the folder has no frames ({', '.join(IMAGE_EXTS)})")
-        bad = [p.name for p in files if not p.stem.isdigit()]
-        if bad:
-            raise Sam3TrtError(
-                f"VIDEO {str(resource)!r}: frames are named <index>.<ext> (00000.jpg ...); got {bad[0]!r}"
-            )
-        files.sort(key=lambda p: int(p.stem))
+        files = frame_files(resource, f"VIDEO {str(resource)!r}")
     frames = []
     for path in files:
         try:
