@@ -9,6 +9,9 @@ CHECKPOINT ?=
 ARTIFACTS ?= artifacts
 OUT ?= $(ARTIFACTS)/$(VARIANT)
 WEIGHTS := $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT),--random-weights --seed $(SEED))
+# VIDEO=1: the export (and so the FP16 pass and the engines) also holds the video tracker's graphs
+VIDEO ?=
+EXPORT_ARGS := --variant $(VARIANT) $(WEIGHTS)$(if $(VIDEO), --video,)
 PYTEST_ARGS ?=
 # serving (PyTriton) needs numpy<2 and a Python with a shared libpython (Triton embeds it): its own venv
 SERVE_PYTHON ?= $(PYTHON)
@@ -45,8 +48,8 @@ help:
 	@echo "make serve-install  ./.venv-serve for serving (PyTriton + tritonclient, torch-free; SERVE_PYTHON=$(SERVE_PYTHON))"
 	@echo "make serve     serve ARTIFACTS dir on Triton (PyTriton): make serve OUT=artifacts/demo"
 	@echo "make serve-load     load test on loopback (CLIENTS=$(CLIENTS) x REQUESTS=$(REQUESTS), then SOAK_ROUNDS=$(SOAK_ROUNDS) at SOAK_CLIENTS=$(SOAK_CLIENTS)) of the tiny export [SERVE_VARIANT=full: artifacts/full] -> benchmarks/results/"
-	@echo "make export    export VARIANT=full|tiny [CHECKPOINT=sam3.pt] to OUT=$(OUT)"
-	@echo "make engines   GPU=5090|4090|3090|a100|h100|...|auto [VARIANT=tiny] [PRECISION=fp16|fp32] [POLICY=default|file.json]:"
+	@echo "make export    export VARIANT=full|tiny [CHECKPOINT=sam3.pt] [VIDEO=1: tracker graphs too] to OUT=$(OUT)"
+	@echo "make engines   GPU=5090|4090|3090|a100|h100|...|auto [VARIANT=tiny] [PRECISION=fp16|fp32] [POLICY=default|file.json] [VIDEO=1]:"
 	@echo "               export if needed, FP16 pass + estimate, build plan, engines in $(ENGINES)/<variant>/<target>/"
 	@echo "make bench     full-size CPU benchmark (eager vs ONNX Runtime [+ INT8 vision after make calibrate MODE=int8]) -> benchmarks/results/"
 	@echo "make calibrate MODE=fp16-policy|int8|fp8 [IMAGES=dir PROMPTS=file] [VARIANT=tiny] -> $(ARTIFACTS)/<variant>-<mode>/"
@@ -105,10 +108,11 @@ lint: install
 	$(BIN)/ruff format --check sam3_trt tests benchmarks
 
 export: install
-	$(BIN)/sam3-trt export --variant $(VARIANT) $(WEIGHTS) --out $(OUT) --force
+	$(BIN)/sam3-trt export $(EXPORT_ARGS) --out $(OUT) --force
 
 engines: install
-	test -f $(OUT)/manifest.json || $(BIN)/sam3-trt export --variant $(VARIANT) $(WEIGHTS) --out $(OUT) --force
+	test -f $(OUT)/manifest.json || $(BIN)/sam3-trt export $(EXPORT_ARGS) --out $(OUT) --force
+	$(if $(VIDEO),@grep -q '"video"' $(OUT)/manifest.json || { echo "error: VIDEO=1 but $(OUT) was exported without --video: run make export VIDEO=1 VARIANT=$(VARIANT) first" >&2; exit 2; },)
 	test "$(PRECISION)" = fp32 || $(BIN)/sam3-trt fp16 --onnx-dir $(OUT) --out $(FP16_OUT) --policy $(POLICY) --reuse
 	$(BIN)/sam3-trt build --gpu $(GPU) --onnx-dir $(ONNX_DIR) --out $(ENGINES_OUT) --force
 

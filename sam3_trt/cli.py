@@ -233,10 +233,15 @@ def export(
 
 @main.command()
 @click.argument("video", type=click.Path(path_type=Path))
-@click.option("--prompt", required=True, help="Text prompt (a noun phrase) given on --prompt-frame.")
+@click.option("--prompt", default=None, help="Text prompt (a noun phrase) given on --prompt-frame.")
+@click.option("--box", default=None, help="Box prompt x0,y0,x1,y1[,neg] in pixels of the frames, on --prompt-frame.")
 @click.option(
-    "--artifacts", type=click.Path(path_type=Path), required=True, help="Export folder made with `export --video`."
+    "--artifacts",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Export folder made with `export --video`, or engines built from one.",
 )
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto", show_default=True)
 @click.option(
     "--output", type=click.Path(path_type=Path), required=True, help="Folder for overlay frames 00000.png ..."
 )
@@ -250,59 +255,78 @@ def export(
 def track(
     ui: Ui,
     video: Path,
-    prompt: str,
+    prompt: str | None,
+    box: str | None,
     artifacts: Path,
+    backend: str,
     output: Path,
     json_path: Path | None,
     prompt_frame: int,
     max_objects: int | None,
 ) -> None:
-    """Track what --prompt names through VIDEO (a folder of <index>.jpg frames, or one image).
+    """Track what --prompt names (or what --box outlines) through VIDEO (a folder of <index>.jpg frames, or
+    one image).
 
     Runs upstream's video model (detection on every frame, association, hot-start, tracking) with its neural
-    work on the exported graphs (ONNX Runtime); writes one overlay per frame (one colour per object ID)
-    and, with --json, each frame's objects.
+    work on the exported graphs (ONNX Runtime) or their engines (TensorRT); writes one overlay per frame (one
+    colour per object ID) and, with --json, each frame's objects.
     """
     from .export.model import WeightsOrigin
+    from .manifest import manifest_graphs
     from .runtime.artifacts import resolve_artifacts
+    from .segment import parse_pixel_box, pixel_box_to_prompt
     from .video.predictor import VIDEO_PREDICTOR_GRAPHS
     from .video.track import frame_objects, load_frames, write_tracks
     from .video.track import track as run_track
 
-    if not prompt.strip():
+    if prompt is None and box is None:
+        raise Sam3TrtError("give --prompt (a noun phrase), --box x0,y0,x1,y1, or both")
+    if prompt is not None and not prompt.strip():
         raise Sam3TrtError("--prompt is empty: give a noun phrase such as 'person'")
+    pixels = parse_pixel_box(box) if box is not None else None
     if max_objects is not None and max_objects < 1:
         raise Sam3TrtError(f"--max-objects {max_objects}: use 1 or more (or leave it out: no limit)")
     check_output_file(json_path, "--json", (".json",))
     if output.exists() and not output.is_dir():
         raise Sam3TrtError(f"--output {output} is a file; give a folder for the overlay frames")
     found = resolve_artifacts(artifacts)
-    graphs = set(found.manifest.get("graphs", {})) | set(found.manifest.get("video", {}).get("graphs", {}))
-    missing = [g for g in VIDEO_PREDICTOR_GRAPHS if g not in graphs]
-    if found.kind != "onnx-export" or missing:
+    missing = [g for g in VIDEO_PREDICTOR_GRAPHS if g not in manifest_graphs(found.manifest)]
+    if missing:
         raise Sam3TrtError(
-            f"--artifacts {artifacts}: tracking needs an export made with --video holding {', '.join(missing) or 'ONNX graphs'}; "
-            f"run `sam3-trt export --video --out {artifacts}`"
+            f"--artifacts {artifacts}: tracking needs an export made with --video (or engines built from one) "
+            f"holding {', '.join(missing)}; run `sam3-trt export --video --out {artifacts}`"
+        )
+    wanted = {"onnxruntime": "onnx-export", "tensorrt": "engines"}.get(backend, found.kind)
+    if wanted != found.kind:
+        raise Sam3TrtError(
+            f"--backend {backend} runs {'an export folder' if wanted == 'onnx-export' else 'an engine folder'}; "
+            f"--artifacts {artifacts} is {'an export folder' if found.kind == 'onnx-export' else 'an engine folder'}"
         )
     frames = load_frames(video)
     if not 0 <= prompt_frame < len(frames):
         raise Sam3TrtError(f"--prompt-frame {prompt_frame} is outside the clip: use 0..{len(frames) - 1}")
+    box_prompt = None
+    if pixels is not None:
+        cx, cy, w, h = pixel_box_to_prompt(pixels[0], *frames[0].size, f"--box {box!r}")
+        box_prompt = ([cx - w / 2, cy - h / 2, w, h], pixels[1])  # upstream's video boxes: normalised x, y, w, h
     check_output_folder(output, "--output")
     weights_dict = found.manifest.get("weights", {"kind": "unknown", "variant": "full"})
     variant = weights_dict.get("variant") or "full"
     ui.progress(f"{len(frames)} frames; building upstream's video model ({variant}) for its host code")
-    predictor = _video_predictor(found.folder, variant, max_objects)
+    predictor = _video_predictor(found.folder, variant, max_objects, backend)
     results = {}
     with predictor:
-        for index, outputs in run_track(predictor, frames, prompt, prompt_frame):
+        for index, outputs in run_track(predictor, frames, prompt, prompt_frame, box_prompt):
             results[index] = frame_objects(outputs)
             ui.progress(f"frame {index}: objects {[o['id'] for o in results[index]]}")
     info = {
         "video": str(video),
         "prompt": prompt,
+        "box_xyxy": pixels[0] if pixels is not None else None,
+        "box_positive": pixels[1] if pixels is not None else None,
         "prompt_frame": prompt_frame,
         "size": list(frames[0].size),
-        "backend": "onnxruntime",
+        "backend": predictor.backend.name,
         "weights": WeightsOrigin.from_dict(weights_dict).describe(),
         "weights_kind": weights_dict.get("kind"),
     }
@@ -320,7 +344,7 @@ def track(
     )
 
 
-def _video_predictor(folder: Path, variant: str, max_objects: int | None) -> Any:
+def _video_predictor(folder: Path, variant: str, max_objects: int | None, backend: str = "auto") -> Any:
     """The video predictor over ``folder``'s graphs; upstream's model supplies settings and host code only.
 
     Its weights are never used on the graphs, so it is built with random weights of the export's variant.
@@ -332,7 +356,7 @@ def _video_predictor(folder: Path, variant: str, max_objects: int | None) -> Any
     image_model, _ = load_model(variant=variant, random_weights=True, seed=0, video=True)
     settings = {"max_num_objects": max_objects} if max_objects else {}
     model = build_video_model(image_model, build_tracker(variant, seed=0), **settings)
-    return Sam3VideoPredictor(model, folder, backend="onnxruntime")
+    return Sam3VideoPredictor(model, folder, backend=backend)
 
 
 @main.command()

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import Sam3TrtError
-from .specs import SPECS, GraphSpec
+from .manifest import manifest_graphs
+from .specs import ALL_SPECS, GraphSpec
 
 _CONVERSIONS = ("Cast", "QuantizeLinear", "DequantizeLinear")
 
@@ -110,13 +111,13 @@ def inspect_folder(path: str | Path, layers: bool = True) -> dict[str, Any]:
         "graphs": {},
     }
     onnx_dir = folder if kind == "onnx-export" else Path(manifest.get("export", {}).get("folder", ""))
-    for name, entry in manifest.get("graphs", {}).items():
-        spec = specs_from_dict({name: entry["spec"]})[name] if "spec" in entry else SPECS[name]
+    for name, entry in manifest_graphs(manifest).items():
+        spec = specs_from_dict({name: entry["spec"]})[name] if "spec" in entry else ALL_SPECS[name]
         info: dict[str, Any] = {"file": entry.get("file"), **graph_io(spec)}
         if kind == "engines":
             info["bytes"] = entry.get("bytes")
             info["profile"] = entry.get("profile")
-        source = onnx_dir / SPECS[name].onnx_file
+        source = onnx_dir / ALL_SPECS[name].onnx_file
         if source.is_file():
             info["onnx"] = str(source)
             info |= node_precisions(source)

@@ -53,13 +53,20 @@ def read_manifest(folder: str | os.PathLike[str], kind: str | None = None) -> di
     return data
 
 
+def manifest_graphs(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every graph a manifest holds, name -> entry: the image graphs, then the video graphs (an export made
+    with ``--video`` lists them under ``video``; an engine folder lists all under ``graphs``)."""
+    return {**manifest.get("graphs", {}), **manifest.get("video", {}).get("graphs", {})}
+
+
 def graph_sources(manifest: dict[str, Any]) -> dict[str, dict[str, str | None]]:
     """What a derived folder (FP16, INT8) records of the export it was made from: per graph, the sha256
     of the ``.onnx`` file and of its external data. The data's hash matters: exports are byte-reproducible,
     so a random-weight and a checkpoint export of one architecture share the ``.onnx`` file.
     """
     return {
-        name: {"sha256": g["sha256"], "data_sha256": g.get("data_sha256")} for name, g in manifest["graphs"].items()
+        name: {"sha256": g["sha256"], "data_sha256": g.get("data_sha256")}
+        for name, g in manifest_graphs(manifest).items()
     }
 
 
@@ -70,8 +77,7 @@ STAMP_FILE = ".sam3-trt-verified.json"
 def manifest_files(manifest: dict[str, Any]) -> list[tuple[str, str | None, int | None, str]]:
     """Every file a manifest vouches for: ``(relative path, sha256 or None, size or None, graph)``."""
     files = []
-    graphs = {**manifest.get("graphs", {}), **manifest.get("video", {}).get("graphs", {})}
-    for name, entry in graphs.items():
+    for name, entry in manifest_graphs(manifest).items():
         if "file" in entry:
             size = entry.get("file_bytes", entry.get("bytes") if manifest.get("kind") == "engines" else None)
             files.append((entry["file"], entry.get("sha256"), size, name))

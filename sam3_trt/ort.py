@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .specs import SPECS
+from .specs import ALL_SPECS
 
 
 def ort_session(
@@ -46,7 +46,7 @@ def ort_session(
 
 def run_graph(session: Any, graph: str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run ``graph``'s session on the spec's inputs (extra feeds ignored); outputs by spec name."""
-    spec = SPECS[graph]
+    spec = ALL_SPECS[graph]
     outs = session.run(spec.output_names, {n: feeds[n] for n in spec.input_names})
     return dict(zip(spec.output_names, outs, strict=True))
 

@@ -305,6 +305,8 @@ def test_backends_that_do_not_run_video_graphs_say_so():
     from sam3_trt.runtime.backends.onnxruntime import OnnxRuntimeBackend
     from sam3_trt.specs import ALL_SPECS
 
-    with pytest.raises(Sam3TrtError, match=r"base backend does not run 'tracker_mask_head' yet.*ONNX Runtime"):
+    with pytest.raises(
+        Sam3TrtError, match=r"base backend does not run 'tracker_mask_head'.*ONNX Runtime.*TensorRT over engines"
+    ):
         Backend().run("tracker_mask_head", {})
     assert set(OnnxRuntimeBackend.graphs) == set(ALL_SPECS)

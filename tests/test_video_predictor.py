@@ -39,24 +39,48 @@ def frames():
     return demo_clip(FRAMES)
 
 
-def _run(predictor, frames, prompt_frame: int = 0) -> dict[int, dict]:
-    """Upstream's request sequence: start, text prompt, propagate forward. Returns outputs per frame."""
+#: The drawn square on frame 2 of the clip (normalised x, y, w, h) and a point on the disc on frame 3.
+SQUARE_ON_FRAME_2 = [0.1375, 0.15, 0.225, 0.3]
+DISC_ON_FRAME_3 = [0.624, 0.55]
+CLICKED_ID = 7
+#: Frames detected, in order: the prompt; forward 2..5; backward 1..0; the click's frame; 3..4 again.
+DETECTED = [2, 2, 3, 4, 5, 1, 0, 3, 3, 4]
+
+
+def _session(predictor, frames) -> tuple[dict, int]:
+    """Upstream's requests: text and a box on frame 2, tracked both ways through the clip; a new object
+    clicked on frame 3 (added mid-clip); the first object removed; tracked again over frames 3..4.
+
+    Returns:
+        Outputs keyed ``"prompt"``, ``"click"`` and ``(pass, n, frame)`` per propagated frame; the removed ID.
+    """
     session = predictor.handle_request({"type": "start_session", "resource_path": frames})["session_id"]
-    first = predictor.handle_request(
-        {"type": "add_prompt", "session_id": session, "frame_index": prompt_frame, "text": PROMPT}
-    )
-    out = {"prompt": first["outputs"]}
-    request = {"type": "propagate_in_video", "session_id": session, "propagation_direction": "forward"}
-    for result in predictor.handle_stream_request(request):
-        out[result["frame_index"]] = result["outputs"]
+    out = {}
+
+    def request(key, **kw):
+        out[key] = predictor.handle_request({"session_id": session, **kw})["outputs"]
+
+    def propagate(key, direction, start, count=None):
+        stream = {"type": "propagate_in_video", "session_id": session, "propagation_direction": direction}
+        stream.update(start_frame_index=start, max_frame_num_to_track=count)
+        for n, result in enumerate(predictor.handle_stream_request(stream)):
+            out[key, n, result["frame_index"]] = result["outputs"]
+
+    box = {"bounding_boxes": [SQUARE_ON_FRAME_2], "bounding_box_labels": [1]}
+    request("prompt", type="add_prompt", frame_index=2, text=PROMPT, **box)
+    propagate("both", "both", 2)
+    request("click", type="add_prompt", frame_index=3, points=[DISC_ON_FRAME_3], point_labels=[1], obj_id=CLICKED_ID)
+    removed = int(out["prompt"]["out_obj_ids"][0])
+    predictor.handle_request({"type": "remove_object", "session_id": session, "obj_id": removed})
+    propagate("again", "forward", 3, 1)
     predictor.handle_request({"type": "close_session", "session_id": session})
-    return out
+    return out, removed
 
 
 @pytest.fixture(scope="module")
-def eager_tracks(pipeline, tracker_export, frames):
-    """Upstream's eager video model on the clip, every detection, tracker step and memory update shadowed on
-    the graphs from the same state (upstream's results kept: they are its plain eager outputs)."""
+def eager_session(pipeline, tracker_export, frames):
+    """:func:`_session` on upstream's eager video model, every detection, tracker step and memory update
+    shadowed on the graphs from the same state (upstream's results kept: they are its plain eager outputs)."""
     from sam3_trt.runtime.backends.onnxruntime import OnnxRuntimeBackend
     from sam3_trt.runtime.tokenizer import Tokenizer
     from sam3_trt.video import GraphVideoModel, Sam3VideoPredictor, TeacherForcedVideo
@@ -65,48 +89,41 @@ def eager_tracks(pipeline, tracker_export, frames):
     with OnnxRuntimeBackend(folder) as backend:
         graphs = GraphVideoModel(pipeline, backend, Tokenizer(folder / "bpe_simple_vocab_16e6.txt.gz", 32))
         with TeacherForcedVideo(pipeline, graphs) as shadow:
-            out = _run(Sam3VideoPredictor(pipeline, backend="torch"), frames)
-        return out, shadow.report(), dict(backend.calls)
+            out = _session(Sam3VideoPredictor(pipeline, backend="torch"), frames)
+        return out, shadow.report()
 
 
-def test_teacher_forced_detection_and_tracking_match_upstream(eager_tracks):
-    out, report, calls = eager_tracks
+def test_teacher_forced_detection_and_tracking_match_upstream(eager_session):
+    """Text + box, both directions, a click and a removal: every detection (the box included on its frame and,
+    as upstream's one-frame-ahead detection has it, the next one each way) and every tracker step, memory
+    encoding and memory update computed on the graphs from upstream's state matches upstream's."""
+    (out, removed), report = eager_session
+    print("teacher-forced worst:", report["worst"], "steps:", report["steps"])
     assert report["passed"], report["failures"]
     detections = report["detections"]
-    # the prompt frame, then every frame of the propagation
-    assert [d["frame"] for d in detections] == [0, *range(FRAMES)]
+    assert [d["frame"] for d in detections] == DETECTED
     assert all(d["eager_kept"] >= 1 for d in detections), detections  # the test tracks something
     # the kept sets are decisive: every query's probability is far from the threshold (graph error ~1e-7)
     assert min(d["margin"] for d in detections) > 1e-2
-    steps = report["steps"]
-    assert steps["track_step"] >= FRAMES and steps["update_memory"] >= FRAMES - 1, steps
-    assert calls["video_vision_encoder"] == calls["decoder"] == len(detections)
-    assert calls["tracker_mask_head"] == steps["track_step"]
-    assert all(len(out[f]["out_obj_ids"]) for f in range(FRAMES))  # upstream outputs the object on every frame
+    steps = report["steps"]  # the click ran the mask head on its points and encoded that memory
+    assert steps["track_step"] >= 8 and steps["encode_memory"] >= 3 and steps["update_memory"] >= 6, steps
+    # upstream outputs an object on every frame; the clicked object joins and the removed one leaves
+    assert all(len(v["out_obj_ids"]) for k, v in out.items() if k[0] == "both")
+    assert CLICKED_ID in [int(i) for i in out["click"]["out_obj_ids"]]
+    for key in [k for k in out if k[0] == "again"]:
+        ids = [int(i) for i in out[key]["out_obj_ids"]]
+        assert CLICKED_ID in ids and removed not in ids, (key, ids)
 
 
-@pytest.fixture(scope="module")
-def graph_tracks(pipeline, tracker_export, frames):
-    """The clip tracked on the graphs (free-running), with the graph runs counted."""
-    from sam3_trt.video import Sam3VideoPredictor
-
-    with Sam3VideoPredictor(pipeline, tracker_export[0], backend="onnxruntime") as predictor:
-        out = _run(predictor, frames)
-        return out, dict(predictor.backend.calls)
-
-
-def test_free_running_tracks_match_upstream(eager_tracks, graph_tracks):
+def _assert_same_outputs(eager: dict, graphs: dict) -> None:
+    """Same object IDs on every output; masks, probabilities and boxes within the FP32 tracking bar."""
     from sam3_trt.video.parity import mask_iou
 
-    eager, _, _ = eager_tracks
-    graphs, calls = graph_tracks
-    assert calls["decoder"] == calls["video_vision_encoder"] == FRAMES + 1  # the prompt frame, then each frame
-    assert calls["text_encoder"] == 1  # cached across frames, as upstream caches it
     assert set(graphs) == set(eager)
     worst = {"iou": 1.0, "probs": 0.0, "boxes": 0.0}
-    for frame in eager:
-        a, b = eager[frame], graphs[frame]
-        assert list(a["out_obj_ids"]) == list(b["out_obj_ids"]), frame
+    for key in eager:
+        a, b = eager[key], graphs[key]
+        assert list(a["out_obj_ids"]) == list(b["out_obj_ids"]), key
         if len(a["out_obj_ids"]):
             worst["iou"] = min(worst["iou"], float(mask_iou(a["out_binary_masks"], b["out_binary_masks"]).min()))
             worst["probs"] = max(worst["probs"], float(np.abs(np.subtract(a["out_probs"], b["out_probs"])).max()))
@@ -116,10 +133,85 @@ def test_free_running_tracks_match_upstream(eager_tracks, graph_tracks):
     tol = TRACKING_TOLERANCES["fp32"]
     assert worst["iou"] >= tol["mask_iou_min"], worst
     assert worst["probs"] <= tol["det_score_max_abs"] and worst["boxes"] <= tol["det_box_max_abs"], worst
-    assert all(len(eager[f]["out_obj_ids"]) for f in range(FRAMES))
 
 
-def test_track_cli_writes_overlays_and_tracks_that_decode(tracker_export, graph_tracks, frames, tmp_path):
+@pytest.fixture(scope="module")
+def video_engines(tracker_export, tmp_path_factory):
+    """TensorRT for RTX engines (FP32) of the video export, built ahead of time for sm120 (no GPU needed)."""
+    from sam3_trt.engines.parse import rtx_available
+
+    if not rtx_available():
+        pytest.skip("tensorrt_rtx is not installed (pip install 'sam3-trt[rtx]')")
+    from sam3_trt.engines.builder import build_engines
+    from sam3_trt.engines.targets import resolve_target
+
+    root = tmp_path_factory.mktemp("video-engines")
+    manifest = build_engines(tracker_export[0], root, resolve_target("5090"))
+    return root / "5090", manifest
+
+
+def test_free_running_on_tensorrt_engines_matches_upstream(
+    video_engines, tracker_export, pipeline, frames, eager_session
+):
+    """The session free-running on TensorRT engines (through the doubles: each engine runs as the graph it was
+    built from) gives upstream's outputs: same IDs, masks, probabilities and boxes, every graph an engine."""
+    from sam3_trt.specs import VIDEO_SPECS
+    from sam3_trt.testing import gpu_doubles
+    from sam3_trt.video import Sam3VideoPredictor
+    from sam3_trt.video.predictor import VIDEO_PREDICTOR_GRAPHS
+
+    folder, manifest = video_engines
+    assert list(manifest["graphs"]) == ["text_encoder", "decoder", *VIDEO_SPECS]  # the export's graphs, built
+    assert manifest["video"]["weights"]["variant"] == "tiny"
+    with gpu_doubles(folder, tracker_export[0], memory="torch"):
+        with Sam3VideoPredictor(pipeline, folder) as predictor:  # "auto" follows the engine folder
+            assert predictor.backend.name == "tensorrt"
+            out, removed = _session(predictor, frames)
+            gpu_ms, calls = predictor.backend.last_gpu_ms, dict(predictor.backend.calls)
+    assert set(gpu_ms) == set(VIDEO_PREDICTOR_GRAPHS) and all(ms > 0 for ms in gpu_ms.values())
+    # one vision pass and one decoder run per detected frame; the text encoded once (cached, as upstream)
+    assert calls["decoder"] == calls["video_vision_encoder"] == len(DETECTED) and calls["text_encoder"] == 1
+    (eager, eager_removed), _ = eager_session
+    assert removed == eager_removed
+    _assert_same_outputs(eager, out)
+
+
+def test_fp16_pass_and_engine_build_carry_the_video_graphs(tracker_export, tmp_path):
+    """``make engines`` on a --video export: the FP16 pass converts and checks the tracker graphs too (its
+    folder verifies: every graph its manifest lists is there), and TensorRT for RTX builds all of them."""
+    from sam3_trt.engines.mixed import convert_export
+    from sam3_trt.engines.parse import rtx_available
+    from sam3_trt.engines.precision import DEFAULT_POLICY
+    from sam3_trt.manifest import manifest_graphs, read_manifest, verify_files
+    from sam3_trt.specs import VIDEO_SPECS
+
+    src, source = tracker_export
+    with pytest.raises(Sam3TrtError, match=r"lacks \['vision_encoder'\]: the FP16 estimate"):
+        convert_export(src, tmp_path / "refused", DEFAULT_POLICY)  # the estimate needs the image pipeline
+    assert not (tmp_path / "refused").exists()
+    fp16 = tmp_path / "fp16"
+    manifest = convert_export(src, fp16, DEFAULT_POLICY, run_estimate=False)
+    verify_files(fp16, read_manifest(fp16))
+    assert list(manifest["video"]["graphs"]) == list(VIDEO_SPECS)
+    assert manifest["video"]["weights"] == source["video"]["weights"]
+    for graph in manifest_graphs(manifest):
+        assert manifest["precision"]["graphs"][graph]["checks"]["ort_outputs_finite"], graph
+        assert manifest["precision"]["graphs"][graph]["fp16_nodes"] > 0, graph
+    assert manifest["checks"]["video_fp16_estimate"]["status"] == "not measured"
+    if not rtx_available():
+        pytest.skip("tensorrt_rtx is not installed (pip install 'sam3-trt[rtx]')")
+    from sam3_trt.engines.builder import build_engines
+    from sam3_trt.engines.targets import resolve_target
+
+    engines = build_engines(fp16, tmp_path / "engines", resolve_target("5090"))
+    assert list(engines["graphs"]) == ["text_encoder", "decoder", *VIDEO_SPECS]
+    assert engines["precision"]["mode"] == "fp16"
+    verify_files(tmp_path / "engines" / "5090", engines)
+
+
+def test_track_cli_writes_overlays_and_tracks_that_decode(tracker_export, eager_session, frames, tmp_path):
+    """Text and a box on frame 2 (the box in pixels), tracked forward on ONNX Runtime: frames 2..5 as upstream
+    tracked them with the same prompt (free-running, within the FP32 bar); overlays and RLE masks decode."""
     from click.testing import CliRunner
     from PIL import Image
 
@@ -131,20 +223,31 @@ def test_track_cli_writes_overlays_and_tracks_that_decode(tracker_export, graph_
     for i, frame in enumerate(frames):
         frame.save(clip / f"{i:05d}.png")  # lossless: the same pixels as the predictor's frames
     out, tracks = tmp_path / "overlays", tmp_path / "tracks.json"
+    width, height = frames[0].size
+    x, y, w, h = (v * s for v, s in zip(SQUARE_ON_FRAME_2, (width, height, width, height), strict=True))
     args = ["track", str(clip), "--prompt", PROMPT, "--artifacts", str(tracker_export[0]), "--output", str(out)]
+    args += ["--box", f"{x:g},{y:g},{x + w:g},{y + h:g}", "--prompt-frame", "2"]
     result = CliRunner().invoke(main, [*args, "--json", str(tracks), "--max-objects", str(MAX_OBJECTS)])
     assert result.exit_code == 0, result.output
     doc = json.loads(tracks.read_text())
     assert doc["frames_total"] == FRAMES and doc["prompt"] == PROMPT and doc["weights_kind"] == "random"
-    graphs, _ = graph_tracks
-    width, height = frames[0].size
+    assert doc["box_xyxy"] == [44, 36, 116, 108] and doc["prompt_frame"] == 2 and doc["backend"] == "onnxruntime"
+    assert [f["tracked"] for f in doc["frames"]] == [False, False, True, True, True, True]
+    decoded = {}
     for entry in doc["frames"]:
-        expected = graphs[entry["frame"]]
-        assert [o["id"] for o in entry["objects"]] == [int(i) for i in expected["out_obj_ids"]]
-        for obj, mask in zip(entry["objects"], expected["out_binary_masks"], strict=True):
-            assert np.array_equal(rle_to_mask(obj["mask_rle"]), np.asarray(mask, bool))
+        masks = [rle_to_mask(o["mask_rle"]) for o in entry["objects"]]
+        decoded[entry["frame"]] = {
+            "out_obj_ids": [o["id"] for o in entry["objects"]],
+            "out_probs": [o["score"] for o in entry["objects"]],
+            "out_boxes_xywh": [o["box_xywh"] for o in entry["objects"]],
+            "out_binary_masks": np.stack(masks) if masks else np.zeros((0, height, width), bool),
+        }
         overlay = Image.open(out / f"{entry['frame']:05d}.png")
         assert overlay.size == (width, height)
+    (session, _), _ = eager_session
+    forward = {frame: v for (kind, n, frame), v in ((k, v) for k, v in session.items() if k[0] == "both") if n < 4}
+    assert sorted(forward) == [2, 3, 4, 5]
+    _assert_same_outputs(forward, {f: decoded[f] for f in forward})
     assert doc["object_ids"] and sorted({o["id"] for f in doc["frames"] for o in f["objects"]}) == doc["object_ids"]
     # one colour per object ID on every frame: the ID's colour appears where its mask outline is drawn
     from sam3_trt.segment import _colour
@@ -175,13 +278,51 @@ def test_track_cli_refuses_bad_input_before_any_work(tracker_export, tmp_path):
         ([str(clip), "--artifacts", str(image_only)], "export made with --video"),
         ([str(clip), "--artifacts", art, "--max-objects", "0"], "--max-objects 0"),
         ([str(tmp_path / "clip.mp4"), "--artifacts", art], "does not exist"),
+        ([str(clip), "--artifacts", art, "--box", "1,2,3"], r"--box '1,2,3': expected x0,y0,x1,y1"),
+        ([str(clip), "--artifacts", art, "--box", "10,10,400,50"], r"--box '10,10,400,50' lies outside the 320x240"),
+        ([str(clip), "--artifacts", art, "--backend", "tensorrt"], "--backend tensorrt runs an engine folder"),
     ]
+    cases = [([*args, "--prompt", PROMPT], message) for args, message in cases]
+    cases.append(([str(clip), "--artifacts", art], "give --prompt"))
     for args, message in cases:
         out = tmp_path / "out"
-        result = CliRunner().invoke(main, ["track", *args, "--prompt", PROMPT, "--output", str(out)])
+        result = CliRunner().invoke(main, ["track", *args, "--output", str(out)])
         assert result.exit_code == 2, (args, result.output)
         assert re.search(message, result.output), result.output
         assert not out.exists()  # nothing written before the input was checked
+
+
+def test_detection_prompts_follow_upstreams_one_frame_ahead_buffer():
+    """Upstream's detector, run with a recording stand-in for its detection, applies each call's prompt to the
+    frame one ahead; :func:`detection_prompt` must name the same prompt for every frame, both directions."""
+    import types
+
+    from sam3.model.sam3_image import Sam3ImageOnVideoMultiGPU
+
+    from sam3_trt.video.predictor import detection_prompt
+
+    buffer: dict = {}
+
+    def build(**kw):
+        for f in range(kw["frame_idx_begin"], kw["frame_idx_end"]):
+            kw["multigpu_buffer"][f] = {"prompt": (kw["geometric_prompt"], None)}
+
+    detector = types.SimpleNamespace(world_size=1, rank=0, _build_multigpu_buffer_next_chunk=build)
+    ours: dict = {}
+    frames = 6
+    # the prompt upstream passes per call: a box on frame 2 ("box"), none elsewhere ("-")
+    calls = [(2, False), *[(f, False) for f in range(2, 6)], *[(f, True) for f in (2, 1, 0)], (3, False), (4, False)]
+    boxed = []
+    for frame, reverse in calls:
+        prompt = "box" if frame == 2 else "-"
+        out, _ = Sam3ImageOnVideoMultiGPU.forward_video_grounding_multigpu(
+            detector, None, None, prompt, frame, frames, buffer, track_in_reverse=reverse
+        )
+        assert detection_prompt(ours, frame, frames, reverse, prompt) == out["prompt"], (frame, reverse)
+        if out["prompt"] == "box":
+            boxed.append((frame, reverse))
+    # the box reached the frame after its own, forwards (3) and backwards (1); a later pass over 3 had not it
+    assert boxed == [(2, False), (2, False), (3, False), (2, True), (1, True)]
 
 
 def test_bad_requests_say_what_is_wrong_and_leave_the_session_as_it_was(pipeline, tracker_export, frames, tmp_path):
@@ -203,6 +344,8 @@ def test_bad_requests_say_what_is_wrong_and_leave_the_session_as_it_was(pipeline
             predictor.start_session(frames, session_id="s")
         state = predictor._ALL_INFERENCE_STATES["s"]["state"]
         before = (list(state["previous_stages_out"]), state["input_batch"].find_text_batch[0])
+        box = {"type": "add_prompt", "session_id": session, "frame_index": 0}
+        box.update(bounding_boxes=[[0, 0, 0.5, 0.5]], bounding_box_labels=[1])
         requests = [
             ({"type": "add_prompt", "session_id": "nope", "frame_index": 0, "text": PROMPT}, "not open"),
             ({"type": "add_prompt", "session_id": session, "frame_index": FRAMES, "text": PROMPT}, r"outside.*0\.\.5"),
@@ -211,8 +354,15 @@ def test_bad_requests_say_what_is_wrong_and_leave_the_session_as_it_was(pipeline
             ({"type": "add_prompt", "session_id": session, "frame_index": 0, "points": [[0.5, 0.5]]}, "need obj_id"),
             (
                 {"type": "add_prompt", "session_id": session, "frame_index": 0, "bounding_boxes": [[0, 0, 0.5, 0.5]]},
-                "box prompts in video",
+                "bounding_box_labels go together",
             ),
+            (
+                {**box, "bounding_boxes": [[0, 0, 0.5, 0.5]] * 2, "bounding_box_labels": [1, 1]},
+                r"one box \[\[x, y, w, h\]\].*got 2",
+            ),
+            ({**box, "bounding_boxes": [[0.8, 0, 0.5, 0.5]]}, r"bounding_boxes\[0\]=\[0.8, 0, 0.5, 0.5\].*centre"),
+            ({**box, "bounding_box_labels": [2]}, r"bounding_box_labels=\[2\]"),
+            ({**box, "points": [[0.5, 0.5]], "obj_id": 1}, "own add_prompt"),
             ({"type": "remove_object", "session_id": session, "obj_id": 7}, "obj_id=7 is not tracked"),
             ({"type": "reset_session", "session_id": "nope"}, "not open"),
         ]

@@ -141,18 +141,23 @@ def main(engines: str, export: str) -> None:
     Both runs happen here because without torch images are resized by PIL (within 1/255 of torch's
     resize), so the reference must come from the same process.
     """
+    import gc
     import json
 
     from sam3_trt import Sam3Processor
     from sam3_trt.testing import gpu_doubles
 
     reference = onnxruntime_reference(export)
-    with gpu_doubles(engines, export, memory="cuda-python"):
+    with gpu_doubles(engines, export, memory="cuda-python") as doubles:
         with Sam3Processor(engines, backend="tensorrt") as proc:
             memory = proc.backend.memory.name
             candidate = run_scenario(proc)
+        del proc
+        gc.collect()
+        # close() and the dropped results gave every allocation back (candidate holds host copies)
+        live_bytes = doubles.gpu.live_bytes()
     report = {"memory": memory, "cases": len(candidate), "problems": compare(reference, candidate)}
-    report["torch_imported"] = "torch" in sys.modules
+    report |= {"torch_imported": "torch" in sys.modules, "live_bytes": live_bytes}
     print(json.dumps(report))
 
 

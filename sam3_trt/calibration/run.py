@@ -217,7 +217,8 @@ def _quantize(
         "accuracy": accuracy,
         "source": {"folder": str(artifacts), "graphs": graph_sources(manifest)},
     }
-    keep = {k: v for k, v in manifest.items() if k not in ("format", "graphs", "checks", "precision")}
+    # the quantized folder holds the image graphs only: a --video export's tracker graphs stay in the source
+    keep = {k: v for k, v in manifest.items() if k not in ("format", "graphs", "checks", "precision", "video")}
     write_manifest(
         out, {**keep, "sam3_trt_version": __version__, "graphs": graphs, "precision": precision, "checks": {}}
     )

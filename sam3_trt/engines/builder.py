@@ -27,8 +27,8 @@ from .. import __version__
 from ..assets import BPE_FILE, BPE_SHA256
 from ..device import GpuInfo, gpu_info
 from ..errors import Sam3TrtError
-from ..manifest import make_staging, publish, read_manifest, verify_files, write_manifest
-from ..specs import SPECS
+from ..manifest import make_staging, manifest_graphs, publish, read_manifest, verify_files, write_manifest
+from ..specs import ALL_SPECS, GraphSpec
 from .parse import load_trt, make_logger, strongly_typed_network
 from .targets import TARGETS, Target
 
@@ -81,13 +81,20 @@ def precision_summary(export_manifest: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def export_specs(export_manifest: dict[str, Any]) -> dict[str, GraphSpec]:
+    """The specs of the graphs an export holds, in build order: image graphs, then a ``--video`` export's
+    tracker graphs."""
+    held = manifest_graphs(export_manifest)
+    return {name: spec for name, spec in ALL_SPECS.items() if name in held}
+
+
 def tool_commands(onnx: Path, engine: Path, graph: str, opts: BuildOptions) -> dict[str, str]:
     """The same build with ``trtexec`` and ``polygraphy convert`` (standard TensorRT on the target GPU).
 
     Shapes come from the specs (min/opt/max per dynamic axis); flags mirror :class:`BuildOptions`
     (strongly typed, TF32 off unless asked, optimisation level, compatibility modes).
     """
-    spec = SPECS[graph]
+    spec = ALL_SPECS[graph]
 
     def dims(tensor: Any, which: str) -> tuple[int, ...]:
         return tensor.resolve(spec.sizes(which))
@@ -153,14 +160,14 @@ def build_plan(
         "graphs": {
             name: {
                 "onnx": str(onnx_dir / spec.onnx_file),
-                "onnx_sha256": export_manifest["graphs"][name]["sha256"],
+                "onnx_sha256": manifest_graphs(export_manifest)[name]["sha256"],
                 "engine": spec.engine_file,
                 "profile": {k: [list(s) for s in v] for k, v in spec.profile().items()},
                 "same_build_with": tool_commands(
                     onnx_dir / spec.onnx_file, out_root / target.name / spec.engine_file, name, opts
                 ),
             }
-            for name, spec in SPECS.items()
+            for name, spec in export_specs(export_manifest).items()
         },
         "tools_note": (
             "same_build_with: the equivalent standard-TensorRT build with trtexec or polygraphy, run on the target "
@@ -203,7 +210,8 @@ def build_engines(
     progress: Callable[[str], None] | None = None,
     force: bool = False,
 ) -> dict[str, Any]:
-    """Build the three engines of an export into ``out_root/<target.name>/``.
+    """Build the engines of an export into ``out_root/<target.name>/``: its image graphs and, for an export
+    made with ``--video``, its tracker graphs.
 
     Args:
         onnx_dir: Export folder (checked against its manifest's sha256s first).
@@ -243,7 +251,7 @@ def build_engines(
         logger = make_logger(trt)
         timings: dict[str, float] = {}
         engines: dict[str, Any] = {}
-        for name, spec in SPECS.items():
+        for name, spec in export_specs(export_manifest).items():
             say(f"build: {name} ({target.flavour} {trt.__version__}, {target.sm})")
             start = time.perf_counter()
             data = _build_one(trt, logger, onnx_dir / spec.onnx_file, name, target, opts)
@@ -253,7 +261,7 @@ def build_engines(
                 "file": spec.engine_file,
                 "bytes": len(data),
                 "sha256": hashlib.sha256(data).hexdigest(),
-                "onnx_sha256": export_manifest["graphs"][name]["sha256"],
+                "onnx_sha256": manifest_graphs(export_manifest)[name]["sha256"],
                 "profile": {k: [list(s) for s in v] for k, v in spec.profile().items()},
                 "spec": spec.to_dict(),
             }
@@ -289,6 +297,12 @@ def build_engines(
             "graphs": engines,
             "weights": export_manifest["weights"],
             "export": {"folder": str(onnx_dir), "tools": export_manifest.get("tools", {})},
+            # a --video export's tracker origin (its engines are listed under graphs with the others)
+            **(
+                {"video": {k: v for k, v in export_manifest["video"].items() if k != "graphs"}}
+                if "video" in export_manifest
+                else {}
+            ),
             "tokenizer": {"file": BPE_FILE, "sha256": BPE_SHA256},
         }
         write_manifest(staging, manifest)
@@ -342,10 +356,10 @@ def build_config(trt: Any, builder: Any, graph: str, target: Target, opts: Build
     if not opts.tf32:  # TensorRT turns TF32 on by default: FP32 layers would round inputs to 10-bit mantissas
         config.clear_flag(trt.BuilderFlag.TF32)
     profile = builder.create_optimization_profile()
-    for tensor, (lo, opt, hi) in SPECS[graph].profile().items():
+    for tensor, (lo, opt, hi) in ALL_SPECS[graph].profile().items():
         profile.set_shape(tensor, lo, opt, hi)
     if config.add_optimization_profile(profile) < 0:
-        raise Sam3TrtError(f"TensorRT rejected the optimisation profile of {graph}: {SPECS[graph].profile()}")
+        raise Sam3TrtError(f"TensorRT rejected the optimisation profile of {graph}: {ALL_SPECS[graph].profile()}")
     config.builder_optimization_level = int(opts.opt_level)
     if opts.workspace_gb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_gb * (1 << 30)))

@@ -29,8 +29,16 @@ import numpy as np
 from .. import __version__
 from ..assets import BPE_FILE
 from ..errors import ParityError, Sam3TrtError
-from ..manifest import graph_sources, make_staging, publish, read_manifest, verify_files, write_manifest
-from ..specs import SPECS
+from ..manifest import (
+    graph_sources,
+    make_staging,
+    manifest_graphs,
+    publish,
+    read_manifest,
+    verify_files,
+    write_manifest,
+)
+from ..specs import ALL_SPECS, SPECS, VIDEO_SPECS
 from .precision import NodeDecision, PrecisionPolicy, float_tensors, plan, summarize
 
 REPORT_FILE = "precision_report.json"
@@ -173,10 +181,15 @@ def check_converted(path: Path, graph: str, decisions: Sequence[NodeDecision]) -
     from ..ort import ort_session, run_graph
 
     onnx.checker.check_model(str(path))
-    spec = SPECS[graph]
+    spec = ALL_SPECS[graph]
     model = onnx.load(str(path), load_external_data=False)
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
-    dtype_name = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT64: "int64", onnx.TensorProto.BOOL: "bool"}
+    dtype_name = {
+        onnx.TensorProto.FLOAT: "float32",
+        onnx.TensorProto.INT64: "int64",
+        onnx.TensorProto.INT32: "int32",
+        onnx.TensorProto.BOOL: "bool",
+    }
     for values, tensors in ((model.graph.input, spec.inputs), (model.graph.output, spec.outputs)):
         for value, tensor in zip(values, tensors, strict=True):
             got = dtype_name.get(value.type.tensor_type.elem_type, str(value.type.tensor_type.elem_type))
@@ -254,6 +267,13 @@ def convert_export(
         raise Sam3TrtError(f"output folder {out} exists; pass --force to replace it")
     if out.resolve() == src.resolve():
         raise Sam3TrtError(f"--out {out} is the FP32 export itself; choose another folder (e.g. {src}-fp16)")
+    # every graph of the export, a --video export's tracker graphs included (same policy, same checks)
+    names = [n for n in ALL_SPECS if n in manifest_graphs(source)]
+    if run_estimate and not set(SPECS) <= set(names):
+        raise Sam3TrtError(
+            f"{src} lacks {sorted(set(SPECS) - set(names))}: the FP16 estimate runs the image pipeline; "
+            "convert without it (--no-estimate) or export every image graph"
+        )
     staging = make_staging(out)
     try:
         from ..export.exporter import file_entry
@@ -262,7 +282,8 @@ def convert_export(
         graphs: dict[str, Any] = {}
         summaries: dict[str, Any] = {}
         seconds: dict[str, float] = {}
-        for name, spec in SPECS.items():
+        for name in names:
+            spec = ALL_SPECS[name]
             start = time.perf_counter()
             path = src / spec.onnx_file
             model = onnx.load(str(path), load_external_data=False)
@@ -294,7 +315,7 @@ def convert_export(
         manifest = {
             **{k: v for k, v in source.items() if k not in ("format", "graphs", "checks", "precision")},
             "sam3_trt_version": __version__,
-            "graphs": graphs,
+            "graphs": {n: g for n, g in graphs.items() if n in SPECS},
             "precision": {
                 "mode": "fp16",
                 "policy": policy.to_dict(),
@@ -309,6 +330,13 @@ def convert_export(
                 "fp16_estimate": report.to_dict() if report else {"status": "skipped"},
             },
         }
+        if "video" in source:
+            manifest["video"] = {**source["video"], "graphs": {n: g for n, g in graphs.items() if n in VIDEO_SPECS}}
+            manifest["checks"]["video_fp16_estimate"] = {
+                "status": "not measured",
+                "reason": "the CPU FP16 estimate runs the image pipeline; the tracker graphs were checked to load "
+                "and give finite outputs only",
+            }
         write_manifest(staging, manifest)
         if report is not None and not report.passed:
             failed = out.with_name(out.name + ".failed")

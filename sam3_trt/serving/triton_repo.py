@@ -181,7 +181,10 @@ def write_repo(opts: RepoOptions) -> dict[str, Any]:
     shutil.rmtree(staging, ignore_errors=True)
     device_kind = "KIND_CPU" if opts.cpu else "KIND_GPU"
     try:
+        # the served pipeline is the image one: a --video folder's tracker graphs stay out of the repository
         for name, entry in manifest["graphs"].items():
+            if name not in SPECS:
+                continue
             spec = GraphSpec.from_dict(entry["spec"]) if "spec" in entry else SPECS[name]
             version = staging / name / "1"
             version.mkdir(parents=True)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..specs import SPECS, GraphSpec
+from ..specs import ALL_SPECS, GraphSpec
 from .apicheck import check_call, spec_double
 from .fake_gpu import FakeGpu, release_host_memory
 
@@ -39,7 +39,7 @@ class _Plan:
 
     def __init__(self, graph: str, onnx: Path, version_compatible: bool, runner: Any) -> None:
         self.graph = graph
-        self.spec: GraphSpec = SPECS[graph]
+        self.spec: GraphSpec = ALL_SPECS[graph]
         self.onnx = onnx
         self.version_compatible = version_compatible
         self._runner = runner
@@ -90,7 +90,7 @@ class TrtDouble:
         # 5184-token attention at P=16 needs ~14 GB), arena off so each run gives its memory back
         runner = OnnxRuntimeBackend(export, memory_arena=False)
         for graph, entry in manifest["graphs"].items():
-            onnx = export / SPECS[graph].onnx_file
+            onnx = export / ALL_SPECS[graph].onnx_file
             if hashlib.sha256(onnx.read_bytes()).hexdigest() != entry["onnx_sha256"]:
                 raise AssertionError(f"{onnx} is not the graph {engine_folder / entry['file']} was built from")
             digest = hashlib.sha256((engine_folder / entry["file"]).read_bytes()).hexdigest()

@@ -238,8 +238,11 @@ class TeacherForcedVideo:
 
         eager = self._eager_detect(**kwargs)
         frame = kwargs["frame_idx"]
-        # the graphs write their own cache (raw levels); the text features are theirs too
-        graph_cache: dict = {}
+        # the graphs write their own cache (raw levels); the text features are theirs too. The prompts
+        # upstream's detector applies per frame are bookkeeping of the session: shared, cleared with it.
+        from .predictor import DETECTION_PROMPTS
+
+        graph_cache: dict = {DETECTION_PROMPTS: kwargs["feature_cache"].setdefault(DETECTION_PROMPTS, {})}
         graph = self.graphs.run_backbone_and_detection(**{**kwargs, "feature_cache": graph_cache})
         self._levels[frame] = graph_cache[frame][1]["tracker_backbone_out"]["backbone_fpn"]
         probs = self.graphs.last_probabilities

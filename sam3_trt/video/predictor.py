@@ -15,8 +15,9 @@ Follow a frame: ``propagate_in_video`` -> upstream's ``_det_track_one_frame`` ->
 tracker propagation (graph steps) -> upstream's planning heuristics -> memory update (graph) -> upstream's
 outputs (``out_obj_ids``, ``out_probs``, ``out_boxes_xywh``, ``out_binary_masks``).
 
-Not on the graphs yet, refused in one line: box (visual) prompts in video (upstream encodes the box once on
-its frame and reuses the encoding; the decoder graph encodes boxes per frame).
+Prompts: text; one box per ``add_prompt`` (upstream's visual prompt: the detector sees it on its frame, and,
+as upstream's one-frame-ahead detection has it, on the next one); points with an ``obj_id`` (the tracker's
+prompt encoder and mask head, on the graphs).
 """
 
 from __future__ import annotations
@@ -64,6 +65,30 @@ def install_video_steps(model: Any, tracker_steps: Any, detect: Any, update_memo
     return stack
 
 
+class HostOutputs:
+    """A backend whose outputs come back as host numpy arrays (other attributes are the backend's).
+
+    The video runtime (upstream's host code around the graphs) works on host tensors; a TensorRT backend's
+    outputs live on the GPU, so each run's outputs are copied back (the copy waits for the run). Host
+    outputs (ONNX Runtime) pass through as they are.
+
+    Args:
+        backend: The backend to run.
+    """
+
+    def __init__(self, backend: Any) -> None:
+        self.inner = backend
+
+    def run(self, graph: str, feeds: Any) -> dict[str, np.ndarray]:
+        """``backend.run`` with every output copied to a host numpy array."""
+        from ..runtime.arrays import to_numpy
+
+        return {name: to_numpy(value) for name, value in self.inner.run(graph, feeds).items()}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 class GraphVideoModel:
     """Runs upstream's video model's neural pieces on graphs while installed (a reversible context manager).
 
@@ -71,7 +96,7 @@ class GraphVideoModel:
         model: Upstream ``Sam3VideoInferenceWithInstanceInteractivity`` (e.g. :func:`~.model.build_video_model`);
             its settings and host code are used, its weights are not.
         backend: A backend that runs :data:`VIDEO_PREDICTOR_GRAPHS` (ONNX Runtime over an export made with
-            ``--video``).
+            ``--video``, TensorRT over engines built from one: their outputs are copied to the host).
         tokenizer: Callable ``list[str] -> int64 [P, 32]`` token IDs (:class:`~sam3_trt.runtime.tokenizer.Tokenizer`).
     """
 
@@ -79,13 +104,14 @@ class GraphVideoModel:
         missing = [g for g in VIDEO_PREDICTOR_GRAPHS if g not in backend.graphs]
         if missing:
             raise Sam3TrtError(
-                f"the {backend.name} backend does not run {', '.join(missing)}; video runs on ONNX Runtime over an "
-                "export made with `sam3-trt export --video` (or on the eager model with backend='torch')"
+                f"the {backend.name} backend does not run {', '.join(missing)}; video runs on an export made with "
+                "`sam3-trt export --video` (ONNX Runtime), on engines built from one (TensorRT), or on the eager "
+                "model with backend='torch'"
             )
         self.model = model
-        self.backend = backend
+        self.backend = HostOutputs(backend)
         self.tokenizer = tokenizer
-        self.tracker = GraphTracker(model.tracker, backend)
+        self.tracker = GraphTracker(model.tracker, self.backend)
         self._stack: contextlib.ExitStack | None = None
         self._positions: list[Any] | None = None  # the neck's position encodings, the same on every frame
         self.last_probabilities: Any = None
@@ -134,12 +160,10 @@ class GraphVideoModel:
         from sam3.perflib.nms import nms_masks
 
         model = self.model
-        boxes = getattr(geometric_prompt, "box_embeddings", None)
-        points = getattr(geometric_prompt, "point_embeddings", None)
-        if (boxes is not None and boxes.shape[0]) or (points is not None and points.shape[0]):
-            raise Sam3TrtError(
-                "box prompts in video are not on the graphs yet; prompt with text, or with points and obj_id"
-            )
+        prompts = feature_cache.setdefault(DETECTION_PROMPTS, {})
+        boxes, box_labels, box_mask = decoder_boxes(
+            detection_prompt(prompts, frame_idx, num_frames, reverse, geometric_prompt)
+        )
         features, text_mask = self._text(tuple(input_batch.find_text_batch), feature_cache)
         text_id = int(input_batch.find_inputs[frame_idx].text_ids[0])
         pixels = np.ascontiguousarray(to_float32(input_batch.img_batch[frame_idx])[None])
@@ -154,9 +178,9 @@ class GraphVideoModel:
                 "fpn2": vision["fpn2"],
                 "text_features": features[text_id : text_id + 1],
                 "text_mask": text_mask[text_id : text_id + 1],
-                "boxes": np.zeros((1, 1, 4), np.float32),
-                "box_labels": np.zeros((1, 1), bool),
-                "box_mask": np.ones((1, 1), bool),  # no box: one padding slot
+                "boxes": boxes,
+                "box_labels": box_labels,
+                "box_mask": box_mask,
             },
         )
         logits = torch.from_numpy(np.array(decoded["pred_logits"]))[0]
@@ -188,6 +212,57 @@ class GraphVideoModel:
         return det_out
 
 
+#: ``feature_cache`` key of the geometric prompts upstream's detector applies per frame (see
+#: :func:`detection_prompt`); cleared with the cache when upstream resets the session.
+DETECTION_PROMPTS = "sam3_trt_detection_prompts"
+
+
+def detection_prompt(prompts: dict, frame_idx: int, num_frames: int, reverse: bool, geometric_prompt: Any) -> Any:
+    """The geometric prompt upstream's detector applies to ``frame_idx``.
+
+    Upstream's detector (``Sam3ImageOnVideoMultiGPU.forward_video_grounding_multigpu``) detects one chunk of
+    frames ahead, with the geometric prompt of the call that computed them, and reuses those results when
+    the frame comes; with one GPU a chunk is one frame. So frame f+1 (f-1 in reverse) is detected with frame
+    f's prompt: a box prompted on a frame also applies to the next. This keeps the same bookkeeping, of
+    prompts rather than results (the graphs run when the frame comes, with the same inputs).
+
+    Args:
+        prompts: Frame -> prompt, kept across calls in the session's feature cache.
+        frame_idx: The frame being detected.
+        num_frames: Frames in the clip.
+        reverse: Tracking backwards.
+        geometric_prompt: The prompt upstream passes for ``frame_idx``.
+    """
+    prompt = prompts.setdefault(frame_idx, geometric_prompt)
+    prompts.pop(frame_idx + 1 if reverse else frame_idx - 1, None)  # the previous chunk leaves the buffer
+    ahead = frame_idx - 1 if reverse else frame_idx + 1
+    if 0 <= ahead < num_frames:
+        prompts.setdefault(ahead, geometric_prompt)
+    return prompt
+
+
+def decoder_boxes(prompt: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The decoder graph's ``boxes``, ``box_labels``, ``box_mask`` for upstream's geometric ``Prompt``.
+
+    Upstream's video prompts hold boxes only (normalised cx, cy, w, h, ``[seq, 1, 4]``); no box is one
+    padding slot, as in the image processor.
+
+    Args:
+        prompt: Upstream ``Prompt`` (``box_embeddings``, ``box_labels``, ``box_mask`` may be ``None``).
+    """
+    points = getattr(prompt, "point_embeddings", None)
+    if points is not None and points.shape[0]:
+        raise Sam3TrtError("point prompts reach video detection only through the tracker (points with obj_id)")
+    boxes = getattr(prompt, "box_embeddings", None)
+    if boxes is None or not boxes.shape[0]:
+        return np.zeros((1, 1, 4), np.float32), np.zeros((1, 1), bool), np.ones((1, 1), bool)
+    count = boxes.shape[0]
+    mask = prompt.box_mask
+    pad = np.zeros((1, count), bool) if mask is None else np.asarray(mask.cpu(), bool).reshape(1, count)
+    labels = np.asarray(prompt.box_labels.cpu()).reshape(count)[None].astype(bool)
+    return np.ascontiguousarray(to_float32(boxes)[:, 0][None]), labels, pad
+
+
 def _upstream_predictor() -> type:
     from sam3.model.sam3_video_predictor import Sam3VideoPredictor as Upstream
 
@@ -200,15 +275,16 @@ class Sam3VideoPredictor:
     Args:
         model: Upstream's video model (:func:`~.model.build_video_model`): its settings and host code run;
             on graph backends its weights are not used.
-        artifacts: An export folder made with ``sam3-trt export --video`` (or a
-            :class:`~sam3_trt.runtime.backends.Backend`); ``None`` with ``backend="torch"``.
-        backend: ``"auto"``/``"onnxruntime"`` (the graphs), a backend object, or ``"torch"`` (upstream's eager
-            model, on CPU when there is no GPU).
+        artifacts: An export folder made with ``sam3-trt export --video``, an engine folder built from one
+            (or a :class:`~sam3_trt.runtime.backends.Backend`); ``None`` with ``backend="torch"``.
+        backend: ``"auto"`` (follows the folder), ``"onnxruntime"``, ``"tensorrt"``, a backend object, or
+            ``"torch"`` (upstream's eager model, on CPU when there is no GPU).
         threads: ONNX Runtime intra-op threads (``None``: its default).
 
     Requests and results are upstream's: ``handle_request({"type": "start_session", "resource_path": ...})``
-    -> ``{"session_id"}``; ``{"type": "add_prompt", "session_id", "frame_index", "text" | "points" +
-    "point_labels" + "obj_id"}`` -> ``{"frame_index", "outputs"}``; ``handle_stream_request({"type":
+    -> ``{"session_id"}``; ``{"type": "add_prompt", "session_id", "frame_index", "text" and/or
+    "bounding_boxes" + "bounding_box_labels" | "points" + "point_labels" + "obj_id"}`` -> ``{"frame_index",
+    "outputs"}``; ``handle_stream_request({"type":
     "propagate_in_video", ...})`` yields ``{"frame_index", "outputs"}`` per frame, ``outputs`` holding
     ``out_obj_ids``, ``out_probs``, ``out_boxes_xywh`` (normalised) and ``out_binary_masks`` ``[K, H, W]``.
     Sessions belong to this predictor (upstream keeps them in one dict shared by every predictor). Bad
@@ -234,8 +310,8 @@ class Sam3VideoPredictor:
 
             if artifacts is None and not hasattr(backend, "run"):
                 raise Sam3TrtError(f"backend={backend!r} needs artifacts: an export folder made with --video")
-            if isinstance(backend, str) and backend not in ("auto", "onnxruntime"):
-                raise Sam3TrtError(f"backend={backend!r}: video runs on 'auto'/'onnxruntime' graphs or 'torch'")
+            if isinstance(backend, str) and backend not in ("auto", "onnxruntime", "tensorrt"):
+                raise Sam3TrtError(f"backend={backend!r}: use 'auto', 'onnxruntime', 'tensorrt' or 'torch'")
             self.backend, tokenizer_path = _make_backend(artifacts, backend, threads, 0, "auto", True)
             self.graph_model = GraphVideoModel(model, self.backend, Tokenizer(tokenizer_path, CONTEXT_LENGTH))
         self._on_cpu = not _on_cuda(model)
@@ -305,16 +381,17 @@ class Sam3VideoPredictor:
         bounding_box_labels: list[int] | None = None,
         obj_id: int | None = None,
     ) -> dict:
-        """Upstream's ``add_prompt``: a text prompt, or points (normalised x, y) with ``obj_id``, on a frame."""
+        """Upstream's ``add_prompt`` on a frame: text and/or one box (normalised x, y, w, h; label 1 positive,
+        0 negative), which start the session's prompts over; or points (normalised x, y) with ``obj_id``,
+        which add or refine that object."""
         state = self._get_session(session_id)["state"]
         _check_frame(frame_idx, state, "frame_index")
-        if bounding_boxes is not None and self.graph_model is not None:
-            raise Sam3TrtError(
-                "bounding_boxes: box prompts in video are not on the graphs yet; prompt with text, or with "
-                "points and obj_id (or use backend='torch')"
-            )
         if points is not None and obj_id is None:
             raise Sam3TrtError("points need obj_id (the object they click); text prompts take no obj_id")
+        if points is not None and (text is not None or bounding_boxes is not None):
+            raise Sam3TrtError("points go in their own add_prompt (with obj_id), not with text or bounding_boxes")
+        if bounding_boxes is not None or bounding_box_labels is not None:
+            _check_video_box(bounding_boxes, bounding_box_labels)
         if points is None and text is None and bounding_boxes is None:
             raise Sam3TrtError("add_prompt needs text, points (with obj_id) or bounding_boxes")
         if text is not None and (not isinstance(text, str) or not text.strip()):
@@ -402,6 +479,33 @@ def _check_frame(frame_idx: Any, state: dict, name: str) -> None:
     frames = state["num_frames"]
     if isinstance(frame_idx, bool) or not isinstance(frame_idx, (int, np.integer)) or not 0 <= frame_idx < frames:
         raise Sam3TrtError(f"{name}={frame_idx!r} is outside the clip: give a frame index in 0..{frames - 1}")
+
+
+def _check_video_box(boxes: Any, labels: Any) -> None:
+    """What upstream asserts about a video box prompt, said in one line (it takes one box per prompt)."""
+    import math
+
+    if boxes is None or labels is None:
+        raise Sam3TrtError("bounding_boxes and bounding_box_labels go together (labels: 1 positive, 0 negative)")
+    if not isinstance(boxes, (list, tuple)) or len(boxes) != 1:
+        count = len(boxes) if isinstance(boxes, (list, tuple)) else repr(boxes)
+        raise Sam3TrtError(
+            f"bounding_boxes: a video box prompt is one box [[x, y, w, h]] (upstream's visual prompt), got {count}; "
+            "prompt one box, then add objects with points and obj_id"
+        )
+    box = boxes[0]
+    ok = isinstance(box, (list, tuple, np.ndarray)) and len(box) == 4
+    ok = ok and all(isinstance(v, (int, float, np.number)) and math.isfinite(v) for v in box)
+    if ok:
+        x, y, w, h = (float(v) for v in box)
+        ok = all(0.0 <= v <= 1.0 for v in (x, y, w, h)) and x + w / 2 <= 1.0 and y + h / 2 <= 1.0
+    if not ok:
+        raise Sam3TrtError(
+            f"bounding_boxes[0]={box!r}: give [x, y, w, h] normalised to 0..1 (top-left corner, size), "
+            "centre inside the frame"
+        )
+    if not isinstance(labels, (list, tuple)) or len(labels) != 1 or labels[0] not in (0, 1):
+        raise Sam3TrtError(f"bounding_box_labels={labels!r}: give one label per box, [1] positive or [0] negative")
 
 
 def _check_resource(resource_path: Any) -> None:

@@ -1,4 +1,4 @@
-"""``sam3-trt track``: a text prompt tracked through a clip, written as overlay frames and a tracks JSON.
+"""``sam3-trt track``: a text (and/or box) prompt tracked through a clip, written as overlay frames and a tracks JSON.
 
 :func:`track` drives :class:`~.predictor.Sam3VideoPredictor` with upstream's requests (start, prompt,
 propagate forward, close); :func:`write_tracks` draws each frame with one colour per object ID (the same
@@ -61,18 +61,26 @@ def load_frames(resource: Path) -> list[Any]:
     return frames
 
 
-def track(predictor: Any, frames: list[Any], prompt: str, prompt_frame: int = 0) -> Iterator[tuple[int, dict]]:
+def track(
+    predictor: Any,
+    frames: list[Any],
+    prompt: str | None,
+    prompt_frame: int = 0,
+    box: tuple[list[float], bool] | None = None,
+) -> Iterator[tuple[int, dict]]:
     """Yield ``(frame index, upstream outputs)``: the prompt frame's result, then every frame forward.
 
     Args:
         predictor: A :class:`~.predictor.Sam3VideoPredictor`.
         frames: The clip (PIL images).
-        prompt: Text prompt (a noun phrase).
-        prompt_frame: Frame the prompt is given on.
+        prompt: Text prompt (a noun phrase), or ``None`` with a box.
+        prompt_frame: Frame the prompt (and box) is given on.
+        box: ``(normalised [x, y, w, h], positive?)``: a box on ``prompt_frame`` (upstream's visual prompt).
     """
     session = predictor.start_session(frames)["session_id"]
     try:
-        predictor.add_prompt(session, prompt_frame, text=prompt)
+        boxes = {} if box is None else {"bounding_boxes": [box[0]], "bounding_box_labels": [int(box[1])]}
+        predictor.add_prompt(session, prompt_frame, text=prompt, **boxes)
         for result in predictor.propagate_in_video(session, "forward", prompt_frame, None):
             yield result["frame_index"], result["outputs"]
     finally:

@@ -25,7 +25,8 @@ class Backend:
     reuses_outputs = False
     #: Torch device string the outputs live on (``"cpu"`` for host arrays).
     result_device = "cpu"
-    #: Graphs this backend runs: the image graphs; ONNX Runtime also runs the video graphs.
+    #: Graphs this backend runs: the image graphs; ONNX Runtime also runs the video graphs, TensorRT the
+    #: graphs its engine folder holds.
     graphs: tuple[str, ...] = tuple(SPECS)
 
     def __init__(self) -> None:
@@ -41,8 +42,8 @@ class Backend:
         spec = get_spec(graph)
         if graph not in self.graphs:
             raise Sam3TrtError(
-                f"the {self.name} backend does not run {graph!r} yet (it runs {', '.join(self.graphs)}); "
-                "the video graphs run on ONNX Runtime for now"
+                f"the {self.name} backend does not run {graph!r} (it runs {', '.join(self.graphs)}); the video "
+                "graphs run on ONNX Runtime over an export made with --video, or on TensorRT over engines built from one"
             )
         sizes = spec.infer_sizes(feeds)
         with self._lock:

@@ -27,7 +27,7 @@ from typing import Any
 
 from ...engines.parse import load_trt, make_logger
 from ...errors import Sam3TrtError
-from ...specs import SPECS, GraphSpec
+from ...specs import ALL_SPECS, GraphSpec
 from ..device_memory import DeviceMemory, Timer, open_device_memory
 from .base import Backend
 
@@ -113,7 +113,8 @@ def load_engines(
     device_index: int,
     runtime_cache: RuntimeCacheFile | None,
 ) -> _Loaded:
-    """Deserialize the three engines of ``folder`` and create one execution context each.
+    """Deserialize the engines ``folder``'s manifest lists (the image graphs; with ``--video`` exports, the
+    tracker graphs too) and create one execution context each.
 
     Args:
         trt: The flavour's TensorRT module.
@@ -133,7 +134,9 @@ def load_engines(
         runtime.engine_host_code_allowed = True
     engines: dict[str, Any] = {}
     contexts: dict[str, Any] = {}
-    for graph, spec in SPECS.items():
+    for graph, spec in ALL_SPECS.items():
+        if graph not in manifest.get("graphs", {}):
+            continue
         path = folder / spec.engine_file
         if not path.is_file():
             raise Sam3TrtError(f"{path} is missing; rebuild the folder with `sam3-trt build --gpu auto`")
@@ -232,6 +235,7 @@ class TensorRTBackend(Backend):
             self.memory.close()
             raise
         self.runtime, self.engines, self.contexts = loaded.runtime, loaded.engines, loaded.contexts
+        self.graphs = tuple(self.engines)
 
     @property
     def last_gpu_ms(self) -> dict[str, float]:
@@ -254,7 +258,7 @@ class TensorRTBackend(Backend):
             raise Sam3TrtError(f"TensorRT refused the device address of tensor {name!r} ({self.logger.last_error()})")
 
     def _run(self, graph: str, feeds: Mapping[str, Any], sizes: Mapping[str, int]) -> dict[str, Any]:
-        spec = SPECS[graph]
+        spec = ALL_SPECS[graph]
         ctx = self.contexts[graph]
         mem = self.memory
         with mem.activate():
