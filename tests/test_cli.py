@@ -103,7 +103,8 @@ def test_parity_command_writes_a_passing_report(tiny_export, tmp_path):
     _check_polygraphy_run_results(saved)
     data = json.loads(report.read_text())
     assert data["backend"] == "onnxruntime" and "RANDOM" in data["weights"]
-    assert len(data["cases"]) == 1 and "parity passed" in proc.stdout
+    # the prompt at threshold 0 (all 200 queries compared) and at the threshold nearest the reference's scores
+    assert [c["case"] for c in data["cases"]] == ["image0:text:a red square"] * 2 and "parity passed" in proc.stdout
     assert [s["stage"] for s in data["stages"]] == ["vision_encoder", "text_encoder", "decoder"]
     for stage in data["stages"]:
         assert stage["passed"] and all(o["rel_l2"] <= 1e-4 and o["cosine"] > 0.9999 for o in stage["outputs"])
