@@ -274,6 +274,7 @@ def track(
     from .export.model import WeightsOrigin
     from .manifest import manifest_graphs
     from .runtime.artifacts import resolve_artifacts
+    from .runtime.processor import check_folder_backend
     from .segment import parse_pixel_box, pixel_box_to_prompt
     from .video.predictor import VIDEO_PREDICTOR_GRAPHS
     from .video.track import frame_objects, load_frames, write_tracks
@@ -296,12 +297,7 @@ def track(
             f"--artifacts {artifacts}: tracking needs an export made with --video (or engines built from one) "
             f"holding {', '.join(missing)}; run `sam3-trt export --video --out {artifacts}`"
         )
-    wanted = {"onnxruntime": "onnx-export", "tensorrt": "engines"}.get(backend, found.kind)
-    if wanted != found.kind:
-        raise Sam3TrtError(
-            f"--backend {backend} runs {'an export folder' if wanted == 'onnx-export' else 'an engine folder'}; "
-            f"--artifacts {artifacts} is {'an export folder' if found.kind == 'onnx-export' else 'an engine folder'}"
-        )
+    check_folder_backend(found, backend)  # before the host model is built
     frames = load_frames(video)
     if not 0 <= prompt_frame < len(frames):
         raise Sam3TrtError(f"--prompt-frame {prompt_frame} is outside the clip: use 0..{len(frames) - 1}")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import Sam3TrtError
+from .specs import ALL_SPECS, GraphSpec
 
 MANIFEST_FILE = "manifest.json"
 FORMAT = 1
@@ -57,6 +58,13 @@ def manifest_graphs(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Every graph a manifest holds, name -> entry: the image graphs, then the video graphs (an export made
     with ``--video`` lists them under ``video``; an engine folder lists all under ``graphs``)."""
     return {**manifest.get("graphs", {}), **manifest.get("video", {}).get("graphs", {})}
+
+
+def manifest_specs(manifest: dict[str, Any]) -> dict[str, GraphSpec]:
+    """The specs of the graphs a manifest holds, in pipeline order (image graphs, then video graphs): what
+    the FP16 pass converts, the builder builds and the TensorRT runtime loads."""
+    held = manifest_graphs(manifest)
+    return {name: spec for name, spec in ALL_SPECS.items() if name in held}
 
 
 def graph_sources(manifest: dict[str, Any]) -> dict[str, dict[str, str | None]]:

@@ -280,7 +280,7 @@ def test_track_cli_refuses_bad_input_before_any_work(tracker_export, tmp_path):
         ([str(tmp_path / "clip.mp4"), "--artifacts", art], "does not exist"),
         ([str(clip), "--artifacts", art, "--box", "1,2,3"], r"--box '1,2,3': expected x0,y0,x1,y1"),
         ([str(clip), "--artifacts", art, "--box", "10,10,400,50"], r"--box '10,10,400,50' lies outside the 320x240"),
-        ([str(clip), "--artifacts", art, "--backend", "tensorrt"], "--backend tensorrt runs an engine folder"),
+        ([str(clip), "--artifacts", art, "--backend", "tensorrt"], "is an ONNX export; build engines first"),
     ]
     cases = [([*args, "--prompt", PROMPT], message) for args, message in cases]
     cases.append(([str(clip), "--artifacts", art], "give --prompt"))

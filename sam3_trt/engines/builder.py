@@ -27,8 +27,16 @@ from .. import __version__
 from ..assets import BPE_FILE, BPE_SHA256
 from ..device import GpuInfo, gpu_info
 from ..errors import Sam3TrtError
-from ..manifest import make_staging, manifest_graphs, publish, read_manifest, verify_files, write_manifest
-from ..specs import ALL_SPECS, GraphSpec
+from ..manifest import (
+    make_staging,
+    manifest_graphs,
+    manifest_specs,
+    publish,
+    read_manifest,
+    verify_files,
+    write_manifest,
+)
+from ..specs import ALL_SPECS
 from .parse import load_trt, make_logger, strongly_typed_network
 from .targets import TARGETS, Target
 
@@ -79,13 +87,6 @@ def precision_summary(export_manifest: dict[str, Any]) -> dict[str, Any]:
         summary["graphs_quantized"] = precision["graphs_quantized"]
         summary["calibration_set_sha256"] = precision["calibration_set"]["sha256"]
     return summary
-
-
-def export_specs(export_manifest: dict[str, Any]) -> dict[str, GraphSpec]:
-    """The specs of the graphs an export holds, in build order: image graphs, then a ``--video`` export's
-    tracker graphs."""
-    held = manifest_graphs(export_manifest)
-    return {name: spec for name, spec in ALL_SPECS.items() if name in held}
 
 
 def tool_commands(onnx: Path, engine: Path, graph: str, opts: BuildOptions) -> dict[str, str]:
@@ -149,6 +150,7 @@ def build_plan(
         else f"the target GPU, {target.description} ({target.sm}), with TensorRT 10.x or 11.x (pip install 'sam3-trt[gpu]')"
     )
     command = f"sam3-trt build --gpu {target.name} --onnx-dir {onnx_dir} --out {out_root}"
+    sources = manifest_graphs(export_manifest)
     if target.name in TARGETS and target.flavour != TARGETS[target.name].flavour:
         command += f" --flavour {target.flavour}"
     return {
@@ -160,14 +162,14 @@ def build_plan(
         "graphs": {
             name: {
                 "onnx": str(onnx_dir / spec.onnx_file),
-                "onnx_sha256": manifest_graphs(export_manifest)[name]["sha256"],
+                "onnx_sha256": sources[name]["sha256"],
                 "engine": spec.engine_file,
                 "profile": {k: [list(s) for s in v] for k, v in spec.profile().items()},
                 "same_build_with": tool_commands(
                     onnx_dir / spec.onnx_file, out_root / target.name / spec.engine_file, name, opts
                 ),
             }
-            for name, spec in export_specs(export_manifest).items()
+            for name, spec in manifest_specs(export_manifest).items()
         },
         "tools_note": (
             "same_build_with: the equivalent standard-TensorRT build with trtexec or polygraphy, run on the target "
@@ -251,7 +253,8 @@ def build_engines(
         logger = make_logger(trt)
         timings: dict[str, float] = {}
         engines: dict[str, Any] = {}
-        for name, spec in export_specs(export_manifest).items():
+        sources = manifest_graphs(export_manifest)
+        for name, spec in manifest_specs(export_manifest).items():
             say(f"build: {name} ({target.flavour} {trt.__version__}, {target.sm})")
             start = time.perf_counter()
             data = _build_one(trt, logger, onnx_dir / spec.onnx_file, name, target, opts)
@@ -261,7 +264,7 @@ def build_engines(
                 "file": spec.engine_file,
                 "bytes": len(data),
                 "sha256": hashlib.sha256(data).hexdigest(),
-                "onnx_sha256": manifest_graphs(export_manifest)[name]["sha256"],
+                "onnx_sha256": sources[name]["sha256"],
                 "profile": {k: [list(s) for s in v] for k, v in spec.profile().items()},
                 "spec": spec.to_dict(),
             }

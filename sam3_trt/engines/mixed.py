@@ -32,7 +32,7 @@ from ..errors import ParityError, Sam3TrtError
 from ..manifest import (
     graph_sources,
     make_staging,
-    manifest_graphs,
+    manifest_specs,
     publish,
     read_manifest,
     verify_files,
@@ -268,10 +268,10 @@ def convert_export(
     if out.resolve() == src.resolve():
         raise Sam3TrtError(f"--out {out} is the FP32 export itself; choose another folder (e.g. {src}-fp16)")
     # every graph of the export, a --video export's tracker graphs included (same policy, same checks)
-    names = [n for n in ALL_SPECS if n in manifest_graphs(source)]
-    if run_estimate and not set(SPECS) <= set(names):
+    specs = manifest_specs(source)
+    if run_estimate and not set(SPECS) <= set(specs):
         raise Sam3TrtError(
-            f"{src} lacks {sorted(set(SPECS) - set(names))}: the FP16 estimate runs the image pipeline; "
+            f"{src} lacks {sorted(set(SPECS) - set(specs))}: the FP16 estimate runs the image pipeline; "
             "convert without it (--no-estimate) or export every image graph"
         )
     staging = make_staging(out)
@@ -282,8 +282,7 @@ def convert_export(
         graphs: dict[str, Any] = {}
         summaries: dict[str, Any] = {}
         seconds: dict[str, float] = {}
-        for name in names:
-            spec = ALL_SPECS[name]
+        for name, spec in specs.items():
             start = time.perf_counter()
             path = src / spec.onnx_file
             model = onnx.load(str(path), load_external_data=False)

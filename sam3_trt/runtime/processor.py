@@ -423,13 +423,23 @@ def _make_backend(
         from ..manifest import verify_files
 
         verify_files(found.folder, found.manifest)
+    check_folder_backend(found, backend)
     if found.kind == "onnx-export":
-        if backend == "tensorrt":
-            raise Sam3TrtError(
-                f"{found.folder} is an ONNX export; build engines first (`sam3-trt build --gpu auto --onnx-dir "
-                f"{found.folder} --out engines`) or use --backend onnxruntime"
-            )
         return OnnxRuntimeBackend(found.folder, threads=threads), found.tokenizer_path
-    if backend == "onnxruntime":
-        raise Sam3TrtError(f"{found.folder} is an engine folder; pass the export folder for --backend onnxruntime")
     return TensorRTBackend(found.folder, found.manifest, device_index, device_memory), found.tokenizer_path
+
+
+def check_folder_backend(found: Any, backend: str) -> None:
+    """Raise unless ``backend`` (``auto``, ``onnxruntime``, ``tensorrt``) runs ``found``'s kind of folder.
+
+    Args:
+        found: :func:`~sam3_trt.runtime.artifacts.resolve_artifacts` result.
+        backend: The backend asked for.
+    """
+    if found.kind == "onnx-export" and backend == "tensorrt":
+        raise Sam3TrtError(
+            f"{found.folder} is an ONNX export; build engines first (`sam3-trt build --gpu auto --onnx-dir "
+            f"{found.folder} --out engines`) or use --backend onnxruntime"
+        )
+    if found.kind != "onnx-export" and backend == "onnxruntime":
+        raise Sam3TrtError(f"{found.folder} is an engine folder; pass the export folder for --backend onnxruntime")

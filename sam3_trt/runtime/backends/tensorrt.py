@@ -27,6 +27,7 @@ from typing import Any
 
 from ...engines.parse import load_trt, make_logger
 from ...errors import Sam3TrtError
+from ...manifest import manifest_specs
 from ...specs import ALL_SPECS, GraphSpec
 from ..device_memory import DeviceMemory, Timer, open_device_memory
 from .base import Backend
@@ -134,9 +135,7 @@ def load_engines(
         runtime.engine_host_code_allowed = True
     engines: dict[str, Any] = {}
     contexts: dict[str, Any] = {}
-    for graph, spec in ALL_SPECS.items():
-        if graph not in manifest.get("graphs", {}):
-            continue
+    for graph, spec in manifest_specs(manifest).items():
         path = folder / spec.engine_file
         if not path.is_file():
             raise Sam3TrtError(f"{path} is missing; rebuild the folder with `sam3-trt build --gpu auto`")
