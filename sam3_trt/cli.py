@@ -243,13 +243,22 @@ def export(
 )
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto", show_default=True)
 @click.option(
-    "--output", type=click.Path(path_type=Path), required=True, help="Folder for overlay frames 00000.png ..."
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Overlay video (.mp4) or folder for overlay frames 00000.png ...",
 )
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Tracks JSON (RLE masks).")
 @click.option("--prompt-frame", type=int, default=0, show_default=True, help="Frame index the prompt is given on.")
 @click.option(
     "--max-objects", type=int, default=None, help="Track at most this many objects (upstream max_num_objects)."
 )
+@click.option(
+    "--memory-window",
+    default=None,
+    help="Frames of tracking state kept behind the tracked frame (default 64), or 'all' to keep every frame.",
+)
+@click.option("--fps", type=float, default=None, help="Frame rate of an .mp4 --output (default: VIDEO's, or 30).")
 @click.pass_obj
 @_handle_errors
 def track(
@@ -263,21 +272,21 @@ def track(
     json_path: Path | None,
     prompt_frame: int,
     max_objects: int | None,
+    memory_window: str | None,
+    fps: float | None,
 ) -> None:
-    """Track what --prompt names (or what --box outlines) through VIDEO (a folder of <index>.jpg frames, or
-    one image).
+    """Track what --prompt names (or what --box outlines) through VIDEO (an .mp4 file, a folder of <index>.jpg
+    frames, or one image).
 
     Runs upstream's video model (detection on every frame, association, hot-start, tracking) with its neural
-    work on the exported graphs (ONNX Runtime) or their engines (TensorRT); writes one overlay per frame (one
-    colour per object ID) and, with --json, each frame's objects.
+    work on the exported graphs (ONNX Runtime) or their engines (TensorRT); writes each frame's overlay (one
+    colour per object ID) as it is tracked and, with --json, each frame's objects.
     """
     from .export.model import WeightsOrigin
-    from .manifest import manifest_graphs
-    from .runtime.artifacts import resolve_artifacts
     from .runtime.processor import check_folder_backend
     from .segment import parse_pixel_box, pixel_box_to_prompt
-    from .video.predictor import VIDEO_PREDICTOR_GRAPHS
-    from .video.track import frame_objects, load_frames, write_tracks
+    from .video.predictor import folder_predictor, video_folder
+    from .video.track import DEFAULT_FPS, TrackWriter, check_video_output, frame_objects, load_frames
     from .video.track import track as run_track
 
     if prompt is None and box is None:
@@ -287,34 +296,25 @@ def track(
     pixels = parse_pixel_box(box) if box is not None else None
     if max_objects is not None and max_objects < 1:
         raise Sam3TrtError(f"--max-objects {max_objects}: use 1 or more (or leave it out: no limit)")
+    window = _memory_window(memory_window)
+    if fps is not None and not fps > 0:
+        raise Sam3TrtError(f"--fps {fps}: give frames per second > 0 (e.g. 30)")
     check_output_file(json_path, "--json", (".json",))
-    if output.exists() and not output.is_dir():
-        raise Sam3TrtError(f"--output {output} is a file; give a folder for the overlay frames")
-    found = resolve_artifacts(artifacts)
-    missing = [g for g in VIDEO_PREDICTOR_GRAPHS if g not in manifest_graphs(found.manifest)]
-    if missing:
-        raise Sam3TrtError(
-            f"--artifacts {artifacts}: tracking needs an export made with --video (or engines built from one) "
-            f"holding {', '.join(missing)}; run `sam3-trt export --video --out {artifacts}`"
-        )
+    to_video = check_video_output(output)
+    found = video_folder(artifacts)
     check_folder_backend(found, backend)  # before the host model is built
-    frames = load_frames(video)
+    frames, video_fps = load_frames(video)
     if not 0 <= prompt_frame < len(frames):
         raise Sam3TrtError(f"--prompt-frame {prompt_frame} is outside the clip: use 0..{len(frames) - 1}")
     box_prompt = None
     if pixels is not None:
         cx, cy, w, h = pixel_box_to_prompt(pixels[0], *frames[0].size, f"--box {box!r}")
         box_prompt = ([cx - w / 2, cy - h / 2, w, h], pixels[1])  # upstream's video boxes: normalised x, y, w, h
-    check_output_folder(output, "--output")
+    check_output_folder(output.parent if to_video else output, "--output")
     weights_dict = found.manifest.get("weights", {"kind": "unknown", "variant": "full"})
     variant = weights_dict.get("variant") or "full"
     ui.progress(f"{len(frames)} frames; building upstream's video model ({variant}) for its host code")
-    predictor = _video_predictor(found.folder, variant, max_objects, backend)
-    results = {}
-    with predictor:
-        for index, outputs in run_track(predictor, frames, prompt, prompt_frame, box_prompt):
-            results[index] = frame_objects(outputs)
-            ui.progress(f"frame {index}: objects {[o['id'] for o in results[index]]}")
+    predictor = folder_predictor(found.folder, variant, backend, max_objects, window)
     info = {
         "video": str(video),
         "prompt": prompt,
@@ -323,15 +323,28 @@ def track(
         "prompt_frame": prompt_frame,
         "size": list(frames[0].size),
         "backend": predictor.backend.name,
+        "memory_window": window,
         "weights": WeightsOrigin.from_dict(weights_dict).describe(),
         "weights_kind": weights_dict.get("kind"),
     }
-    doc = write_tracks(frames, results, output, json_path, info)
+    writer = TrackWriter(output, frames[0].size, len(frames), json_path, info, fps or video_fps or DEFAULT_FPS)
+    try:
+        with predictor:
+            for index in range(prompt_frame):  # before the prompt: forward tracking does not reach them
+                writer.write(index, frames[index], None)
+            for index, outputs in run_track(predictor, frames, prompt, prompt_frame, box_prompt):
+                objects = frame_objects(outputs)
+                writer.write(index, frames[index], objects)
+                ui.progress(f"frame {index}: objects {[o['id'] for o in objects]}")
+        doc = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
     click.echo(
         json.dumps(
             {
                 "frames": len(frames),
-                "tracked_frames": len(results),
+                "tracked_frames": sum(f["tracked"] for f in doc["frames"]),
                 "object_ids": doc["object_ids"],
                 "output": str(output),
                 "json": str(json_path) if json_path else None,
@@ -340,19 +353,19 @@ def track(
     )
 
 
-def _video_predictor(folder: Path, variant: str, max_objects: int | None, backend: str = "auto") -> Any:
-    """The video predictor over ``folder``'s graphs; upstream's model supplies settings and host code only.
+def _memory_window(value: str | None) -> int | None:
+    """``--memory-window``: a frame count, ``all`` (keep every frame), or the default when not given."""
+    from .video.window import DEFAULT_MEMORY_WINDOW, check_window
 
-    Its weights are never used on the graphs, so it is built with random weights of the export's variant.
-    """
-    from .export.model import load_model
-    from .export.tracker import build_tracker
-    from .video import Sam3VideoPredictor, build_video_model
-
-    image_model, _ = load_model(variant=variant, random_weights=True, seed=0, video=True)
-    settings = {"max_num_objects": max_objects} if max_objects else {}
-    model = build_video_model(image_model, build_tracker(variant, seed=0), **settings)
-    return Sam3VideoPredictor(model, folder, backend=backend)
+    if value is None:
+        return DEFAULT_MEMORY_WINDOW
+    if value.strip().lower() == "all":
+        return None
+    try:
+        frames = int(value)
+    except ValueError:
+        frames = value
+    return check_window(frames, "--memory-window", keep_all="all")
 
 
 @main.command()
@@ -756,6 +769,51 @@ def bench(
         json_path.write_text(json.dumps(report, indent=2) + "\n")
     if figure is not None:
         bench_figure(report, figure)
+
+
+@main.command("bench-video")
+@click.option(
+    "--artifacts",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Export folder made with `export --video`, or engines built from one.",
+)
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto", show_default=True)
+@click.option("--frames", type=int, default=8, show_default=True, help="Frames of the drawn clip (2 or more).")
+@click.option("--prompt", default="square", show_default=True, help="Text prompt given on frame 0.")
+@click.option("--max-objects", type=int, default=None, help="Track at most this many objects.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write the report as JSON.")
+@click.option("--figure", type=click.Path(path_type=Path), default=None, help="Bar chart PNG of the stages.")
+@click.pass_obj
+@_handle_errors
+def bench_video(
+    ui: Ui,
+    artifacts: Path,
+    backend: str,
+    frames: int,
+    prompt: str,
+    max_objects: int | None,
+    json_path: Path | None,
+    figure: Path | None,
+) -> None:
+    """Per-frame and per-object latency of each video stage (vision, detection, tracker graphs, host code)."""
+    from .video.bench import run_video_bench, video_bench_figure, video_bench_lines
+
+    check_output_file(json_path, "--json", (".json",))
+    check_output_file(figure, "--figure", (".png",))
+    if frames < 2:
+        raise Sam3TrtError(f"--frames {frames}: give 2 or more (the prompt frame and frames tracked after it)")
+    if not prompt.strip():
+        raise Sam3TrtError("--prompt is empty: give a noun phrase such as 'square'")
+    if max_objects is not None and max_objects < 1:
+        raise Sam3TrtError(f"--max-objects {max_objects}: use 1 or more (or leave it out: no limit)")
+    report = run_video_bench(artifacts, backend, frames, prompt, max_objects, progress=ui.progress)
+    for line in video_bench_lines(report):
+        click.echo(line)
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+    if figure is not None:
+        video_bench_figure(report, figure)
 
 
 @main.command()

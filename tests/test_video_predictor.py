@@ -213,26 +213,29 @@ def test_track_cli_writes_overlays_and_tracks_that_decode(tracker_export, eager_
     """Text and a box on frame 2 (the box in pixels), tracked forward on ONNX Runtime: frames 2..5 as upstream
     tracked them with the same prompt (free-running, within the FP32 bar); overlays and RLE masks decode."""
     from click.testing import CliRunner
-    from PIL import Image
 
     from sam3_trt.cli import main
     from sam3_trt.rle import rle_to_mask
+    from sam3_trt.video.track import load_frames
 
     clip = tmp_path / "clip"
     clip.mkdir()
     for i, frame in enumerate(frames):
         frame.save(clip / f"{i:05d}.png")  # lossless: the same pixels as the predictor's frames
-    out, tracks = tmp_path / "overlays", tmp_path / "tracks.json"
+    out, tracks = tmp_path / "overlays.mp4", tmp_path / "tracks.json"
     width, height = frames[0].size
     x, y, w, h = (v * s for v, s in zip(SQUARE_ON_FRAME_2, (width, height, width, height), strict=True))
     args = ["track", str(clip), "--prompt", PROMPT, "--artifacts", str(tracker_export[0]), "--output", str(out)]
-    args += ["--box", f"{x:g},{y:g},{x + w:g},{y + h:g}", "--prompt-frame", "2"]
+    args += ["--box", f"{x:g},{y:g},{x + w:g},{y + h:g}", "--prompt-frame", "2", "--memory-window", "all"]
     result = CliRunner().invoke(main, [*args, "--json", str(tracks), "--max-objects", str(MAX_OBJECTS)])
     assert result.exit_code == 0, result.output
     doc = json.loads(tracks.read_text())
     assert doc["frames_total"] == FRAMES and doc["prompt"] == PROMPT and doc["weights_kind"] == "random"
     assert doc["box_xyxy"] == [44, 36, 116, 108] and doc["prompt_frame"] == 2 and doc["backend"] == "onnxruntime"
+    assert doc["memory_window"] is None  # --memory-window all
     assert [f["tracked"] for f in doc["frames"]] == [False, False, True, True, True, True]
+    video, fps = load_frames(out)  # read back as track reads its input
+    assert len(video) == FRAMES and all(v.size == (width, height) for v in video) and fps == 30.0
     decoded = {}
     for entry in doc["frames"]:
         masks = [rle_to_mask(o["mask_rle"]) for o in entry["objects"]]
@@ -242,8 +245,6 @@ def test_track_cli_writes_overlays_and_tracks_that_decode(tracker_export, eager_
             "out_boxes_xywh": [o["box_xywh"] for o in entry["objects"]],
             "out_binary_masks": np.stack(masks) if masks else np.zeros((0, height, width), bool),
         }
-        overlay = Image.open(out / f"{entry['frame']:05d}.png")
-        assert overlay.size == (width, height)
     (session, _), _ = eager_session
     forward = {frame: v for (kind, n, frame), v in ((k, v) for k, v in session.items() if k[0] == "both") if n < 4}
     assert sorted(forward) == [2, 3, 4, 5]
@@ -253,8 +254,77 @@ def test_track_cli_writes_overlays_and_tracks_that_decode(tracker_export, eager_
     from sam3_trt.segment import _colour
 
     first = next(f for f in doc["frames"] if f["objects"])
-    pixels = np.asarray(Image.open(out / f"{first['frame']:05d}.png"))
-    assert (pixels == np.array(_colour(first["objects"][0]["id"]), np.uint8)).all(axis=-1).any()
+    pixels = np.asarray(video[first["frame"]]).astype(int)  # MPEG-4 is lossy: near the colour, not equal
+    assert (np.abs(pixels - np.array(_colour(first["objects"][0]["id"]))).max(axis=-1) < 40).any()
+    assert not list(tmp_path.glob("*.partial*"))
+
+
+def test_track_writer_writes_frames_or_video_and_reads_videos_back(frames, tmp_path):
+    """The track writer, without a model: PNG frames or an MP4 (frames in order, each once; the video under a
+    temporary name until complete), and ``track``'s reader on that MP4 (frames, size, rate); an unreadable
+    video is one line."""
+    from PIL import Image
+
+    from sam3_trt.video.track import TrackWriter, load_frames
+
+    square = np.zeros(frames[0].size[::-1], bool)
+    square[36:108, 44:116] = True
+    objects = [{"id": 3, "score": 0.9, "box_xywh": [0.1375, 0.15, 0.225, 0.3], "mask": square}]
+    for output in (tmp_path / "png", tmp_path / "clip.mp4"):
+        tracks = output.with_suffix(".json")
+        writer = TrackWriter(output, frames[0].size, FRAMES, tracks, {"weights_kind": "random"}, 5.0)
+        for index, frame in enumerate(frames):
+            writer.write(index, frame, objects if index else None)
+            assert not (output.is_file() or tracks.exists())  # nothing complete-looking yet
+        doc = writer.close()
+        assert doc["object_ids"] == [3] and [f["tracked"] for f in doc["frames"]] == [False] + [True] * 5
+        assert json.loads(tracks.read_text()) == json.loads(json.dumps(doc))
+    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == [f"{i:05d}.png" for i in range(FRAMES)]
+    assert Image.open(tmp_path / "png" / "00001.png").size == frames[0].size
+    video, fps = load_frames(tmp_path / "clip.mp4")
+    assert len(video) == FRAMES and video[0].size == frames[0].size and fps == 5.0
+    # the first frame is untracked: the frame itself, within MPEG-4's loss
+    assert np.abs(np.asarray(video[0], int) - np.asarray(frames[0], int)).mean() < 8
+    writer = TrackWriter(tmp_path / "cut.mp4", frames[0].size, FRAMES, None, {})
+    writer.write(0, frames[0], None)
+    with pytest.raises(Sam3TrtError, match="frame 2 came when frame 1 was expected"):
+        writer.write(2, frames[2], None)
+    with pytest.raises(Sam3TrtError, match="1 of 6 frames written; nothing kept"):
+        writer.close()
+    assert not list(tmp_path.glob("cut*"))
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    with pytest.raises(Sam3TrtError, match=r"broken\.mp4': no frame could be decoded"):
+        load_frames(tmp_path / "broken.mp4")
+
+
+def test_bench_video_reports_every_stage_per_frame_and_object(tracker_export, tmp_path):
+    """``sam3-trt bench-video`` on a 3-frame drawn clip (ONNX Runtime): each frame ran one vision pass and one
+    decoder run, the text was encoded at the prompt only (cached), the tracker graphs ran with their objects
+    counted; times are positive and the host time is what the graphs leave of the frame time. JSON and PNG
+    written; bad options are one line before any work."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from sam3_trt.cli import main
+    from sam3_trt.video.bench import VIDEO_STAGES
+
+    report, figure = tmp_path / "video.json", tmp_path / "video.png"
+    args = ["bench-video", "--artifacts", str(tracker_export[0]), "--frames", "3", "--max-objects", str(MAX_OBJECTS)]
+    result = CliRunner().invoke(main, [*args, "--json", str(report), "--figure", str(figure)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(report.read_text())
+    stages = doc["stages"]
+    assert list(stages) == list(VIDEO_STAGES) and doc["backend"] == "onnxruntime" and doc["frames"] == 3
+    assert stages["video_vision_encoder"]["calls"] == stages["decoder"]["calls"] == 3
+    assert stages["text_encoder"]["calls"] == 0  # encoded by the prompt, cached for every frame
+    assert stages["tracker_mask_head"]["calls"] >= 2 and doc["objects_per_frame"] >= 1
+    assert stages["tracker_mask_head"]["ms_per_object"] > 0 and stages["decoder"]["ms_per_object"] is None
+    graphs = sum(s["ms_per_frame"] for s in stages.values())
+    assert doc["frame_ms"] > graphs > 0 and doc["host_ms_per_frame"] == pytest.approx(doc["frame_ms"] - graphs)
+    assert Image.open(figure).size[0] > 0 and "tracker_mask_head" in result.output
+    for bad, message in [(["--frames", "1"], "--frames 1: give 2 or more"), (["--prompt", " "], "--prompt is empty")]:
+        result = CliRunner().invoke(main, ["bench-video", "--artifacts", str(tracker_export[0]), *bad])
+        assert result.exit_code == 2 and message in result.output, result.output
 
 
 def test_track_cli_refuses_bad_input_before_any_work(tracker_export, tmp_path):
@@ -268,6 +338,8 @@ def test_track_cli_refuses_bad_input_before_any_work(tracker_export, tmp_path):
 
     for i, frame in enumerate(demo_clip(2)):
         frame.save(clip / f"{i}.png")
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
     image_only = tmp_path / "image_export"
     image_only.mkdir()
     (image_only / "manifest.json").write_text('{"format": 1, "kind": "onnx-export", "graphs": {"vision_encoder": {}}}')
@@ -281,15 +353,23 @@ def test_track_cli_refuses_bad_input_before_any_work(tracker_export, tmp_path):
         ([str(clip), "--artifacts", art, "--box", "1,2,3"], r"--box '1,2,3': expected x0,y0,x1,y1"),
         ([str(clip), "--artifacts", art, "--box", "10,10,400,50"], r"--box '10,10,400,50' lies outside the 320x240"),
         ([str(clip), "--artifacts", art, "--backend", "tensorrt"], "is an ONNX export; build engines first"),
+        ([str(clip), "--artifacts", art, "--memory-window", "0"], r"--memory-window=0: .*1 or more.*or all"),
+        ([str(clip), "--artifacts", art, "--memory-window", "soon"], r"--memory-window='soon'"),
+        ([str(clip), "--artifacts", art, "--fps", "0"], r"--fps 0\.0: give frames per second > 0"),
+        (
+            [str(clip), "--artifacts", art, "--output", str(tmp_path / "out.avi")],
+            r"out\.avi: give a video file \(\.mp4\)",
+        ),
+        ([str(broken), "--artifacts", art], "no frame could be decoded"),
     ]
     cases = [([*args, "--prompt", PROMPT], message) for args, message in cases]
     cases.append(([str(clip), "--artifacts", art], "give --prompt"))
     for args, message in cases:
         out = tmp_path / "out"
-        result = CliRunner().invoke(main, ["track", *args, "--output", str(out)])
+        result = CliRunner().invoke(main, ["track", "--output", str(out), *args])  # a later --output wins
         assert result.exit_code == 2, (args, result.output)
         assert re.search(message, result.output), result.output
-        assert not out.exists()  # nothing written before the input was checked
+        assert not out.exists() and not (tmp_path / "out.avi").exists()  # nothing written before the check
 
 
 def test_detection_prompts_follow_upstreams_one_frame_ahead_buffer():
@@ -323,6 +403,73 @@ def test_detection_prompts_follow_upstreams_one_frame_ahead_buffer():
             boxed.append((frame, reverse))
     # the box reached the frame after its own, forwards (3) and backwards (1); a later pass over 3 had not it
     assert boxed == [(2, False), (2, False), (3, False), (2, True), (1, True)]
+
+
+def _windowed_run(pipeline, folder, frames, window):
+    """Text on frame 0 tracked forward with ``memory_window=window``: outputs, memory stats after each frame,
+    the memory frames and pointers each memory-attention run attended to, and the still-open predictor."""
+    from sam3_trt.video import Sam3VideoPredictor
+
+    predictor = Sam3VideoPredictor(pipeline, folder, memory_window=window)
+    attended, run = [], predictor.backend.run
+
+    def recording_run(graph, feeds):
+        if graph == "tracker_memory_attention":
+            attended.append((feeds["memory"].shape[1], feeds["obj_ptrs"].shape[1]))
+        return run(graph, feeds)
+
+    predictor.backend.run = recording_run
+    session = predictor.start_session(frames, session_id="w")["session_id"]
+    predictor.add_prompt(session, 0, text=PROMPT)
+    out, stats = {}, {}
+    for result in predictor.propagate_in_video(session, "forward", 0, None):
+        out[result["frame_index"]] = result["outputs"]
+        stats[result["frame_index"]] = predictor.memory_stats(session)
+    return out, stats, attended, predictor
+
+
+def test_memory_window_bounds_the_session_and_refuses_reads_of_dropped_frames(pipeline, tracker_export, frames):
+    """``memory_window=1``, text on frame 0, tracked forward: each frame's state is dropped once it lies more
+    than one frame behind the frame tracked (frames 0..1, the start's neighbourhood, stay), so frames 2..3 go
+    while tracking (upstream yields 15 frames late: the window follows the tracking). Frames 0..4 are the
+    unwindowed run's bit for bit and attended to the same memories; frame 5 attended to one memory and one
+    pointer fewer (frame 2's) and stays within the FP32 bar here (random weights: no claim on real-weight
+    tracks). Fetching the dropped frames again, or clicking on one, is refused in one line, session unchanged."""
+    from sam3_trt.video.window import DEFAULT_MEMORY_WINDOW, MemoryWindow
+
+    folder, _ = tracker_export
+    full, full_stats, full_attended, predictor = _windowed_run(pipeline, folder, frames, None)
+    predictor.close()
+    windowed, stats, attended, predictor = _windowed_run(pipeline, folder, frames, 1)
+    with predictor:
+        assert all(s["frames_held"] == list(range(FRAMES)) for s in full_stats.values())
+        # upstream yields 15 frames after tracking (hot-start delay): the window followed the tracking
+        assert all(s["frames_held"] == [0, 1, 4, 5] and s["frames_dropped"] == [2, 3] for s in stats.values())
+        assert stats[5]["bytes_held"] < full_stats[5]["bytes_held"]
+        print("held bytes, window 1 vs none:", stats[5]["bytes_held"], full_stats[5]["bytes_held"])
+        # frames 1..4 attended to what the unwindowed run did; frame 5 lacks frame 2 (one memory, one pointer)
+        print("memories and pointers attended per step:", attended, "unwindowed:", full_attended)
+        assert len(attended) == len(full_attended) == FRAMES - 1 and attended[:-1] == full_attended[:-1]
+        assert attended[-1] == (full_attended[-1][0] - 1, full_attended[-1][1] - 1)
+        for f in range(FRAMES - 1):  # the same computation: the same bits
+            for key in ("out_obj_ids", "out_probs", "out_boxes_xywh", "out_binary_masks"):
+                assert np.array_equal(full[f][key], windowed[f][key]), (f, key)
+        _assert_same_outputs(full, windowed)  # frame 5 too, within the FP32 tracking bar (random weights)
+        state = predictor._ALL_INFERENCE_STATES["w"]["state"]
+        before = (predictor.memory_stats("w"), list(state["action_history"]))
+        stream = {"type": "propagate_in_video", "session_id": "w", "propagation_direction": "both"}
+        with pytest.raises(Sam3TrtError, match=r"reads frames 2\.\.3, whose outputs left the memory window"):
+            predictor.handle_stream_request(stream)
+        click = {"type": "add_prompt", "session_id": "w", "frame_index": 3, "points": [[0.5, 0.5]]}
+        with pytest.raises(Sam3TrtError, match=r"frame_index=3 reads frames 3,.*memory_window=None"):
+            predictor.handle_request({**click, "point_labels": [1], "obj_id": 9})
+        assert (predictor.memory_stats("w"), list(state["action_history"])) == before
+        predictor.reset_session("w")  # prompts start over: nothing is dropped any more
+        assert predictor.memory_stats("w")["frames_dropped"] == []
+    for bad in (0, -3, 1.5, True, "64"):
+        with pytest.raises(Sam3TrtError, match=r"memory_window=.*1 or more"):
+            MemoryWindow(bad)
+    assert DEFAULT_MEMORY_WINDOW >= pipeline.tracker.max_obj_ptrs_in_encoder  # the tracker's reach fits
 
 
 def test_bad_requests_say_what_is_wrong_and_leave_the_session_as_it_was(pipeline, tracker_export, frames, tmp_path):

@@ -3,8 +3,9 @@
 :mod:`.predictor` is upstream's video predictor API (:class:`Sam3VideoPredictor`) over upstream's video model
 (:mod:`.model` builds it from our parts) with its neural work on graphs; :mod:`.tracker` runs the tracker's
 per-frame step and memory encoding on the tracker graphs; :mod:`.memory` picks the memories and object
-pointers a frame attends to (upstream's selection, as graph inputs); :mod:`.parity` checks all of it against
-upstream's eager model.
+pointers a frame attends to (upstream's selection, as graph inputs); :mod:`.window` bounds a session's
+per-frame state; :mod:`.parity` checks all of it against upstream's eager model; :mod:`.track` and
+:mod:`.bench` are ``sam3-trt track`` and ``sam3-trt bench-video``.
 """
 
 from .memory import MemoryFeeds, select_memories
@@ -12,11 +13,14 @@ from .model import build_video_model
 from .parity import TeacherForced, TeacherForcedVideo, compare_tracks
 from .predictor import GraphVideoModel, Sam3VideoPredictor
 from .tracker import GraphTracker, feature_cache, upstream_on_cpu
+from .window import DEFAULT_MEMORY_WINDOW, MemoryWindow
 
 __all__ = [
+    "DEFAULT_MEMORY_WINDOW",
     "GraphTracker",
     "GraphVideoModel",
     "MemoryFeeds",
+    "MemoryWindow",
     "Sam3VideoPredictor",
     "TeacherForced",
     "TeacherForcedVideo",

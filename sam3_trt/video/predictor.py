@@ -34,6 +34,7 @@ from ..specs import VIDEO_SPECS
 from .model import host_ops, video_model_on_cpu
 from .tracker import GraphTracker, neck_positions
 from .tracker import feature_cache as build_feature_cache
+from .window import DEFAULT_MEMORY_WINDOW, MemoryWindow, dropped_frames, forget, held_bytes, held_frames
 
 #: Graphs a graph-backed video predictor runs.
 VIDEO_PREDICTOR_GRAPHS: tuple[str, ...] = ("text_encoder", "decoder", *VIDEO_SPECS)
@@ -66,11 +67,14 @@ def install_video_steps(model: Any, tracker_steps: Any, detect: Any, update_memo
 
 
 class HostOutputs:
-    """A backend whose outputs come back as host numpy arrays (other attributes are the backend's).
+    """A backend whose outputs come back as host numpy arrays (other attributes are the backend's), with each
+    graph's runs counted and timed.
 
     The video runtime (upstream's host code around the graphs) works on host tensors; a TensorRT backend's
     outputs live on the GPU, so each run's outputs are copied back (the copy waits for the run). Host
-    outputs (ONNX Runtime) pass through as they are.
+    outputs (ONNX Runtime) pass through as they are. ``stats[graph]`` holds ``calls``, ``seconds`` (run and
+    copy to the host) and ``objects`` (summed over runs, for graphs with a per-object axis): constant
+    memory, whatever the clip's length.
 
     Args:
         backend: The backend to run.
@@ -78,15 +82,35 @@ class HostOutputs:
 
     def __init__(self, backend: Any) -> None:
         self.inner = backend
+        self.stats: dict[str, dict[str, float]] = {}
 
     def run(self, graph: str, feeds: Any) -> dict[str, np.ndarray]:
         """``backend.run`` with every output copied to a host numpy array."""
+        import time
+
         from ..runtime.arrays import to_numpy
 
-        return {name: to_numpy(value) for name, value in self.inner.run(graph, feeds).items()}
+        start = time.perf_counter()
+        out = {name: to_numpy(value) for name, value in self.inner.run(graph, feeds).items()}
+        seconds = time.perf_counter() - start
+        stats = self.stats.setdefault(graph, {"calls": 0, "seconds": 0.0, "objects": 0})
+        stats["calls"] += 1
+        stats["seconds"] += seconds
+        stats["objects"] += _objects(graph, feeds)
+        return out
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+
+def _objects(graph: str, feeds: Any) -> int:
+    """Objects in a run of a graph with a per-object axis ``O`` (0 for the others)."""
+    from ..specs import get_spec
+
+    for tensor in get_spec(graph).inputs:
+        if tensor.shape and tensor.shape[0] == "O" and tensor.name in feeds:
+            return len(feeds[tensor.name])
+    return 0
 
 
 class GraphVideoModel:
@@ -280,6 +304,10 @@ class Sam3VideoPredictor:
         backend: ``"auto"`` (follows the folder), ``"onnxruntime"``, ``"tensorrt"``, a backend object, or
             ``"torch"`` (upstream's eager model, on CPU when there is no GPU).
         threads: ONNX Runtime intra-op threads (``None``: its default).
+        memory_window: Frames of per-frame state kept behind the tracked frame (and each side of where a
+            propagation started), see :mod:`.window`; ``None`` keeps every frame, as upstream does. Outputs
+            are upstream's on clips of up to ``memory_window + 1`` frames; requests that would read dropped
+            frames are refused.
 
     Requests and results are upstream's: ``handle_request({"type": "start_session", "resource_path": ...})``
     -> ``{"session_id"}``; ``{"type": "add_prompt", "session_id", "frame_index", "text" and/or
@@ -292,8 +320,16 @@ class Sam3VideoPredictor:
     :class:`~sam3_trt.errors.Sam3TrtError` before the session changes.
     """
 
-    def __init__(self, model: Any, artifacts: Any = None, backend: Any = "auto", threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        artifacts: Any = None,
+        backend: Any = "auto",
+        threads: int | None = None,
+        memory_window: int | None = DEFAULT_MEMORY_WINDOW,
+    ) -> None:
         self.model = model
+        self.window = MemoryWindow(memory_window)
         # upstream's attributes its request code reads
         self.async_loading_frames = False
         self.video_loader_type = "cv2"
@@ -396,10 +432,15 @@ class Sam3VideoPredictor:
             raise Sam3TrtError("add_prompt needs text, points (with obj_id) or bounding_boxes")
         if text is not None and (not isinstance(text, str) or not text.strip()):
             raise Sam3TrtError(f"text={text!r}: give a non-empty noun phrase such as 'person'")
+        if points is not None:  # a click starts from the frame's outputs of every object
+            self.window.check_reads(state, [frame_idx], f"add_prompt on frame_index={frame_idx}")
         with self._installed():
-            return _upstream_predictor().add_prompt(
+            result = _upstream_predictor().add_prompt(
                 self, session_id, frame_idx, text, points, point_labels, bounding_boxes, bounding_box_labels, obj_id
             )
+        if points is None:  # text and boxes start the session over (upstream reset its state)
+            forget(state)
+        return result
 
     def remove_object(self, session_id: str, obj_id: int, is_user_action: bool = True) -> dict:
         """Upstream's ``remove_object`` (the object stops being tracked; its ID is not reused)."""
@@ -432,17 +473,78 @@ class Sam3VideoPredictor:
             raise Sam3TrtError(f"max_frame_num_to_track={max_frame_num_to_track!r}: give a frame count >= 0")
         if start_frame_idx is None and all(out is None for out in state["previous_stages_out"]):
             raise Sam3TrtError(f"session {session_id!r} has no prompt yet: add_prompt on a frame, then propagate")
-        return self._propagate(session_id, propagation_direction, start_frame_idx, max_frame_num_to_track)
+        start = self._check_propagation_reads(state, propagation_direction, start_frame_idx, max_frame_num_to_track)
+        return self._propagate(state, start, propagation_direction, start_frame_idx, max_frame_num_to_track)
 
-    def _propagate(self, *args: Any) -> Iterator[dict]:
-        with self._installed():
-            yield from _upstream_predictor().propagate_in_video(self, *args)
+    def _check_propagation_reads(
+        self, state: dict, direction: str, start_frame_idx: int | None, max_frames: int | None
+    ) -> int:
+        """Refuse a propagation that would fetch or re-track frames the memory window dropped; returns the
+        start frame (upstream's default: the first prompted frame)."""
+        if start_frame_idx is None:
+            start_frame_idx = min(t for t, out in enumerate(state["previous_stages_out"]) if out is not None)
+        if dropped_frames(state):
+            kind, _ = self.model.parse_action_history_for_propagation(state)
+            if kind != "propagation_full":  # fetching results, or re-tracking edited objects over other results
+                frames = [
+                    frame
+                    for reverse in (False, True)
+                    if direction in ("both", "backward" if reverse else "forward")
+                    for frame in self.model._get_processing_order(state, start_frame_idx, max_frames, reverse)[0]
+                ]
+                self.window.check_reads(state, frames, f"propagate_in_video ({direction}, {kind})")
+        return int(start_frame_idx)
+
+    def _propagate(
+        self, state: dict, start: int, direction: str, start_frame_idx: int | None, max_frames: int | None
+    ) -> Iterator[dict]:
+        """Upstream's predictor loop (forward, then backward) with the memory window following the tracking."""
+        from ..export.patches import swap_attr
+
+        model = self.model
+        tracked: list[int] = []
+        run_frame = model._run_single_frame_inference
+
+        def run_and_evict(inference_state: dict, frame_idx: int, reverse: bool) -> Any:
+            out = run_frame(inference_state, frame_idx, reverse)
+            tracked.append(frame_idx)
+            self.window.evict(inference_state, frame_idx, reverse)
+            return out
+
+        self.window.start(state, start)
+        with self._installed(), swap_attr(model, "_run_single_frame_inference", run_and_evict):
+            for reverse in (False, True):
+                if direction not in ("both", "backward" if reverse else "forward"):
+                    continue
+                kind, _ = model.parse_action_history_for_propagation(state)  # what upstream is about to run
+                tracked.clear()
+                stream = model.propagate_in_video(state, start_frame_idx, max_frames, reverse)
+                for frame_idx, outputs in stream:
+                    # a full propagation yields a frame hot-start-delay frames after tracking it (and caches its
+                    # masks again then); a partial one tracks and yields each frame; a fetch adds no state
+                    current = tracked[-1] if tracked else (frame_idx if kind == "propagation_partial" else None)
+                    if current is not None:
+                        self.window.evict(state, current, reverse)
+                    yield {"frame_index": frame_idx, "outputs": outputs}
+
+    def memory_stats(self, session_id: str) -> dict[str, Any]:
+        """What the session's per-frame state holds now: ``frames_held`` (frame indices), ``bytes_held``
+        (tensors, views once), ``frames_dropped`` by the memory window, and the ``memory_window``."""
+        state = self._get_session(session_id)["state"]
+        return {
+            "memory_window": self.window.frames,
+            "frames_held": held_frames(state),
+            "bytes_held": held_bytes(state),
+            "frames_dropped": sorted(dropped_frames(state)),
+        }
 
     def reset_session(self, session_id: str) -> dict:
         """Upstream's ``reset_session``: prompts and tracks gone, the video kept."""
-        self._get_session(session_id)
+        state = self._get_session(session_id)["state"]
         with self._installed():
-            return _upstream_predictor().reset_session(self, session_id)
+            result = _upstream_predictor().reset_session(self, session_id)
+        forget(state)
+        return result
 
     def close_session(self, session_id: str) -> dict:
         """Upstream's ``close_session`` (idempotent: closing an unknown session succeeds)."""
@@ -473,6 +575,50 @@ class Sam3VideoPredictor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def video_folder(artifacts: Any) -> Any:
+    """The export or engine folder ``artifacts`` resolved (:func:`~sam3_trt.runtime.artifacts.resolve_artifacts`),
+    refused in one line unless it holds every graph the video predictor runs."""
+    from ..manifest import manifest_graphs
+    from ..runtime.artifacts import resolve_artifacts
+
+    found = resolve_artifacts(artifacts)
+    missing = [g for g in VIDEO_PREDICTOR_GRAPHS if g not in manifest_graphs(found.manifest)]
+    if missing:
+        raise Sam3TrtError(
+            f"--artifacts {artifacts}: video needs an export made with --video (or engines built from one) "
+            f"holding {', '.join(missing)}; run `sam3-trt export --video --out {artifacts}`"
+        )
+    return found
+
+
+def folder_predictor(
+    folder: Any,
+    variant: str,
+    backend: str = "auto",
+    max_objects: int | None = None,
+    memory_window: int | None = DEFAULT_MEMORY_WINDOW,
+) -> Sam3VideoPredictor:
+    """A video predictor over an export or engine folder, with upstream's video model of ``variant`` for host code.
+
+    The model's weights are never used on the graphs, so it is built with random weights (no checkpoint needed).
+
+    Args:
+        folder: Export made with ``--video``, or engines built from one.
+        variant: The folder's model variant (``full``, ``tiny``): upstream's settings and shapes.
+        backend: ``auto``, ``onnxruntime`` or ``tensorrt``.
+        max_objects: Upstream's ``max_num_objects`` (``None``: its default).
+        memory_window: See :class:`Sam3VideoPredictor`.
+    """
+    from ..export.model import load_model
+    from ..export.tracker import build_tracker
+    from .model import build_video_model
+
+    image_model, _ = load_model(variant=variant, random_weights=True, seed=0, video=True)
+    settings = {"max_num_objects": max_objects} if max_objects else {}
+    model = build_video_model(image_model, build_tracker(variant, seed=0), **settings)
+    return Sam3VideoPredictor(model, folder, backend=backend, memory_window=memory_window)
 
 
 def _check_frame(frame_idx: Any, state: dict, name: str) -> None:

@@ -1,13 +1,16 @@
-"""``sam3-trt track``: a text (and/or box) prompt tracked through a clip, written as overlay frames and a tracks JSON.
+"""``sam3-trt track``: a text (and/or box) prompt tracked through a clip, written as an overlay video (or frames)
+and a tracks JSON.
 
 :func:`track` drives :class:`~.predictor.Sam3VideoPredictor` with upstream's requests (start, prompt,
-propagate forward, close); :func:`write_tracks` draws each frame with one colour per object ID (the same
-colour on every frame) and writes the JSON (per frame: object ID, score, normalised ``x, y, w, h`` box,
-RLE mask).
+propagate forward, close); :class:`TrackWriter` draws each frame as its result arrives, one colour per object
+ID (the same on every frame), into an MP4 file or a folder of PNGs, and writes the JSON last (per frame:
+object ID, score, normalised ``x, y, w, h`` box, RLE mask). Nothing but the JSON's RLE masks is kept between
+frames.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from collections.abc import Iterator
@@ -21,30 +24,49 @@ from ..rle import mask_to_rle
 from ..segment import _colour
 from .predictor import frame_files
 
-#: Frame formats ``track --output FOLDER`` writes.
+#: Frame format ``track --output FOLDER`` writes.
 FRAME_SUFFIX = ".png"
+#: Video formats ``track`` reads and writes (OpenCV, as upstream reads videos; MPEG-4 Part 2 inside MP4, the
+#: encoder OpenCV's wheels carry: convert with ffmpeg for H.264).
+VIDEO_SUFFIXES = (".mp4",)
+VIDEO_FOURCC = "mp4v"
+#: Frames per second of an MP4 written from a folder of frames (a video input keeps its own rate).
+DEFAULT_FPS = 30.0
+
+_CV2_MISSING = "needs OpenCV (pip install opencv-python-headless, in sam3-trt's [video] extra)"
 
 
-def load_frames(resource: Path) -> list[Any]:
-    """The clip as PIL images: a folder of ``<index>.<ext>`` frames (sorted by index) or a single image.
+def _cv2() -> Any:
+    if importlib.util.find_spec("cv2") is None:
+        return None
+    import cv2
+
+    return cv2
+
+
+def load_frames(resource: Path) -> tuple[list[Any], float | None]:
+    """The clip as PIL images and its frame rate (``None`` for frames from a folder or an image).
+
+    Args:
+        resource: A folder of ``<index>.<ext>`` frames (sorted by index), a single image, or a video file
+            (read with OpenCV, as upstream reads videos).
 
     Raises:
-        Sam3TrtError: missing, empty, frames not named by index, or a video file (read with OpenCV by
-            upstream; not a dependency here: extract its frames to a folder first).
+        Sam3TrtError: missing, empty, frames not named by index, frames of different sizes, an unreadable
+            video, or a video without OpenCV installed.
     """
     from PIL import Image
     from sam3.model.io_utils import IMAGE_EXTS, VIDEO_EXTS
 
     if not resource.exists():
         raise Sam3TrtError(f"VIDEO {str(resource)!r} does not exist")
+    if resource.is_file() and resource.suffix.lower() in VIDEO_EXTS:
+        return _read_video(resource)
     if resource.is_file():
-        if resource.suffix.lower() in VIDEO_EXTS:
-            raise Sam3TrtError(
-                f"VIDEO {str(resource)!r}: video files need OpenCV, not installed here; extract frames "
-                f"(ffmpeg -i {resource.name} frames/%05d.jpg) and pass the folder"
-            )
         if resource.suffix.lower() not in IMAGE_EXTS:
-            raise Sam3TrtError(f"VIDEO {str(resource)!r}: not a folder of frames or an image")
+            raise Sam3TrtError(
+                f"VIDEO {str(resource)!r}: not a video ({', '.join(VIDEO_EXTS)}), a folder of frames or an image"
+            )
         files = [resource]
     else:
         files = frame_files(resource, f"VIDEO {str(resource)!r}")
@@ -58,7 +80,54 @@ def load_frames(resource: Path) -> list[Any]:
     sizes = {im.size for im in frames}
     if len(sizes) > 1:
         raise Sam3TrtError(f"VIDEO {str(resource)!r}: frames differ in size ({sorted(sizes)}); a clip has one size")
-    return frames
+    return frames, None
+
+
+def _read_video(path: Path) -> tuple[list[Any], float]:
+    from PIL import Image
+
+    cv2 = _cv2()
+    if cv2 is None:
+        raise Sam3TrtError(
+            f"VIDEO {str(path)!r}: reading videos {_CV2_MISSING}; or extract frames "
+            f"(ffmpeg -i {path.name} frames/%05d.jpg) and pass the folder"
+        )
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    try:
+        while capture.isOpened():
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            frames.append(Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+        fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+    finally:
+        capture.release()
+    if not frames:
+        raise Sam3TrtError(f"VIDEO {str(path)!r}: no frame could be decoded (not a video, or a codec OpenCV lacks)")
+    return frames, fps if fps > 0 else DEFAULT_FPS
+
+
+def check_video_output(output: Path, option: str = "--output") -> bool:
+    """Whether ``output`` names a video file (else a folder of frames); refuses what cannot be written.
+
+    Args:
+        output: The path given.
+        option: How errors name it.
+    """
+    if output.suffix.lower() in VIDEO_SUFFIXES:
+        if _cv2() is None:
+            raise Sam3TrtError(f"{option} {output}: writing videos {_CV2_MISSING}; or give a folder for PNG frames")
+        if output.is_dir():
+            raise Sam3TrtError(f"{option} {output} is a folder; give a file name such as {output / 'tracks.mp4'}")
+        return True
+    if output.suffix and not output.is_dir():
+        raise Sam3TrtError(
+            f"{option} {output}: give a video file ({', '.join(VIDEO_SUFFIXES)}) or a folder for PNG frames"
+        )
+    if output.exists() and not output.is_dir():
+        raise Sam3TrtError(f"{option} {output} is a file; give a folder for the overlay frames or an .mp4 file")
+    return False
 
 
 def track(
@@ -99,31 +168,53 @@ def frame_objects(outputs: dict) -> list[dict[str, Any]]:
     ]
 
 
-def write_tracks(
-    frames: list[Any],
-    results: dict[int, list[dict[str, Any]]],
-    output: Path,
-    json_path: Path | None,
-    info: dict[str, Any],
-) -> dict[str, Any]:
-    """Overlay PNGs (``output/00000.png`` ...) with each object's colour fixed by its ID, and the tracks JSON.
+class TrackWriter:
+    """Writes each frame's overlay as its result arrives (an MP4 file or ``00000.png`` ... in a folder), then
+    the tracks JSON.
 
-    Frames written are complete before the JSON appears (written last, via a temporary name), so a JSON
-    on disk always describes frames that exist.
+    Frames come in order, every frame of the clip once (untracked ones with ``objects=None``). The video is
+    written under a temporary name and the JSON last (also via a temporary name): a video or JSON at the
+    named paths is always complete. :meth:`abort` removes a partial video.
 
-    Returns:
-        The JSON document (also when ``json_path`` is ``None``).
+    Args:
+        output: ``.mp4`` file or folder (see :func:`check_video_output`).
+        size: Frame ``(width, height)``.
+        total: Frames in the clip.
+        json_path: Tracks JSON to write, or ``None``.
+        info: Run facts the JSON starts with (``weights_kind`` ``"random"`` marks the overlays).
+        fps: Frame rate of a video output.
     """
-    from ..segment import render_overlay
 
-    random_weights = info.get("weights_kind") == "random"
-    output.mkdir(parents=True, exist_ok=True)
-    doc_frames = []
-    ids: set[int] = set()
-    for index, frame in enumerate(frames):
+    def __init__(
+        self,
+        output: Path,
+        size: tuple[int, int],
+        total: int,
+        json_path: Path | None,
+        info: dict[str, Any],
+        fps: float = DEFAULT_FPS,
+    ) -> None:
+        self.output, self.size, self.total, self.json_path, self.info = output, size, total, json_path, info
+        self.frames: list[dict[str, Any]] = []
+        self.ids: set[int] = set()
+        self._video = None
+        if output.suffix.lower() in VIDEO_SUFFIXES:
+            cv2 = _cv2()
+            self._partial = output.with_name(output.name + ".partial" + output.suffix)
+            self._video = cv2.VideoWriter(str(self._partial), cv2.VideoWriter_fourcc(*VIDEO_FOURCC), fps, size)
+            if not self._video.isOpened():
+                raise Sam3TrtError(f"--output {output}: OpenCV could not open an {VIDEO_FOURCC} MP4 writer there")
+        else:
+            output.mkdir(parents=True, exist_ok=True)
+
+    def write(self, index: int, frame: Any, objects: list[dict[str, Any]] | None) -> None:
+        """Draw and write frame ``index`` (the next one): ``objects`` from :func:`frame_objects`, ``None`` untracked."""
+        from ..segment import render_overlay
+
+        if index != len(self.frames):
+            raise Sam3TrtError(f"track writer: frame {index} came when frame {len(self.frames)} was expected")
         rgb = np.asarray(frame.convert("RGB"))
         height, width = rgb.shape[:2]
-        objects = results.get(index, [])
         detections = [
             {
                 "prompt": f"id {o['id']}",
@@ -132,27 +223,50 @@ def write_tracks(
                 "mask": o["mask"],
                 "colour": _colour(o["id"]),
             }
-            for o in objects
+            for o in objects or []
         ]
+        random_weights = self.info.get("weights_kind") == "random"
         image = render_overlay(rgb, detections, max_detections=len(detections), random_weights=random_weights)
-        image.save(output / f"{index:05d}{FRAME_SUFFIX}", format="PNG")
-        ids.update(o["id"] for o in objects)
-        doc_frames.append(
+        if self._video is not None:
+            import cv2
+
+            self._video.write(cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2BGR))
+        else:
+            image.save(self.output / f"{index:05d}{FRAME_SUFFIX}", format="PNG")
+        self.ids.update(o["id"] for o in objects or [])
+        self.frames.append(
             {
                 "frame": index,
-                "tracked": index in results,
+                "tracked": objects is not None,
                 "objects": [
                     {"id": o["id"], "score": o["score"], "box_xywh": o["box_xywh"], "mask_rle": mask_to_rle(o["mask"])}
-                    for o in objects
+                    for o in objects or []
                 ],
             }
         )
-    doc = {**info, "frames_total": len(frames), "object_ids": sorted(ids), "frames": doc_frames}
-    if json_path is not None:
-        tmp = json_path.with_name(json_path.name + ".partial")
-        tmp.write_text(json.dumps(doc, indent=1))
-        os.replace(tmp, json_path)
-    return doc
+
+    def close(self) -> dict[str, Any]:
+        """Finish the video and write the JSON; returns the JSON document."""
+        if len(self.frames) != self.total:
+            self.abort()
+            raise Sam3TrtError(f"track writer: {len(self.frames)} of {self.total} frames written; nothing kept")
+        if self._video is not None:
+            self._video.release()
+            self._video = None
+            os.replace(self._partial, self.output)
+        doc = {**self.info, "frames_total": self.total, "object_ids": sorted(self.ids), "frames": self.frames}
+        if self.json_path is not None:
+            tmp = self.json_path.with_name(self.json_path.name + ".partial")
+            tmp.write_text(json.dumps(doc, indent=1))
+            os.replace(tmp, self.json_path)
+        return doc
+
+    def abort(self) -> None:
+        """Remove a partial video (PNG frames already written stay; no JSON describes them)."""
+        if self._video is not None:
+            self._video.release()
+            self._video = None
+            self._partial.unlink(missing_ok=True)
 
 
 def _pixel_xyxy(box_xywh: list[float], width: int, height: int) -> list[float]:
