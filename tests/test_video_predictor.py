@@ -486,6 +486,15 @@ def test_bad_requests_say_what_is_wrong_and_leave_the_session_as_it_was(pipeline
             with pytest.raises(Sam3TrtError, match=match):
                 predictor.start_session(bad)
         assert predictor._ALL_INFERENCE_STATES == {}
+        from sam3_trt.video.track import TrackWriter
+
+        writer = TrackWriter(tmp_path / "clip.mp4", frames[0].size, FRAMES, None, {})
+        for index, frame in enumerate(frames):
+            writer.write(index, frame, None)
+        writer.close()
+        mp4 = predictor.start_session(str(tmp_path / "clip.mp4"))["session_id"]  # upstream's OpenCV loader
+        assert predictor._ALL_INFERENCE_STATES[mp4]["state"]["num_frames"] == FRAMES
+        predictor.close_session(mp4)
         session = predictor.start_session(frames, session_id="s")["session_id"]
         with pytest.raises(Sam3TrtError, match="already open"):
             predictor.start_session(frames, session_id="s")
