@@ -132,7 +132,9 @@ def video_bench_figure(report: dict[str, Any], path: Path) -> None:
     """Bar chart of each stage's milliseconds per frame (and per object), with the frame and host time."""
     from ..figures import bar_chart
 
-    groups = ["frame", "host", *report["stages"]]
+    short = {"video_vision_encoder": "vision", "tracker_memory_attention": "memory attention"}
+    short |= {"tracker_mask_head": "mask head", "tracker_memory_encoder": "memory encoder"}
+    groups = ["frame", "host", *(short.get(g, g) for g in report["stages"])]
     per_frame = [report["frame_ms"], report["host_ms_per_frame"]]
     per_frame += [s["ms_per_frame"] for s in report["stages"].values()]
     per_object = [None, None, *(s["ms_per_object"] for s in report["stages"].values())]
