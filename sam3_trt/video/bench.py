@@ -59,7 +59,10 @@ def run_video_bench(
 
     if isinstance(frames, bool) or not isinstance(frames, int) or frames < 2:
         raise Sam3TrtError(f"frames={frames!r}: give 2 or more (the prompt frame and frames tracked after it)")
+    from ..runtime.processor import check_folder_backend
+
     found = video_folder(artifacts)
+    check_folder_backend(found, backend)  # before the host model is built
     weights = found.manifest.get("weights", {"variant": "full", "kind": "unknown"})
     say = progress or (lambda _line: None)
     say(f"building upstream's video model ({weights.get('variant', 'full')}) for its host code")

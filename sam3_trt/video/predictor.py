@@ -502,12 +502,12 @@ class Sam3VideoPredictor:
         from ..export.patches import swap_attr
 
         model = self.model
-        tracked: list[int] = []
+        tracked: list[int | None] = [None]  # the frame a full propagation tracked last, in this direction
         run_frame = model._run_single_frame_inference
 
         def run_and_evict(inference_state: dict, frame_idx: int, reverse: bool) -> Any:
             out = run_frame(inference_state, frame_idx, reverse)
-            tracked.append(frame_idx)
+            tracked[0] = frame_idx
             self.window.evict(inference_state, frame_idx, reverse)
             return out
 
@@ -517,12 +517,14 @@ class Sam3VideoPredictor:
                 if direction not in ("both", "backward" if reverse else "forward"):
                     continue
                 kind, _ = model.parse_action_history_for_propagation(state)  # what upstream is about to run
-                tracked.clear()
+                tracked[0] = None
                 stream = model.propagate_in_video(state, start_frame_idx, max_frames, reverse)
                 for frame_idx, outputs in stream:
                     # a full propagation yields a frame hot-start-delay frames after tracking it (and caches its
                     # masks again then); a partial one tracks and yields each frame; a fetch adds no state
-                    current = tracked[-1] if tracked else (frame_idx if kind == "propagation_partial" else None)
+                    current = (
+                        tracked[0] if tracked[0] is not None else (frame_idx if kind == "propagation_partial" else None)
+                    )
                     if current is not None:
                         self.window.evict(state, current, reverse)
                     yield {"frame_index": frame_idx, "outputs": outputs}
