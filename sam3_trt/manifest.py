@@ -51,7 +51,32 @@ def read_manifest(folder: str | os.PathLike[str], kind: str | None = None) -> di
         raise Sam3TrtError(f"{path} has format {data.get('format')!r}, this sam3-trt reads format {FORMAT}; re-export")
     if kind is not None and data.get("kind") != kind:
         raise Sam3TrtError(f"{folder} holds {data.get('kind')!r} artifacts, expected {kind!r}")
+    for name, entry in manifest_graphs(data).items():
+        why = spec_difference(entry.get("spec"), ALL_SPECS.get(name))
+        if why is not None:
+            raise Sam3TrtError(
+                f"{folder}: graph {name} was made by another sam3-trt version ({why}); {remake_hint(data, folder)}"
+            )
     return data
+
+
+def spec_difference(recorded: dict[str, Any] | None, spec: GraphSpec | None) -> str | None:
+    """How a graph's I/O recorded in a manifest differs from this version's spec, or ``None`` when it does not.
+
+    Names, dtypes and shapes of inputs and outputs are compared (what binding and feeds depend on); a manifest
+    entry without a spec (older format) or a graph this version does not know is not judged here.
+    """
+    if recorded is None or spec is None:
+        return None
+    have = GraphSpec.from_dict(recorded)
+    for part, old, new in (("inputs", have.inputs, spec.inputs), ("outputs", have.outputs, spec.outputs)):
+        old_names, new_names = [t.name for t in old], [t.name for t in new]
+        if old_names != new_names:
+            return f"its {part} are {old_names}, this version's are {new_names}"
+        for a, b in zip(old, new, strict=True):
+            if (a.dtype, tuple(a.shape)) != (b.dtype, tuple(b.shape)):
+                return f"{a.name} is {a.dtype}{list(a.shape)}, this version's is {b.dtype}{list(b.shape)}"
+    return None
 
 
 def manifest_graphs(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -106,7 +131,8 @@ def remake_hint(manifest: dict[str, Any], folder: Path) -> str:
         return f"make it again: sam3-trt fp16 --onnx-dir EXPORT --out {folder} --force"
     if mode in ("int8", "fp8"):
         return f"make it again: sam3-trt calibrate --artifacts EXPORT --mode {mode} --out {folder}"
-    return f"export it again: sam3-trt export --out {folder} --force (with the same weights)"
+    video = " --video" if "video" in manifest else ""
+    return f"export it again: sam3-trt export{video} --out {folder} --force (with the same weights)"
 
 
 def verify_files(folder: str | os.PathLike[str], manifest: dict[str, Any]) -> None:

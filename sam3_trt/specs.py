@@ -366,7 +366,8 @@ TRACKER_MASK_HEAD = GraphSpec(
     name="tracker_mask_head",
     doc=(
         "Tracker SAM heads (upstream _forward_sam_heads): prompt encoder + two-way mask decoder for O objects, "
-        "points and/or a mask prompt; multimask choice (best IoU, or stability fallback) made in the graph."
+        "points, a mask prompt, or refining points with the object's earlier logits on the frame; multimask "
+        "choice (best IoU, or stability fallback) made in the graph."
     ),
     inputs=(
         TensorSpec("image_embed", "float32", ("O", D_MODEL, 72, 72), "pix_feat_with_mem, or the neck's top level"),
@@ -379,6 +380,13 @@ TRACKER_MASK_HEAD = GraphSpec(
             "mask_prompt", "float32", ("O", 1, MEMORY_MASK_SIDE, MEMORY_MASK_SIDE), "mask prompt (0..1), 1152x1152"
         ),
         TensorSpec("use_mask_prompt", "bool", ("O",), "False: no mask prompt (mask_prompt ignored)"),
+        TensorSpec(
+            "prev_mask_logits",
+            "float32",
+            ("O", 1, LOW_RES, LOW_RES),
+            "the object's earlier mask logits on this frame, fed back with refining clicks",
+        ),
+        TensorSpec("use_prev_mask", "bool", ("O",), "True: refine (upstream prev_sam_mask_logits); False: ignored"),
         TensorSpec("multimask", "bool", (1,), "upstream multimask_output"),
     ),
     outputs=(

@@ -76,3 +76,33 @@ def test_json_round_trip():
 def test_unknown_graph_is_a_clear_error():
     with pytest.raises(Sam3TrtError, match="unknown graph 'mask_decoder'"):
         get_spec("mask_decoder")
+
+
+def test_a_folder_made_with_other_graph_io_is_refused_by_name(tmp_path):
+    """A manifest whose recorded spec differs from this version's (an export made before the mask head took
+    refining logits, say) is refused in one line naming the graph, what differs and the command that remakes
+    it; the same manifest with this version's specs reads."""
+    import dataclasses
+
+    from sam3_trt.manifest import read_manifest, write_manifest
+    from sam3_trt.specs import VIDEO_SPECS
+
+    head = VIDEO_SPECS["tracker_mask_head"]
+    older = dataclasses.replace(head, inputs=tuple(t for t in head.inputs if "prev" not in t.name))
+    graphs = {"decoder": {"file": "decoder.onnx", "spec": DECODER.to_dict()}}
+    video = {"graphs": {head.name: {"file": head.onnx_file, "spec": head.to_dict()}}}
+    write_manifest(tmp_path, {"kind": "onnx-export", "graphs": graphs, "video": video})
+    assert read_manifest(tmp_path, kind="onnx-export")["video"] == json.loads(json.dumps(video))
+    video["graphs"][head.name]["spec"] = older.to_dict()
+    write_manifest(tmp_path, {"kind": "onnx-export", "graphs": graphs, "video": video})
+    with pytest.raises(Sam3TrtError) as err:
+        read_manifest(tmp_path)
+    line = str(err.value)
+    assert "\n" not in line and "graph tracker_mask_head was made by another sam3-trt version" in line
+    assert "this version's are [" in line and "'prev_mask_logits', 'use_prev_mask'" in line
+    assert f"sam3-trt export --video --out {tmp_path} --force" in line
+    bad_dtype = DECODER.to_dict()
+    bad_dtype["inputs"][4]["dtype"] = "int64"  # text_mask
+    write_manifest(tmp_path, {"kind": "onnx-export", "graphs": {"decoder": {"file": "d.onnx", "spec": bad_dtype}}})
+    with pytest.raises(Sam3TrtError, match=r"graph decoder .*text_mask is int64\['P', 32\], this version's is bool"):
+        read_manifest(tmp_path)

@@ -37,6 +37,7 @@ def test_every_tracker_graph_matches_upstream_at_profile_min_and_max(tracker_exp
     }
     assert "all_ious_multimask" in outputs["O3_K2_multimask"] and "iou" in outputs["O1_K1_single_first_frame"]
     assert {"obj_ptr", "object_score_logits"} <= outputs["O2_mask_prompt"]
+    assert "all_ious_multimask" in outputs["O1_K1_refine_multimask"] and "iou" in outputs["O16_K16_refine"]
     # recorded beside the image graphs, with their specs and weights
     assert set(manifest["video"]["graphs"]) == set(VIDEO_SPECS)
     assert manifest["video"]["weights"] == {**manifest["video"]["weights"], "kind": "random", "variant": "tiny"}
@@ -85,6 +86,52 @@ def test_graph_io_is_the_spec(tracker_export):
         # no antialiased Resize (TensorRT has none) and no complex numbers (RoPE on its real form)
         ops = {(n.op_type, a.name, a.i) for n in model.graph.node for a in n.attribute}
         assert ("Resize", "antialias", 1) not in ops
+
+
+def test_refining_clicks_read_the_earlier_logits(tracker_export, tiny_tracker):
+    """The mask head's refine mode matches upstream's clicks with ``prev_sam_mask_logits`` and depends on them:
+    the same clicks with the logits switched off (``use_prev_mask`` False) land far outside the FP32 bar."""
+    from sam3_trt.export.tracker import reference_case
+    from sam3_trt.ort import ort_session
+    from sam3_trt.tolerances import tolerance
+
+    spec = VIDEO_SPECS["tracker_mask_head"]
+    session = ort_session(tracker_export[0] / spec.onnx_file)
+    feeds, expected = reference_case(tiny_tracker, spec.name, {"O": 2, "K": 2}, "refine")
+    assert feeds["use_prev_mask"].all() and np.abs(feeds["prev_mask_logits"]).max() == 32.0  # clamped as upstream
+
+    def masks(f):
+        return session.run(["low_res_masks"], f)[0]
+
+    bar = tolerance(spec.name, "low_res_masks")["max_abs"]
+    assert np.abs(masks(feeds) - expected["low_res_masks"]).max() <= bar
+    ignored = masks({**feeds, "use_prev_mask": np.zeros_like(feeds["use_prev_mask"])})
+    assert np.abs(ignored - expected["low_res_masks"]).max() > 100 * bar
+
+
+def test_full_size_tracker_graphs_match_upstream_at_profile_min_and_max(tmp_path):
+    """Upstream's full-size tracker (11.7 M parameters, random weights): its three graphs exported and checked
+    against its own methods on every parity case (profile minimum and maximum of every axis), FP32 bar, and
+    parsed by TensorRT for RTX. Every CI run (about 4 min, 7.6 GB peak on 2 cores); the full-size image
+    graphs stay in ``make test-full``."""
+    from sam3_trt.export.exporter import rtx_parse_checks
+    from sam3_trt.export.tracker import PARITY_CASES, build_tracker, export_tracker, tracker_parity
+    from sam3_trt.specs import TRACKER_GRAPHS
+
+    tracker = build_tracker("full", seed=0)
+    assert 11_000_000 < sum(p.numel() for p in tracker.parameters()) < 13_000_000  # upstream's tracker
+    export_tracker(tracker, tmp_path)
+    report = tracker_parity(tracker, tmp_path)
+    print("full-size tracker parity:", {c.case: max(o.max_abs for o in c.checks) for c in report.cases})
+    assert report.passed, report.failures()
+    assert len(report.cases) == sum(len(cases) for cases in PARITY_CASES.values())
+    from sam3_trt.engines.parse import rtx_available
+
+    if not rtx_available():
+        pytest.skip("parity passed; the parse needs tensorrt_rtx (pip install 'sam3-trt[rtx]')")
+    rtx = rtx_parse_checks(tmp_path, TRACKER_GRAPHS)
+    assert rtx["status"] == "passed" and set(rtx["graphs"]) == set(TRACKER_GRAPHS), rtx
+    assert all(r["ok"] and not r["errors"] for r in rtx["graphs"].values()), rtx
 
 
 def test_parity_fails_on_graphs_of_other_weights(tracker_export):

@@ -210,6 +210,8 @@ def make_wrappers(tracker: Any) -> dict[str, Any]:
             point_labels: torch.Tensor,
             mask_prompt: torch.Tensor,
             use_mask_prompt: torch.Tensor,
+            prev_mask_logits: torch.Tensor,
+            use_prev_mask: torch.Tensor,
             multimask: torch.Tensor,
         ) -> tuple[torch.Tensor, ...]:
             t = self.tracker
@@ -220,10 +222,12 @@ def make_wrappers(tracker: Any) -> dict[str, Any]:
             high_res = [decoder.conv_s0(tracker_fpn0), decoder.conv_s1(tracker_fpn1)]
             sparse = encoder._embed_points(point_coords, point_labels, pad=True)
             # mask prompts (upstream _use_mask_as_output): the 4x4 stride-4 conv takes the 1152 mask to 288,
-            # the prompt encoder's size, so upstream resizes nothing after it
-            prompt = t.mask_downsample(mask_prompt)
+            # the prompt encoder's size, so upstream resizes nothing after it. Refining clicks (upstream
+            # prev_sam_mask_logits) give the prompt encoder the object's earlier 288 logits as they are.
+            prompt = torch.where(use_prev_mask[:, None, None, None], prev_mask_logits, t.mask_downsample(mask_prompt))
             no_mask = encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(objects, -1, FEAT_SIDE, FEAT_SIDE)
-            dense = torch.where(use_mask_prompt[:, None, None, None], encoder.mask_downscaling(prompt), no_mask)
+            with_mask = (use_mask_prompt | use_prev_mask)[:, None, None, None]
+            dense = torch.where(with_mask, encoder.mask_downscaling(prompt), no_mask)
             masks, iou_pred, tokens, object_score_logits = decoder.predict_masks(
                 image_embeddings=image_embed,
                 image_pe=encoder.get_dense_pe(),
@@ -327,7 +331,8 @@ def reference_case(tracker: Any, graph: str, sizes: dict[str, int], case: str = 
         tracker: From :func:`build_tracker`.
         graph: A tracker graph (:data:`~sam3_trt.specs.TRACKER_GRAPHS`).
         sizes: Dynamic sizes (``O``, ``M``, ``Q``, ``K``, ``S``) of the case.
-        case: Mask head: ``"multimask"``, ``"single"`` or ``"mask_prompt"``; memory encoder:
+        case: Mask head: ``"multimask"``, ``"single"`` (an object's first frame), ``"mask_prompt"``, or
+            ``"refine"`` / ``"refine_multimask"`` (clicks with the object's earlier logits); memory encoder:
             ``"binarize"``, ``"sigmoid"`` (after a tracker step) or ``"video_update"``.
         seed: Seed of the random features.
 
@@ -393,12 +398,15 @@ def reference_case(tracker: Any, graph: str, sizes: dict[str, int], case: str = 
             expected = {"pix_feat_with_mem": expected}
         elif graph == "tracker_mask_head":
             feeds = {k: torch.from_numpy(v) for k, v in spec.example_inputs(sizes, seed=seed).items()}
-            multimask = case == "multimask"
+            multimask = case in ("multimask", "refine_multimask")
             no_memory = case == "single"
             use_mask = case == "mask_prompt"
+            refine = case.startswith("refine")  # clicks with the object's earlier logits (clamped as upstream)
             feeds["multimask"][:] = multimask
             feeds["no_memory"][:] = no_memory
             feeds["use_mask_prompt"][:] = use_mask
+            feeds["use_prev_mask"][:] = refine
+            feeds["prev_mask_logits"] = (feeds["prev_mask_logits"] * 16).clamp(-32.0, 32.0)
             if use_mask:  # upstream runs a mask prompt with one padding point
                 feeds["point_coords"] = torch.zeros(objects, 1, 2)
                 feeds["point_labels"] = -torch.ones(objects, 1, dtype=torch.int32)
@@ -411,7 +419,9 @@ def reference_case(tracker: Any, graph: str, sizes: dict[str, int], case: str = 
                 point_inputs=None
                 if use_mask
                 else {"point_coords": feeds["point_coords"], "point_labels": feeds["point_labels"]},
-                mask_inputs=tracker.mask_downsample(feeds["mask_prompt"]) if use_mask else None,
+                mask_inputs=tracker.mask_downsample(feeds["mask_prompt"])
+                if use_mask
+                else (feeds["prev_mask_logits"] if refine else None),
                 high_res_features=high_res,
                 multimask_output=multimask,
             )
@@ -470,7 +480,9 @@ PARITY_CASES: dict[str, tuple[tuple[str, dict[str, int], str], ...]] = {
         ("O1_K1_single_first_frame", {"O": 1, "K": 1}, "single"),
         ("O3_K2_multimask", {"O": 3, "K": 2}, "multimask"),
         ("O2_mask_prompt", {"O": 2, "K": 1}, "mask_prompt"),
+        ("O1_K1_refine_multimask", {"O": 1, "K": 1}, "refine_multimask"),
         ("O16_K16_multimask", {"O": 16, "K": 16}, "multimask"),
+        ("O16_K16_refine", {"O": 16, "K": 16}, "refine"),
     ),
     "tracker_memory_encoder": (
         ("O1_S288_binarize", {"O": 1, "S": 288}, "binarize"),

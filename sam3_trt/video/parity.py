@@ -55,6 +55,7 @@ class StepCheck:
     obj_ptr_max_abs: float = math.nan
     score_max_abs: float = math.nan
     memory_max_abs: float = math.nan
+    refine: bool = False  # a track_step with the object's earlier logits fed back (refining clicks)
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -119,6 +120,7 @@ class TeacherForced:
         graph_kwargs["current_vision_feats"] = [x.flatten(2).permute(2, 0, 1).expand(-1, objects, -1) for x in levels]
         graph = self.graphs.track_step(**graph_kwargs)
         check = StepCheck("track_step", kwargs["frame_idx"], objects)
+        check.refine = kwargs.get("prev_sam_mask_logits") is not None
         check.mask_iou_min = float(mask_iou(eager["pred_masks"], graph["pred_masks"]).min())
         check.mask_logits_max_abs = _max_abs(eager["pred_masks"], graph["pred_masks"])
         check.obj_ptr_max_abs = _max_abs(eager["obj_ptr"], graph["obj_ptr"])
@@ -148,8 +150,11 @@ class TeacherForced:
         return {
             "passed": bool(self.checks) and all(c.passed for c in self.checks),
             "steps": {
-                kind: sum(c.kind == kind for c in self.checks)
-                for kind in ("track_step", "encode_memory", "update_memory")
+                **{
+                    kind: sum(c.kind == kind for c in self.checks)
+                    for kind in ("track_step", "encode_memory", "update_memory")
+                },
+                "refine": sum(c.refine for c in self.checks),
             },
             "worst": worst,
             "tolerance": dict(self.tolerance),

@@ -14,9 +14,10 @@ Frame features: the predictor's feature cache must hold the tracker neck's **raw
 vision graph's ``tracker_fpn0..2``): the mask head graph applies the decoder's ``conv_s0``/``conv_s1``
 itself, where upstream's video model applies them before caching.
 
-Not in the graphs yet, refused with a message rather than approximated: refining an object with more
-clicks on a frame it already has a mask on (upstream feeds the previous logits back as a mask prompt),
-and encoding a memory straight from a mask prompt (upstream's predictor never asks for it).
+Clicks that refine an object on a frame it already has a mask on feed its earlier logits back to the mask
+head (``prev_mask_logits``), as upstream's ``prev_sam_mask_logits``. Not in the graphs, refused with a
+message rather than approximated: encoding a memory straight from a mask prompt (upstream's predictor
+never asks for it: it encodes after consolidation).
 """
 
 from __future__ import annotations
@@ -208,6 +209,7 @@ class GraphTracker:
         point_inputs: dict | None,
         mask_prompt: np.ndarray | None,
         multimask: bool,
+        prev_logits: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         objects = embed.shape[0]
         if point_inputs is not None:
@@ -219,6 +221,9 @@ class GraphTracker:
         use_mask = mask_prompt is not None
         if mask_prompt is None:
             mask_prompt = np.zeros((objects, 1, MEMORY_MASK_SIDE, MEMORY_MASK_SIDE), np.float32)
+        use_prev = prev_logits is not None
+        if prev_logits is None:
+            prev_logits = np.zeros((objects, 1, LOW_RES, LOW_RES), np.float32)
         return self._run(
             "tracker_mask_head",
             {
@@ -230,6 +235,8 @@ class GraphTracker:
                 "point_labels": np.ascontiguousarray(labels),
                 "mask_prompt": mask_prompt,
                 "use_mask_prompt": np.full((objects,), use_mask),
+                "prev_mask_logits": np.ascontiguousarray(prev_logits, dtype=np.float32),
+                "use_prev_mask": np.full((objects,), use_prev),
                 "multimask": np.array([multimask]),
             },
         )
@@ -281,7 +288,9 @@ class GraphTracker:
             num_frames: Frames in the clip.
             track_in_reverse: Tracking backwards.
             run_mem_encoder: Encode this frame's mask into a memory.
-            prev_sam_mask_logits: Refused when given (see the module doc).
+            prev_sam_mask_logits: The object's earlier mask logits on this frame (clamped by upstream's
+                predictor), given with refining clicks; resized to 288 as upstream's ``_forward_sam_heads``
+                does when another size. Ignored with a mask prompt, as upstream ignores it.
             use_prev_mem_frame: ``False``: attend to no memory (as a first frame).
             training_only: Training-time arguments some upstream callers pass (``gt_masks``, ...): unused.
         """
@@ -289,11 +298,9 @@ class GraphTracker:
         import torch.nn.functional as F
 
         t = self.tracker
-        if prev_sam_mask_logits is not None:
-            raise Sam3TrtError(
-                f"frame {frame_idx}: refining an object's mask with more clicks on a frame it already has a "
-                "mask on is not in the exported graphs yet; prompt a new frame or reset the object's points"
-            )
+        if prev_sam_mask_logits is not None and mask_inputs is None and point_inputs is None:
+            # upstream asserts it: an object's earlier logits come back with new clicks
+            raise Sam3TrtError(f"frame {frame_idx}: earlier mask logits are fed back with clicks only")
         objects = current_vision_feats[-1].shape[1]
         pix = _level(current_vision_feats[-1], feat_sizes[-1])
         fpn0 = _level(current_vision_feats[0], feat_sizes[0])
@@ -340,7 +347,15 @@ class GraphTracker:
                 embed = self._run("tracker_memory_attention", {"pix_feat": pix, **memory.feeds()})["pix_feat_with_mem"]
                 no_memory = False
             multimask = t._use_multimask(is_init_cond_frame, point_inputs)
-            heads = self._mask_head(embed, no_memory, fpn0, fpn1, point_inputs, None, multimask)
+            prev = None
+            if prev_sam_mask_logits is not None:
+                prev = prev_sam_mask_logits.float()
+                if prev.shape[-2:] != (LOW_RES, LOW_RES):
+                    prev = F.interpolate(
+                        prev, size=(LOW_RES, LOW_RES), mode="bilinear", align_corners=False, antialias=True
+                    )
+                prev = to_float32(prev)
+            heads = self._mask_head(embed, no_memory, fpn0, fpn1, point_inputs, None, multimask, prev)
             low_res = torch.from_numpy(heads["low_res_masks"])
             # no pred_masks_high_res (upstream's 1008 upsample): nothing in the predictor reads it, and the
             # memory encoder graph upsamples the 288 logits itself
