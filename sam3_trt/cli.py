@@ -285,8 +285,9 @@ def track(
     from .export.model import WeightsOrigin
     from .runtime.processor import check_folder_backend
     from .segment import parse_pixel_box, pixel_box_to_prompt
+    from .video.frames import ClipFrames
     from .video.predictor import folder_predictor, video_folder
-    from .video.track import DEFAULT_FPS, TrackWriter, check_video_output, frame_objects, load_frames
+    from .video.track import DEFAULT_FPS, TrackWriter, check_video_output, frame_objects
     from .video.track import track as run_track
 
     if prompt is None and box is None:
@@ -303,12 +304,13 @@ def track(
     to_video = check_video_output(output)
     found = video_folder(artifacts)
     check_folder_backend(found, backend)  # before the host model is built
-    frames, video_fps = load_frames(video)
+    frames = ClipFrames(video, name=f"VIDEO {str(video)!r}")  # decoded frame by frame as it is tracked
+    size = (frames.video_width, frames.video_height)
     if not 0 <= prompt_frame < len(frames):
         raise Sam3TrtError(f"--prompt-frame {prompt_frame} is outside the clip: use 0..{len(frames) - 1}")
     box_prompt = None
     if pixels is not None:
-        cx, cy, w, h = pixel_box_to_prompt(pixels[0], *frames[0].size, f"--box {box!r}")
+        cx, cy, w, h = pixel_box_to_prompt(pixels[0], *size, f"--box {box!r}")
         box_prompt = ([cx - w / 2, cy - h / 2, w, h], pixels[1])  # upstream's video boxes: normalised x, y, w, h
     check_output_folder(output.parent if to_video else output, "--output")
     weights_dict = found.manifest.get("weights", {"kind": "unknown", "variant": "full"})
@@ -321,20 +323,20 @@ def track(
         "box_xyxy": pixels[0] if pixels is not None else None,
         "box_positive": pixels[1] if pixels is not None else None,
         "prompt_frame": prompt_frame,
-        "size": list(frames[0].size),
+        "size": list(size),
         "backend": predictor.backend.name,
         "memory_window": window,
         "weights": WeightsOrigin.from_dict(weights_dict).describe(),
         "weights_kind": weights_dict.get("kind"),
     }
-    writer = TrackWriter(output, frames[0].size, len(frames), json_path, info, fps or video_fps or DEFAULT_FPS)
+    writer = TrackWriter(output, size, len(frames), json_path, info, fps or frames.fps or DEFAULT_FPS)
     try:
         with predictor:
             for index in range(prompt_frame):  # before the prompt: forward tracking does not reach them
-                writer.write(index, frames[index], None)
+                writer.write(index, frames.original(index), None)
             for index, outputs in run_track(predictor, frames, prompt, prompt_frame, box_prompt):
                 objects = frame_objects(outputs)
-                writer.write(index, frames[index], objects)
+                writer.write(index, frames.original(index), objects)
                 ui.progress(f"frame {index}: objects {[o['id'] for o in objects]}")
         doc = writer.close()
     except BaseException:

@@ -39,20 +39,34 @@ def frames():
     return demo_clip(FRAMES)
 
 
+@pytest.fixture(scope="module")
+def clip_folder(frames, tmp_path_factory):
+    """The clip as a folder of ``00000.png`` ... frames (lossless), as ``track`` and upstream read folders."""
+    folder = tmp_path_factory.mktemp("clip")
+    for i, frame in enumerate(frames):
+        frame.save(folder / f"{i:05d}.png")
+    return folder
+
+
 #: The drawn square on frame 2 of the clip (normalised x, y, w, h) and a point on the disc on frame 3.
 SQUARE_ON_FRAME_2 = [0.1375, 0.15, 0.225, 0.3]
 DISC_ON_FRAME_3 = [0.624, 0.55]
+#: A negative click beside the disc on frame 3, refining the clicked object.
+REFINE_ON_FRAME_3 = [0.7, 0.45]
 CLICKED_ID = 7
-#: Frames detected, in order: the prompt; forward 2..5; backward 1..0; the click's frame; 3..4 again.
-DETECTED = [2, 2, 3, 4, 5, 1, 0, 3, 3, 4]
+#: Frames detected, in order: the prompt; forward 2..5; backward 1..0; the click's frame; the refining
+#: click's frame; 3..4 again.
+DETECTED = [2, 2, 3, 4, 5, 1, 0, 3, 3, 3, 4]
 
 
 def _session(predictor, frames) -> tuple[dict, int]:
     """Upstream's requests: text and a box on frame 2, tracked both ways through the clip; a new object
-    clicked on frame 3 (added mid-clip); the first object removed; tracked again over frames 3..4.
+    clicked on frame 3 (added mid-clip), then refined with a second click there; the first object removed;
+    tracked again over frames 3..4.
 
     Returns:
-        Outputs keyed ``"prompt"``, ``"click"`` and ``(pass, n, frame)`` per propagated frame; the removed ID.
+        Outputs keyed ``"prompt"``, ``"click"``, ``"refine"`` and ``(pass, n, frame)`` per propagated frame;
+        the removed ID.
     """
     session = predictor.handle_request({"type": "start_session", "resource_path": frames})["session_id"]
     out = {}
@@ -70,6 +84,8 @@ def _session(predictor, frames) -> tuple[dict, int]:
     request("prompt", type="add_prompt", frame_index=2, text=PROMPT, **box)
     propagate("both", "both", 2)
     request("click", type="add_prompt", frame_index=3, points=[DISC_ON_FRAME_3], point_labels=[1], obj_id=CLICKED_ID)
+    # a second click on the object just added: upstream refines it, feeding its mask logits back
+    request("refine", type="add_prompt", frame_index=3, points=[REFINE_ON_FRAME_3], point_labels=[0], obj_id=CLICKED_ID)
     removed = int(out["prompt"]["out_obj_ids"][0])
     predictor.handle_request({"type": "remove_object", "session_id": session, "obj_id": removed})
     propagate("again", "forward", 3, 1)
@@ -78,7 +94,7 @@ def _session(predictor, frames) -> tuple[dict, int]:
 
 
 @pytest.fixture(scope="module")
-def eager_session(pipeline, tracker_export, frames):
+def eager_session(pipeline, tracker_export, clip_folder):
     """:func:`_session` on upstream's eager video model, every detection, tracker step and memory update
     shadowed on the graphs from the same state (upstream's results kept: they are its plain eager outputs)."""
     from sam3_trt.runtime.backends.onnxruntime import OnnxRuntimeBackend
@@ -89,7 +105,7 @@ def eager_session(pipeline, tracker_export, frames):
     with OnnxRuntimeBackend(folder) as backend:
         graphs = GraphVideoModel(pipeline, backend, Tokenizer(folder / "bpe_simple_vocab_16e6.txt.gz", 32))
         with TeacherForcedVideo(pipeline, graphs) as shadow:
-            out = _session(Sam3VideoPredictor(pipeline, backend="torch"), frames)
+            out = _session(Sam3VideoPredictor(pipeline, backend="torch"), str(clip_folder))
         return out, shadow.report()
 
 
@@ -107,9 +123,11 @@ def test_teacher_forced_detection_and_tracking_match_upstream(eager_session):
     assert min(d["margin"] for d in detections) > 1e-2
     steps = report["steps"]  # the click ran the mask head on its points and encoded that memory
     assert steps["track_step"] >= 8 and steps["encode_memory"] >= 3 and steps["update_memory"] >= 6, steps
+    assert steps["refine"] == 1, steps  # the second click fed the object's logits back, on the graphs too
     # upstream outputs an object on every frame; the clicked object joins and the removed one leaves
     assert all(len(v["out_obj_ids"]) for k, v in out.items() if k[0] == "both")
     assert CLICKED_ID in [int(i) for i in out["click"]["out_obj_ids"]]
+    assert CLICKED_ID in [int(i) for i in out["refine"]["out_obj_ids"]]
     for key in [k for k in out if k[0] == "again"]:
         ids = [int(i) for i in out[key]["out_obj_ids"]]
         assert CLICKED_ID in ids and removed not in ids, (key, ids)
@@ -151,7 +169,7 @@ def video_engines(tracker_export, tmp_path_factory):
 
 
 def test_free_running_on_tensorrt_engines_matches_upstream(
-    video_engines, tracker_export, pipeline, frames, eager_session
+    video_engines, tracker_export, pipeline, clip_folder, eager_session
 ):
     """The session free-running on TensorRT engines (through the doubles: each engine runs as the graph it was
     built from) gives upstream's outputs: same IDs, masks, probabilities and boxes, every graph an engine."""
@@ -166,7 +184,7 @@ def test_free_running_on_tensorrt_engines_matches_upstream(
     with gpu_doubles(folder, tracker_export[0], memory="torch"):
         with Sam3VideoPredictor(pipeline, folder) as predictor:  # "auto" follows the engine folder
             assert predictor.backend.name == "tensorrt"
-            out, removed = _session(predictor, frames)
+            out, removed = _session(predictor, clip_folder)
             gpu_ms, calls = predictor.backend.last_gpu_ms, dict(predictor.backend.calls)
     assert set(gpu_ms) == set(VIDEO_PREDICTOR_GRAPHS) and all(ms > 0 for ms in gpu_ms.values())
     # one vision pass and one decoder run per detected frame; the text encoded once (cached, as upstream)
@@ -209,19 +227,16 @@ def test_fp16_pass_and_engine_build_carry_the_video_graphs(tracker_export, tmp_p
     verify_files(tmp_path / "engines" / "5090", engines)
 
 
-def test_track_cli_writes_overlays_and_tracks_that_decode(tracker_export, eager_session, frames, tmp_path):
+def test_track_cli_writes_overlays_and_tracks_that_decode(tracker_export, eager_session, frames, clip_folder, tmp_path):
     """Text and a box on frame 2 (the box in pixels), tracked forward on ONNX Runtime: frames 2..5 as upstream
     tracked them with the same prompt (free-running, within the FP32 bar); overlays and RLE masks decode."""
     from click.testing import CliRunner
 
     from sam3_trt.cli import main
     from sam3_trt.rle import rle_to_mask
-    from sam3_trt.video.track import load_frames
+    from sam3_trt.video.frames import ClipFrames
 
-    clip = tmp_path / "clip"
-    clip.mkdir()
-    for i, frame in enumerate(frames):
-        frame.save(clip / f"{i:05d}.png")  # lossless: the same pixels as the predictor's frames
+    clip = clip_folder  # the frames the eager session read
     out, tracks = tmp_path / "overlays.mp4", tmp_path / "tracks.json"
     width, height = frames[0].size
     x, y, w, h = (v * s for v, s in zip(SQUARE_ON_FRAME_2, (width, height, width, height), strict=True))
@@ -234,8 +249,9 @@ def test_track_cli_writes_overlays_and_tracks_that_decode(tracker_export, eager_
     assert doc["box_xyxy"] == [44, 36, 116, 108] and doc["prompt_frame"] == 2 and doc["backend"] == "onnxruntime"
     assert doc["memory_window"] is None  # --memory-window all
     assert [f["tracked"] for f in doc["frames"]] == [False, False, True, True, True, True]
-    video, fps = load_frames(out)  # read back as track reads its input
-    assert len(video) == FRAMES and all(v.size == (width, height) for v in video) and fps == 30.0
+    written = ClipFrames(out)  # read back as track reads its input
+    video = [written.original(i) for i in range(len(written))]
+    assert len(video) == FRAMES and all(v.size == (width, height) for v in video) and written.fps == 30.0
     decoded = {}
     for entry in doc["frames"]:
         masks = [rle_to_mask(o["mask_rle"]) for o in entry["objects"]]
@@ -259,13 +275,29 @@ def test_track_cli_writes_overlays_and_tracks_that_decode(tracker_export, eager_
     assert not list(tmp_path.glob("*.partial*"))
 
 
+def test_folder_predictor_holds_no_weights(tracker_export):
+    """The host model ``track`` and ``bench-video`` build (random weights, never read on the graphs) gives its
+    parameters' storage back: one NaN element each, shapes kept. The track CLI test above runs on it and
+    matches upstream eager, so no host path reads a weight (a NaN would show)."""
+    import torch
+
+    from sam3_trt.video.predictor import folder_predictor
+
+    with folder_predictor(tracker_export[0], "tiny") as predictor:
+        params = list(predictor.model.parameters())
+        assert len(params) > 100 and all(p.untyped_storage().nbytes() == p.element_size() for p in params)
+        assert all(bool(torch.isnan(p).all()) for p in params) and params[0].dim() >= 1
+        assert predictor.model.device == torch.device("cpu")  # upstream reads its device off the parameters
+
+
 def test_track_writer_writes_frames_or_video_and_reads_videos_back(frames, tmp_path):
     """The track writer, without a model: PNG frames or an MP4 (frames in order, each once; the video under a
     temporary name until complete), and ``track``'s reader on that MP4 (frames, size, rate); an unreadable
     video is one line."""
     from PIL import Image
 
-    from sam3_trt.video.track import TrackWriter, load_frames
+    from sam3_trt.video.frames import ClipFrames
+    from sam3_trt.video.track import TrackWriter
 
     square = np.zeros(frames[0].size[::-1], bool)
     square[36:108, 44:116] = True
@@ -281,8 +313,9 @@ def test_track_writer_writes_frames_or_video_and_reads_videos_back(frames, tmp_p
         assert json.loads(tracks.read_text()) == json.loads(json.dumps(doc))
     assert sorted(p.name for p in (tmp_path / "png").iterdir()) == [f"{i:05d}.png" for i in range(FRAMES)]
     assert Image.open(tmp_path / "png" / "00001.png").size == frames[0].size
-    video, fps = load_frames(tmp_path / "clip.mp4")
-    assert len(video) == FRAMES and video[0].size == frames[0].size and fps == 5.0
+    written = ClipFrames(tmp_path / "clip.mp4")
+    video = [written.original(i) for i in range(len(written))]
+    assert len(video) == FRAMES and video[0].size == frames[0].size and written.fps == 5.0
     # the first frame is untracked: the frame itself, within MPEG-4's loss
     assert np.abs(np.asarray(video[0], int) - np.asarray(frames[0], int)).mean() < 8
     writer = TrackWriter(tmp_path / "cut.mp4", frames[0].size, FRAMES, None, {})
@@ -294,7 +327,7 @@ def test_track_writer_writes_frames_or_video_and_reads_videos_back(frames, tmp_p
     assert not list(tmp_path.glob("cut*"))
     (tmp_path / "broken.mp4").write_bytes(b"not a video")
     with pytest.raises(Sam3TrtError, match=r"broken\.mp4': no frame could be decoded"):
-        load_frames(tmp_path / "broken.mp4")
+        ClipFrames(tmp_path / "broken.mp4")
 
 
 def test_bench_video_reports_every_stage_per_frame_and_object(tracker_export, tmp_path):
@@ -513,9 +546,23 @@ def test_bad_requests_say_what_is_wrong_and_leave_the_session_as_it_was(pipeline
         for index, frame in enumerate(frames):
             writer.write(index, frame, None)
         writer.close()
-        mp4 = predictor.start_session(str(tmp_path / "clip.mp4"))["session_id"]  # upstream's OpenCV loader
-        assert predictor._ALL_INFERENCE_STATES[mp4]["state"]["num_frames"] == FRAMES
+        mp4 = predictor.start_session(tmp_path / "clip.mp4")["session_id"]  # decoded frame by frame
+        streamed = predictor.session_frames(mp4)
+        assert predictor._ALL_INFERENCE_STATES[mp4]["state"]["num_frames"] == len(streamed) == FRAMES
+        assert streamed.kind == "video" and streamed.decoded == 0  # nothing decoded before the model asks
+        assert predictor._ALL_INFERENCE_STATES[mp4]["state"]["input_batch"].img_batch is streamed
         predictor.close_session(mp4)
+        with pytest.raises(Sam3TrtError, match="not open"):
+            predictor.session_frames(mp4)
+    with Sam3VideoPredictor(pipeline, folder, frame_cache=None) as predictor:  # upstream's loaders, whole clip
+        mp4 = predictor.start_session(str(tmp_path / "clip.mp4"))["session_id"]
+        assert predictor.session_frames(mp4) is None
+        images = predictor._ALL_INFERENCE_STATES[mp4]["state"]["input_batch"].img_batch
+        assert tuple(images.shape) == (FRAMES, 3, 1008, 1008) and float(images.max()) > 100  # upstream's scale
+    for bad in (0, 2.5, True):
+        with pytest.raises(Sam3TrtError, match=r"frame_cache=.*frame count >= 1, or None"):
+            Sam3VideoPredictor(pipeline, folder, frame_cache=bad)
+    with Sam3VideoPredictor(pipeline, folder) as predictor:
         session = predictor.start_session(frames, session_id="s")["session_id"]
         with pytest.raises(Sam3TrtError, match="already open"):
             predictor.start_session(frames, session_id="s")

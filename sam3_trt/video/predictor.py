@@ -31,6 +31,7 @@ import numpy as np
 from ..errors import Sam3TrtError
 from ..runtime.arrays import to_float32
 from ..specs import VIDEO_SPECS
+from .frames import DEFAULT_CACHE_FRAMES, ClipFrames, frame_files
 from .model import host_ops, video_model_on_cpu
 from .tracker import GraphTracker, neck_positions
 from .tracker import feature_cache as build_feature_cache
@@ -308,6 +309,10 @@ class Sam3VideoPredictor:
             propagation started), see :mod:`.window`; ``None`` keeps every frame, as upstream does. Outputs
             are upstream's on clips of up to ``memory_window + 1`` frames; requests that would read dropped
             frames are refused.
+        frame_cache: Frames of a folder, video file or image list decoded when the model reads them, this
+            many kept (:class:`~.frames.ClipFrames`: memory independent of the clip's length); ``None``
+            loads the whole clip up front with upstream's loaders, as upstream does (its OpenCV loader
+            scales video frames to [-1, 509], see :mod:`.frames`).
 
     Requests and results are upstream's: ``handle_request({"type": "start_session", "resource_path": ...})``
     -> ``{"session_id"}``; ``{"type": "add_prompt", "session_id", "frame_index", "text" and/or
@@ -327,9 +332,15 @@ class Sam3VideoPredictor:
         backend: Any = "auto",
         threads: int | None = None,
         memory_window: int | None = DEFAULT_MEMORY_WINDOW,
+        frame_cache: int | None = DEFAULT_CACHE_FRAMES,
     ) -> None:
+        if frame_cache is not None and (
+            isinstance(frame_cache, bool) or not isinstance(frame_cache, int) or frame_cache < 1
+        ):
+            raise Sam3TrtError(f"frame_cache={frame_cache!r}: give a frame count >= 1, or None for upstream's loaders")
         self.model = model
         self.window = MemoryWindow(memory_window)
+        self.frame_cache = frame_cache
         # upstream's attributes its request code reads
         self.async_loading_frames = False
         self.video_loader_type = "cv2"
@@ -388,23 +399,59 @@ class Sam3VideoPredictor:
         )
 
     def start_session(self, resource_path: Any, session_id: str | None = None) -> dict:
-        """Open a video (MP4 file, JPEG folder or list of PIL images); returns ``{"session_id"}``."""
+        """Open a video (MP4 file, folder of ``<index>.jpg`` frames, an image, a list of PIL images, or a
+        :class:`~.frames.ClipFrames`); returns ``{"session_id"}``.
+
+        The clip is decoded frame by frame as the model reads it (``frame_cache``), or whole by upstream's
+        loaders (``frame_cache=None``).
+        """
+        import os
         import time
         import uuid
 
+        from ..export.patches import swap_attr
+
         if session_id is not None and session_id in self._ALL_INFERENCE_STATES:
             raise Sam3TrtError(f"session_id={session_id!r} is already open; close it first or pass another ID")
-        _check_resource(resource_path)
-        with self._installed():
+        frames: ClipFrames | None = resource_path if isinstance(resource_path, ClipFrames) else None
+        if frames is None:
+            _check_resource(resource_path)
+            if isinstance(resource_path, os.PathLike):
+                resource_path = os.fspath(resource_path)  # upstream's loaders take str paths only
+            if self.frame_cache is not None:
+                frames = ClipFrames(resource_path, self.frame_cache, self.model.image_size)
+        elif frames.image_size != self.model.image_size:
+            raise Sam3TrtError(
+                f"resource_path: ClipFrames of {frames.image_size} px; this model reads {self.model.image_size} px"
+            )
+        resource = resource_path if frames is None else _upstream_resource(frames.resource)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self._installed())
+            if frames is not None:
+                import sam3.model.sam3_video_inference as inference
+
+                def load(**_: Any) -> tuple[ClipFrames, int, int]:
+                    return frames, frames.video_height, frames.video_width
+
+                stack.enter_context(swap_attr(inference, "load_resource_as_video_frames", load))
             state = self.model.init_state(
-                resource_path=resource_path,
+                resource_path=resource,
                 offload_video_to_cpu=self._on_cpu,
                 async_loading_frames=self.async_loading_frames,
                 video_loader_type=self.video_loader_type,
             )
         session_id = session_id or str(uuid.uuid4())
-        self._ALL_INFERENCE_STATES[session_id] = {"state": state, "session_id": session_id, "start_time": time.time()}
+        self._ALL_INFERENCE_STATES[session_id] = {
+            "state": state,
+            "session_id": session_id,
+            "start_time": time.time(),
+            "frames": frames,
+        }
         return {"session_id": session_id}
+
+    def session_frames(self, session_id: str) -> ClipFrames | None:
+        """The session's :class:`~.frames.ClipFrames` (``None`` when upstream's loader holds the whole clip)."""
+        return self._get_session(session_id)["frames"]
 
     def add_prompt(
         self,
@@ -550,7 +597,9 @@ class Sam3VideoPredictor:
 
     def close_session(self, session_id: str) -> dict:
         """Upstream's ``close_session`` (idempotent: closing an unknown session succeeds)."""
-        self._ALL_INFERENCE_STATES.pop(session_id, None)
+        session = self._ALL_INFERENCE_STATES.pop(session_id, None)
+        if session is not None and session.get("frames") is not None:
+            session["frames"].close()
         return {"is_success": True}
 
     def _get_session(self, session_id: str) -> dict:
@@ -568,7 +617,8 @@ class Sam3VideoPredictor:
 
     def close(self) -> None:
         """Close every session and the backend."""
-        self._ALL_INFERENCE_STATES.clear()
+        for session_id in list(self._ALL_INFERENCE_STATES):
+            self.close_session(session_id)
         if self.backend is not None:
             self.backend.close()
 
@@ -604,7 +654,8 @@ def folder_predictor(
 ) -> Sam3VideoPredictor:
     """A video predictor over an export or engine folder, with upstream's video model of ``variant`` for host code.
 
-    The model's weights are never used on the graphs, so it is built with random weights (no checkpoint needed).
+    The model's weights are never used on the graphs, so it is built with random weights (no checkpoint needed)
+    and their storage is released once it is built (:func:`~.model.release_weights`).
 
     Args:
         folder: Export made with ``--video``, or engines built from one.
@@ -615,11 +666,13 @@ def folder_predictor(
     """
     from ..export.model import load_model
     from ..export.tracker import build_tracker
-    from .model import build_video_model
+    from .model import build_video_model, release_weights
 
     image_model, _ = load_model(variant=variant, random_weights=True, seed=0, video=True)
     settings = {"max_num_objects": max_objects} if max_objects else {}
     model = build_video_model(image_model, build_tracker(variant, seed=0), **settings)
+    del image_model
+    release_weights(model)
     return Sam3VideoPredictor(model, folder, backend=backend, memory_window=memory_window)
 
 
@@ -691,24 +744,8 @@ def _check_resource(resource_path: Any) -> None:
         )
 
 
-def frame_files(folder: Any, name: str) -> list[Any]:
-    """A clip folder's frames, ``<index>.<ext>`` files sorted by index (what upstream's folder loader reads).
+def _upstream_resource(resource: Any) -> Any:
+    """What upstream's ``init_state`` is given beside streamed frames (it reads the type: image or video)."""
+    import os
 
-    Args:
-        folder: The folder.
-        name: How errors name it (``"resource_path='clip/'"``, ``"VIDEO 'clip/'"``).
-
-    Raises:
-        Sam3TrtError: no frame files, or one not named by its index.
-    """
-    from pathlib import Path
-
-    from sam3.model.io_utils import IMAGE_EXTS
-
-    files = [p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTS]
-    if not files:
-        raise Sam3TrtError(f"{name}: the folder has no frames ({', '.join(IMAGE_EXTS)})")
-    bad = [p.name for p in files if not p.stem.isdigit()]
-    if bad:
-        raise Sam3TrtError(f"{name}: frames are named <index>.<ext> (00000.jpg, ...); got {bad[0]!r}")
-    return sorted(files, key=lambda p: int(p.stem))
+    return resource if isinstance(resource, list) else os.fspath(resource)

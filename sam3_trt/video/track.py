@@ -2,15 +2,14 @@
 and a tracks JSON.
 
 :func:`track` drives :class:`~.predictor.Sam3VideoPredictor` with upstream's requests (start, prompt,
-propagate forward, close); :class:`TrackWriter` draws each frame as its result arrives, one colour per object
-ID (the same on every frame), into an MP4 file or a folder of PNGs, and writes the JSON last (per frame:
-object ID, score, normalised ``x, y, w, h`` box, RLE mask). Nothing but the JSON's RLE masks is kept between
-frames.
+propagate forward, close) on the clip decoded frame by frame (:class:`~.frames.ClipFrames`); :class:`TrackWriter` draws
+each frame as its result arrives, one colour per object ID (the same on every frame), into an MP4 file or a
+folder of PNGs, and writes the JSON last (per frame: object ID, score, normalised ``x, y, w, h`` box, RLE
+mask). Nothing but the JSON's RLE masks is kept between frames.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ import numpy as np
 from ..errors import Sam3TrtError
 from ..rle import mask_to_rle
 from ..segment import _colour
-from .predictor import frame_files
+from .frames import _cv2
 
 #: Frame format ``track --output FOLDER`` writes.
 FRAME_SUFFIX = ".png"
@@ -34,78 +33,6 @@ VIDEO_FOURCC = "mp4v"
 DEFAULT_FPS = 30.0
 
 _CV2_MISSING = "needs OpenCV (pip install opencv-python-headless, in sam3-trt's [video] extra)"
-
-
-def _cv2() -> Any:
-    if importlib.util.find_spec("cv2") is None:
-        return None
-    import cv2
-
-    return cv2
-
-
-def load_frames(resource: Path) -> tuple[list[Any], float | None]:
-    """The clip as PIL images and its frame rate (``None`` for frames from a folder or an image).
-
-    Args:
-        resource: A folder of ``<index>.<ext>`` frames (sorted by index), a single image, or a video file
-            (read with OpenCV, as upstream reads videos).
-
-    Raises:
-        Sam3TrtError: missing, empty, frames not named by index, frames of different sizes, an unreadable
-            video, or a video without OpenCV installed.
-    """
-    from PIL import Image
-    from sam3.model.io_utils import IMAGE_EXTS, VIDEO_EXTS
-
-    if not resource.exists():
-        raise Sam3TrtError(f"VIDEO {str(resource)!r} does not exist")
-    if resource.is_file() and resource.suffix.lower() in VIDEO_EXTS:
-        return _read_video(resource)
-    if resource.is_file():
-        if resource.suffix.lower() not in IMAGE_EXTS:
-            raise Sam3TrtError(
-                f"VIDEO {str(resource)!r}: not a video ({', '.join(VIDEO_EXTS)}), a folder of frames or an image"
-            )
-        files = [resource]
-    else:
-        files = frame_files(resource, f"VIDEO {str(resource)!r}")
-    frames = []
-    for path in files:
-        try:
-            with Image.open(path) as im:
-                frames.append(im.convert("RGB"))
-        except OSError as exc:
-            raise Sam3TrtError(f"frame {str(path)!r} is not a readable image ({exc})") from None
-    sizes = {im.size for im in frames}
-    if len(sizes) > 1:
-        raise Sam3TrtError(f"VIDEO {str(resource)!r}: frames differ in size ({sorted(sizes)}); a clip has one size")
-    return frames, None
-
-
-def _read_video(path: Path) -> tuple[list[Any], float]:
-    from PIL import Image
-
-    cv2 = _cv2()
-    if cv2 is None:
-        raise Sam3TrtError(
-            f"VIDEO {str(path)!r}: reading videos {_CV2_MISSING}; or extract frames "
-            f"(ffmpeg -i {path.name} frames/%05d.jpg) and pass the folder"
-        )
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    try:
-        while capture.isOpened():
-            ok, bgr = capture.read()
-            if not ok:
-                break
-            frames.append(Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
-        fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
-    finally:
-        capture.release()
-    if not frames:
-        raise Sam3TrtError(f"VIDEO {str(path)!r}: no frame could be decoded (not a video, or a codec OpenCV lacks)")
-    return frames, fps if fps > 0 else DEFAULT_FPS
 
 
 def check_video_output(output: Path, option: str = "--output") -> bool:
@@ -132,7 +59,7 @@ def check_video_output(output: Path, option: str = "--output") -> bool:
 
 def track(
     predictor: Any,
-    frames: list[Any],
+    frames: Any,
     prompt: str | None,
     prompt_frame: int = 0,
     box: tuple[list[float], bool] | None = None,
@@ -141,7 +68,7 @@ def track(
 
     Args:
         predictor: A :class:`~.predictor.Sam3VideoPredictor`.
-        frames: The clip (PIL images).
+        frames: The clip: a :class:`~.frames.ClipFrames`, or anything ``start_session`` takes.
         prompt: Text prompt (a noun phrase), or ``None`` with a box.
         prompt_frame: Frame the prompt (and box) is given on.
         box: ``(normalised [x, y, w, h], positive?)``: a box on ``prompt_frame`` (upstream's visual prompt).
