@@ -37,6 +37,10 @@ def clip(tracker_export):
     return frames, levels
 
 
+#: Normalised centre of the square on frame 0 (demo_image).
+SQUARE_CENTRE = [0.2125, 0.3]
+
+
 def _square_mask(frame):
     rgb = np.asarray(frame)
     return (rgb[..., 0] > 200) & (rgb[..., 1] < 60) & (rgb[..., 2] < 60)
@@ -200,6 +204,48 @@ def test_memory_selection_is_upstreams(tiny_tracker):
         torch.testing.assert_close(slots, expected_slots, rtol=0, atol=1e-5)
         ptr_pos = t.obj_ptr_tpos_proj(get_1d_sine_pe(torch.from_numpy(ours.obj_ptr_tpos), dim=t.hidden_dim))
         torch.testing.assert_close(recorder.prompt_pos[m * hw :: split, 0], ptr_pos, rtol=0, atol=1e-5)
+
+
+def test_refining_logits_of_another_size_are_resized_as_upstream(tiny_tracker, tracker_export, clip):
+    """A click with earlier logits that are not 288 px (a mask prompt's output is 328 px) on the graphs: resized
+    to the prompt encoder's 288 as upstream's ``_forward_sam_heads`` does, then the same step as upstream's."""
+    import torch
+
+    from sam3_trt.runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from sam3_trt.video import GraphTracker, TeacherForced, feature_cache, upstream_on_cpu
+
+    frames, levels = clip
+    width, height = frames[0].size
+    prev = (torch.randn(1, 1, 328, 328, generator=torch.Generator().manual_seed(0)) * 16).clamp(-32.0, 32.0)
+    clicks = {"point_coords": torch.tensor([[SQUARE_CENTRE]]) * 1008, "point_labels": torch.tensor([[1]])}
+    with OnnxRuntimeBackend(tracker_export[0]) as backend, torch.inference_mode(), upstream_on_cpu():
+        state = tiny_tracker.init_state(
+            video_height=height,
+            video_width=width,
+            num_frames=1,
+            cached_features=feature_cache({0: levels[0]}, tiny_tracker),
+            offload_state_to_cpu=True,
+        )
+        _, _, feats, pos, sizes = tiny_tracker._get_image_feature(state, 0, 1)
+        forced = TeacherForced(tiny_tracker, GraphTracker(tiny_tracker, backend), levels)
+        with forced:
+            tiny_tracker.track_step(
+                frame_idx=0,
+                is_init_cond_frame=True,
+                current_vision_feats=feats,
+                current_vision_pos_embeds=pos,
+                feat_sizes=sizes,
+                image=None,
+                point_inputs=clicks,
+                mask_inputs=None,
+                output_dict={"cond_frame_outputs": {}, "non_cond_frame_outputs": {}},
+                num_frames=1,
+                run_mem_encoder=False,
+                prev_sam_mask_logits=prev,
+            )
+    report = forced.report()
+    assert report["passed"], report["failures"]
+    assert report["steps"]["track_step"] == report["steps"]["refine"] == 1
 
 
 def test_graph_step_refuses_what_the_graphs_do_not_reproduce(tiny_tracker):

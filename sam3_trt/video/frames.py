@@ -43,35 +43,25 @@ _MEAN = (0.5, 0.5, 0.5)
 _STD = (0.5, 0.5, 0.5)
 
 
-class _FolderReader:
-    def __init__(self, files: list[Path]) -> None:
-        self.files = files
+class _ListReader:
+    """Frames held as a list: PIL images, or image files opened when read (``open_file``)."""
+
+    def __init__(self, items: list[Any], open_file: bool = False) -> None:
+        self.items, self.open_file = items, open_file
 
     def __len__(self) -> int:
-        return len(self.files)
+        return len(self.items)
 
     def read(self, index: int) -> Any:
+        if not self.open_file:
+            return self.items[index]
         from PIL import Image
 
         try:
-            with Image.open(self.files[index]) as image:
+            with Image.open(self.items[index]) as image:
                 return image.convert("RGB")
         except OSError as exc:
-            raise Sam3TrtError(f"frame {index} ({str(self.files[index])!r}) is not a readable image ({exc})") from None
-
-    def close(self) -> None:
-        pass
-
-
-class _ListReader:
-    def __init__(self, images: list[Any]) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def read(self, index: int) -> Any:
-        return self.images[index]
+            raise Sam3TrtError(f"frame {index} ({str(self.items[index])!r}) is not a readable image ({exc})") from None
 
     def close(self) -> None:
         pass
@@ -188,8 +178,8 @@ class ClipFrames:
                 # one image is a clip of one frame, preprocessed as upstream's single-image loader does
                 files = frame_files(path, name) if path.is_dir() else [path]
                 self.kind = "folder"
-                self._make_reader = lambda: _FolderReader(files)
-                width, height = _FolderReader(files).read(0).size
+                self._make_reader = lambda: _ListReader(files, open_file=True)
+                width, height = _ListReader(files, open_file=True).read(0).size
             elif path.is_file() and path.suffix.lower() in VIDEO_EXTS:
                 if _cv2() is None:
                     raise Sam3TrtError(
