@@ -43,7 +43,7 @@ INT8_OUT ?= $(ARTIFACTS)/$(VARIANT)-int8
 help:
 	@echo "make install   create ./.venv from requirements/lock.txt (pinned, CPU-only machine is fine)"
 	@echo "make demo      install, export the tiny random-weight model (parity report), run the processor vs upstream"
-	@echo "make test      install, lint, run the test suite (tiny model; ~55-65 min on 2 cores)"
+	@echo "make test      install, lint, run the test suite (tiny model + full-size tracker graphs; ~45-60 min on 2 cores)"
 	@echo "make test-full the full-size tests (export with parity, processor vs upstream, RTX and FP16 engines; ~40 min)"
 	@echo "make serve-install  ./.venv-serve for serving (PyTriton + tritonclient, torch-free; SERVE_PYTHON=$(SERVE_PYTHON))"
 	@echo "make serve     serve ARTIFACTS dir on Triton (PyTriton): make serve OUT=artifacts/demo"
