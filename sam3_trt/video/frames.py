@@ -159,43 +159,17 @@ class ClipFrames:
         self.fps: float | None = None
         self.decoded = 0
         self._cache: OrderedDict[int, Any] = OrderedDict()
-        if isinstance(resource, list):
-            from PIL import Image
-
-            if not resource or not all(isinstance(im, Image.Image) for im in resource):
-                raise Sam3TrtError(
-                    f"{name or 'resource_path'}: a list of frames must be a non-empty list of PIL images"
-                )
-            self.kind = "images"
-            self._make_reader = lambda: _ListReader(resource)
-            width, height = resource[0].size
+        self.kind, source = check_clip(resource, name)
+        if self.kind == "images":
+            self._make_reader = lambda: _ListReader(source)
+            width, height = source[0].size
+        elif self.kind == "folder":
+            self._make_reader = lambda: _ListReader(source, open_file=True)
+            width, height = _ListReader(source, open_file=True).read(0).size
         else:
-            from sam3.model.io_utils import IMAGE_EXTS, VIDEO_EXTS
-
-            path = Path(os.fspath(resource))
-            name = name or f"resource_path={str(path)!r}"
-            if path.is_dir() or (path.is_file() and path.suffix.lower() in IMAGE_EXTS):
-                # one image is a clip of one frame, preprocessed as upstream's single-image loader does
-                files = frame_files(path, name) if path.is_dir() else [path]
-                self.kind = "folder"
-                self._make_reader = lambda: _ListReader(files, open_file=True)
-                width, height = _ListReader(files, open_file=True).read(0).size
-            elif path.is_file() and path.suffix.lower() in VIDEO_EXTS:
-                if _cv2() is None:
-                    raise Sam3TrtError(
-                        f"{name}: reading videos needs OpenCV (pip install opencv-python-headless, in sam3-trt's "
-                        f"[video] extra); or extract frames (ffmpeg -i {path.name} frames/%05d.jpg)"
-                    )
-                frames, height, width, fps = _count_video_frames(path, name)
-                self.kind = "video"
-                self.fps = fps if fps > 0 else None
-                self._make_reader = lambda: _VideoReader(path, frames)
-            elif path.is_file():
-                raise Sam3TrtError(
-                    f"{name}: not a video ({', '.join(VIDEO_EXTS)}), an image or a folder of <index>.<ext> frames"
-                )
-            else:
-                raise Sam3TrtError(f"{name} does not exist")
+            frames, height, width, fps = _count_video_frames(source, name or f"resource_path={str(source)!r}")
+            self.fps = fps if fps > 0 else None
+            self._make_reader = lambda: _VideoReader(source, frames)
         self.video_height, self.video_width = height, width
         self._reader: Any = self._make_reader()
         self._frames = len(self._reader)
@@ -279,6 +253,50 @@ class ClipFrames:
         image -= mean
         image /= std
         return image.to(torch.float16).contiguous()
+
+
+def check_clip(resource: Any, name: str | None = None) -> tuple[str, Any]:
+    """What kind of clip ``resource`` is, checked without decoding it (each problem one line).
+
+    Args:
+        resource: A folder of ``<index>.<ext>`` frames, a video file, an image, or a list of PIL images.
+        name: How errors name it (default ``resource_path=...``).
+
+    Returns:
+        ``("images", the list)``, ``("folder", frame files in order)`` (an image is a folder of one frame,
+        preprocessed as upstream's single-image loader does) or ``("video", its path)``.
+    """
+    if isinstance(resource, list):
+        from PIL import Image
+
+        if not resource or not all(isinstance(im, Image.Image) for im in resource):
+            raise Sam3TrtError(f"{name or 'resource_path'}: a list of frames must be a non-empty list of PIL images")
+        return "images", resource
+    if not isinstance(resource, (str, os.PathLike)):
+        raise Sam3TrtError(
+            f"{name or f'resource_path={resource!r}'}: give an MP4 file, a folder of <index>.<ext> frames, an image "
+            "or a list of PIL images"
+        )
+    from sam3.model.io_utils import IMAGE_EXTS, VIDEO_EXTS
+
+    path = Path(os.fspath(resource))
+    name = name or f"resource_path={str(path)!r}"
+    if path.is_dir():
+        return "folder", frame_files(path, name)
+    if not path.is_file():
+        raise Sam3TrtError(f"{name} does not exist")
+    if path.suffix.lower() in IMAGE_EXTS:
+        return "folder", [path]
+    if path.suffix.lower() not in VIDEO_EXTS:
+        raise Sam3TrtError(
+            f"{name}: not a video ({', '.join(VIDEO_EXTS)}), an image or a folder of <index>.<ext> frames"
+        )
+    if _cv2() is None:
+        raise Sam3TrtError(
+            f"{name}: reading videos needs OpenCV (pip install opencv-python-headless, in sam3-trt's [video] "
+            f"extra); or extract frames (ffmpeg -i {path.name} frames/%05d.jpg)"
+        )
+    return "video", path
 
 
 def _cv2() -> Any:

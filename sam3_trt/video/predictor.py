@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import Sam3TrtError
 from ..runtime.arrays import to_float32
 from ..specs import VIDEO_SPECS
-from .frames import DEFAULT_CACHE_FRAMES, ClipFrames, frame_files
+from .frames import DEFAULT_CACHE_FRAMES, ClipFrames, check_clip
 from .model import host_ops, video_model_on_cpu
 from .tracker import GraphTracker, neck_positions
 from .tracker import feature_cache as build_feature_cache
@@ -415,11 +415,12 @@ class Sam3VideoPredictor:
             raise Sam3TrtError(f"session_id={session_id!r} is already open; close it first or pass another ID")
         frames: ClipFrames | None = resource_path if isinstance(resource_path, ClipFrames) else None
         if frames is None:
-            _check_resource(resource_path)
             if isinstance(resource_path, os.PathLike):
                 resource_path = os.fspath(resource_path)  # upstream's loaders take str paths only
             if self.frame_cache is not None:
-                frames = ClipFrames(resource_path, self.frame_cache, self.model.image_size)
+                frames = ClipFrames(resource_path, self.frame_cache, self.model.image_size)  # checks it too
+            else:
+                check_clip(resource_path)  # what upstream's loaders would fail on deep inside, in one line
         elif frames.image_size != self.model.image_size:
             raise Sam3TrtError(
                 f"resource_path: ClipFrames of {frames.image_size} px; this model reads {self.model.image_size} px"
@@ -707,41 +708,6 @@ def _check_video_box(boxes: Any, labels: Any) -> None:
         )
     if not isinstance(labels, (list, tuple)) or len(labels) != 1 or labels[0] not in (0, 1):
         raise Sam3TrtError(f"bounding_box_labels={labels!r}: give one label per box, [1] positive or [0] negative")
-
-
-def _check_resource(resource_path: Any) -> None:
-    """What upstream's loaders would fail on deep inside (or with an assert), said in one line first."""
-    import importlib.util
-    import os
-
-    from sam3.model.io_utils import IMAGE_EXTS, VIDEO_EXTS
-
-    if isinstance(resource_path, list):
-        from PIL import Image
-
-        if not resource_path or not all(isinstance(im, Image.Image) for im in resource_path):
-            raise Sam3TrtError("resource_path: a list of frames must be a non-empty list of PIL images")
-        return
-    if not isinstance(resource_path, (str, os.PathLike)):
-        raise Sam3TrtError(
-            f"resource_path={resource_path!r}: give an MP4 file, a folder of JPEG frames or a list of PIL images"
-        )
-    path = os.fspath(resource_path)
-    ext = os.path.splitext(path)[-1].lower()
-    if not os.path.exists(path):
-        raise Sam3TrtError(f"resource_path={path!r} does not exist")
-    if os.path.isdir(path):
-        frame_files(path, f"resource_path={path!r}")
-    elif ext in VIDEO_EXTS:
-        if importlib.util.find_spec("cv2") is None:
-            raise Sam3TrtError(
-                f"resource_path={path!r}: reading {ext} files needs OpenCV (pip install opencv-python-headless); "
-                "or give a folder of JPEG frames"
-            )
-    elif ext not in IMAGE_EXTS:
-        raise Sam3TrtError(
-            f"resource_path={path!r}: not a video ({', '.join(VIDEO_EXTS)}), an image or a folder of frames"
-        )
 
 
 def _upstream_resource(resource: Any) -> Any:
