@@ -38,13 +38,16 @@ CAL_OUT ?= $(ARTIFACTS)/$(VARIANT)-$(MODE)
 # `make bench` adds ONNX Runtime on the INT8 vision graph when `make calibrate MODE=int8` made this folder
 INT8_OUT ?= $(ARTIFACTS)/$(VARIANT)-int8
 
-.PHONY: install serve-install serve serve-load demo test test-full lint export engines bench gpu-check calibrate offline-bundle clean help
+.PHONY: install serve-install serve serve-load demo test test-quick test-full lint docs export engines bench gpu-check calibrate offline-bundle clean help
 
 help:
 	@echo "make install   create ./.venv from requirements/lock.txt (pinned, CPU-only machine is fine)"
 	@echo "make demo      install, export the tiny random-weight model (parity report), run the processor vs upstream"
-	@echo "make test      install, lint, run the test suite (tiny model + full-size tracker graphs; ~45-60 min on 2 cores)"
-	@echo "make test-full the full-size tests (export with parity, processor vs upstream, RTX and FP16 engines; ~40 min)"
+	@echo "make test      install, lint, docs, the test suite CI runs (tiny model + full-size tracker graphs; times: docs/results/)"
+	@echo "make test-quick     the tests that need no export (edit-test loop; times: docs/results/)"
+	@echo "make test-full the full-size tests (export with parity, processor vs upstream, RTX and FP16 engines)"
+	@echo "make lint      ruff, ruff format, the cross-stage private-import check"
+	@echo "make docs      mkdocs build --strict into build/site (command reference generated from the CLI)"
 	@echo "make serve-install  ./.venv-serve for serving (PyTriton + tritonclient, torch-free; SERVE_PYTHON=$(SERVE_PYTHON))"
 	@echo "make serve     serve ARTIFACTS dir on Triton (PyTriton): make serve OUT=artifacts/demo"
 	@echo "make serve-load     load test on loopback (CLIENTS=$(CLIENTS) x REQUESTS=$(REQUESTS), then SOAK_ROUNDS=$(SOAK_ROUNDS) at SOAK_CLIENTS=$(SOAK_CLIENTS)) of the tiny export [SERVE_VARIANT=full: artifacts/full] -> benchmarks/results/"
@@ -96,16 +99,24 @@ demo: install
 	$(BIN)/sam3-trt segment $(ARTIFACTS)/demo/image.png --prompt "red square" --prompt "blue disc" --box 380,170,560,360 \
 		--artifacts $(ARTIFACTS)/demo --threshold 0.38 --output $(ARTIFACTS)/demo/segment.png --json $(ARTIFACTS)/demo/segment.json
 
-test: install serve-install lint
+test: install serve-install lint docs
 	SAM3TRT_SERVE_PYTHON=$(SERVE_BIN)/python $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the edit-test loop: every test that needs no export (no session export fixture, no export of its own)
+test-quick: install lint
+	$(BIN)/python -m pytest -m "not export and not fullsize" $(PYTEST_ARGS)
 
 # the full-size model (random weights): export with every check, processor vs upstream, RTX engines, FP16 pass
 test-full: install lint
 	SAM3TRT_FULLSIZE=1 SAM3TRT_FULL_FP16=1 $(BIN)/python -m pytest -m fullsize $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check sam3_trt tests benchmarks
-	$(BIN)/ruff format --check sam3_trt tests benchmarks
+	$(BIN)/ruff check sam3_trt tests benchmarks tools
+	$(BIN)/ruff format --check sam3_trt tests benchmarks tools
+	$(BIN)/python tools/check_private_imports.py sam3_trt
+
+docs: install
+	$(BIN)/mkdocs build --strict --quiet --site-dir build/site
 
 export: install
 	$(BIN)/sam3-trt export $(EXPORT_ARGS) --out $(OUT) --force

@@ -1,7 +1,7 @@
 """The project's published CPU numbers: upstream eager sam3 vs sam3-trt's ONNX Runtime backend.
 
-Runs ``sam3_trt.bench.run_bench`` (each backend in its own process, equal threads) on an export
-folder and writes ``<out>/cpu_<variant>.json``, a bar chart PNG and a markdown table for the README.
+Runs ``sam3_trt.checks.bench.run_bench`` (each backend in its own process, equal threads) on an export
+folder and writes ``<out>/cpu_<variant>.json``, a bar chart PNG and a markdown table for its dated page under ``docs/results/``.
 
     python benchmarks/cpu_bench.py --artifacts artifacts/full --out benchmarks/results
 """
@@ -12,12 +12,12 @@ import argparse
 import json
 from pathlib import Path
 
-from sam3_trt.bench import STAGES, bench_figure, bench_lines, run_bench
+from sam3_trt.checks.bench import STAGES, bench_figure, bench_lines, run_bench
 from sam3_trt.manifest import read_manifest
 
 
 def markdown(report: dict) -> str:
-    """README table: median ms per stage, speed-ups, targets."""
+    """Markdown table (for its dated page under docs/results/): median ms per stage, speed-ups, targets."""
     backends = list(report["backends"])
     compared = list(report["speedup_vs_eager"])
     rows = [

@@ -77,7 +77,7 @@ def _expected(artifacts: Path, images: list[bytes], threads: int) -> list[list[d
     from PIL import Image
 
     from sam3_trt import Sam3Processor
-    from sam3_trt.segment import detect
+    from sam3_trt.runtime.segment import detect
 
     with Sam3Processor(artifacts, backend="onnxruntime", threads=threads, confidence_threshold=THRESHOLD) as proc:
         return [
@@ -246,7 +246,7 @@ def main() -> None:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """README table."""
+    """Markdown table of the run (for its dated page under docs/results/)."""
     rows = ["| clients | requests | throughput (req/s) | p50 (ms) | p95 (ms) | p99 (ms) | errors | mismatches | server RSS (MB) |",
             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in report["levels"]:
@@ -275,7 +275,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def _figure(report: dict[str, Any], path: Path) -> None:
-    from sam3_trt.figures import bar_chart
+    from sam3_trt.checks.figures import bar_chart
 
     series = {
         f"{r['clients']} client(s)": [r["latency_ms"][k] for k in ("p50", "p95", "p99")] for r in report["levels"]

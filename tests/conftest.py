@@ -14,14 +14,34 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+#: Session fixtures that export (or build engines from an export): a test that uses one is marked ``export``, and
+#: ``make test-quick`` (``-m "not export"``) leaves it out. Tests that export by themselves carry the mark by hand.
+EXPORT_FIXTURES = frozenset(
+    {
+        "tiny_export",
+        "rtx_engines",
+        "tiny_fp16",
+        "full_export",
+        "tracker_export",
+        "planted_export",
+        "planted_text_export",
+    }
+)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Full-size tests run with ``SAM3TRT_FULLSIZE=1`` (``make test-full``): on CI's 2 cores they take ~23 min
+    """Mark tests that need an export (``export``), and skip the full-size ones unless ``SAM3TRT_FULLSIZE=1``.
+
+    Full-size tests run with ``SAM3TRT_FULLSIZE=1`` (``make test-full``): on CI's 2 cores they take ~23 min
     (export with parity ~15, processor vs upstream ~5, RTX build ~2.5), which keeps ``make test`` over its
-    60-minute budget; the same mechanisms run on the tiny model in every run."""
+    budget; the same mechanisms run on the tiny model in every run."""
+    for item in items:
+        if EXPORT_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.export)
     if os.environ.get("SAM3TRT_FULLSIZE") == "1":
         return
     skip = pytest.mark.skip(
-        reason="full-size tests run with SAM3TRT_FULLSIZE=1 (`make test-full`, ~23 min on 2 cores; last run: README Tests)"
+        reason="full-size tests run with SAM3TRT_FULLSIZE=1 (`make test-full`, ~23 min on 2 cores; see docs/testing.md)"
     )
     for item in items:
         if "fullsize" in item.keywords:
@@ -136,7 +156,7 @@ def full_export(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_tracker():
     """The tiny tracker (same classes as upstream's, one memory-attention layer), random weights, seed 0."""
-    from sam3_trt.export.tracker import build_tracker
+    from sam3_trt.export.tracker_model import build_tracker
 
     return build_tracker("tiny", seed=0)
 

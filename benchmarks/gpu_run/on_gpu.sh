@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# On the lent GPU machine (no network), from the repository root, in back-to-back calls (see README.md):
+# On the lent GPU machine (no network), from the repository root, in back-to-back calls (see benchmarks/gpu_run/README.md):
 #   call 1:  bash benchmarks/gpu_run/on_gpu.sh stash            (carry .gpu-run/bundle/call1)
 #   call 2+: bash benchmarks/gpu_run/on_gpu.sh run SECONDS      (carry the rest of .gpu-run; SECONDS < the call's limit)
 # Everything lives in $W outside the repository, so it survives between calls while the machine stays warm.

@@ -223,3 +223,76 @@ def _quantize(
         out, {**keep, "sam3_trt_version": __version__, "graphs": graphs, "precision": precision, "checks": {}}
     )
     return {"kind": "calibration", "mode": mode, "export_folder": str(out), **precision}
+
+
+def calibrate_folder(
+    artifacts: str | Path,
+    mode: str,
+    out_dir: str | Path,
+    images: Path | None = None,
+    prompts_file: Path | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    thresholds: Fp16Thresholds | None = None,
+    exclude: Sequence[str] = (),
+    chunk_bytes: int = 4 << 30,
+    quantize_attention: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """``sam3-trt calibrate``: the calibration set (a folder of images and a prompts file, or the generated default
+    set in ``OUT/default_set``) checked and loaded, then :func:`calibrate`.
+
+    Args:
+        artifacts: FP32 export folder.
+        mode: ``fp16-policy``, ``int8`` or ``fp8``.
+        out_dir: Output folder.
+        images: Folder of calibration images (``None``: the generated default set).
+        prompts_file: One prompt per line (with ``images`` only).
+        limit: Use at most this many images (sampled with ``seed``).
+        seed: Seed of the sample (and of the default set).
+        thresholds: FP16 unsafety thresholds (``fp16-policy``); ``range_fraction`` must lie in (0, 1].
+        exclude: Scope regexes left unquantized (``int8``/``fp8``).
+        chunk_bytes: Estimated bytes of exposed tensors per statistics pass.
+        quantize_attention: ``int8``/``fp8``: also quantize attention's activation x activation MatMuls.
+        progress: Called with one line per step.
+    """
+    from .dataset import default_set, load_set
+
+    say = progress or (lambda _m: None)
+    thresholds = thresholds or Fp16Thresholds()
+    if images is None:
+        if prompts_file is not None:
+            raise Sam3TrtError("--prompts needs --images (or leave both out for the generated default set)")
+        cal = default_set(Path(out_dir) / "default_set", limit=limit, seed=seed)
+    else:
+        if prompts_file is None:
+            raise Sam3TrtError(f"--images {images} needs --prompts FILE (one text prompt per line)")
+        cal = load_set(images, prompts_file, limit=limit, seed=seed)
+    if not 0 < thresholds.range_fraction <= 1:
+        raise Sam3TrtError(f"--range-fraction {thresholds.range_fraction}: use a value in (0, 1]")
+    say(f"calibration set: {len(cal.images)} images, {len(cal.prompts)} prompts, sha256 {cal.sha256[:16]}")
+    return calibrate(
+        artifacts,
+        cal,
+        mode,
+        out_dir,
+        thresholds=thresholds,
+        exclude=exclude,
+        chunk_bytes=chunk_bytes,
+        progress=say,
+        quantize_attention=quantize_attention,
+    )
+
+
+def calibration_summary(report: dict[str, Any], mode: str, out_dir: str | Path) -> dict[str, Any]:
+    """The line ``sam3-trt calibrate`` prints: the policy and its estimates, or the Q/DQ export and its accuracy."""
+    if mode == "fp16-policy":
+        est = report["estimate_on_first_image"]
+        return {
+            "changed_nodes": len(report["changed_nodes"]),
+            "default_estimate_passed": est["default"]["passed"],
+            "calibrated_estimate_passed": est["calibrated"]["passed"],
+            "policy": str(Path(out_dir) / "policy.json"),
+            "fp16_export": report["fp16_export"],
+        }
+    return {"export_folder": report["export_folder"], "accuracy": report["accuracy"]}

@@ -375,3 +375,14 @@ def build_config(trt: Any, builder: Any, graph: str, target: Target, opts: Build
         if opts.version_compatible:
             config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     return config, profile
+
+
+def build_summary(manifest: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The line ``sam3-trt build`` prints: where the engines went, for which TensorRT and compute capabilities."""
+    return {
+        "folder": str(folder),
+        "flavour": manifest["flavour"],
+        "trt_version": manifest["trt_version"],
+        "compute_capabilities": manifest["compute_capabilities"],
+        "device_seen": manifest["device_seen"],
+    }

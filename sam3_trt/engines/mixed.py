@@ -367,3 +367,18 @@ def _tool_version() -> str:
     from importlib import metadata
 
     return f"onnxconverter-common {metadata.version('onnxconverter-common')}"
+
+
+def convert_summary(manifest: dict[str, Any], folder: Path, policy: PrecisionPolicy) -> dict[str, Any]:
+    """The line ``sam3-trt fp16`` prints: FP16 node counts per graph and the estimate's verdict and worst output."""
+    est = manifest["checks"]["fp16_estimate"]
+    worst = {
+        f"{c['graph']}.{o['name']}": o["rel_l2"] for c in est.get("cases", []) for o in c["outputs"] if o["rel_l2"] > 0
+    }
+    return {
+        "folder": str(folder),
+        "policy": policy.name,
+        "fp16_nodes": {g: s["fp16_nodes"] for g, s in manifest["precision"]["graphs"].items()},
+        "estimate_passed": est.get("passed"),
+        "worst_rel_l2": max(worst.items(), key=lambda kv: kv[1]) if worst else None,
+    }

@@ -4,7 +4,7 @@
 passed, so a failed or interrupted export never leaves a folder that looks complete. Checks:
 
 1. ``onnx.checker`` on each graph (with external data);
-2. parity of every graph and of the chained pipeline against eager (:mod:`.parity`);
+2. parity of every graph and of the chained pipeline against eager (:mod:`.graph_parity`);
 3. TensorRT for RTX's ONNX parser (no GPU needed) imports each graph with zero errors.
 
 A failed check still writes the folder (as ``<out>.failed``) with its manifest, for inspection, and
@@ -205,7 +205,7 @@ def export(
         out_dir: Destination folder.
         options: :class:`ExportOptions`.
         progress: Called with one line per step.
-        tracker: ``(tracker, WeightsOrigin)`` from :func:`~sam3_trt.export.tracker.load_tracker`: also
+        tracker: ``(tracker, WeightsOrigin)`` from :func:`~sam3_trt.export.tracker_model.load_tracker`: also
             export the video graphs (:data:`~sam3_trt.specs.VIDEO_SPECS`: the vision graph with the tracker's
             neck, from ``model`` built with ``video=True``, and the tracker's three), each checked against
             upstream (``checks.video_parity``) and parsed by TensorRT for RTX.
@@ -217,7 +217,7 @@ def export(
         Sam3TrtError: unwritable or occupied output folder.
         ParityError: a parity or parser check failed (the folder is left as ``<out>.failed``).
     """
-    from .parity import run_parity
+    from .graph_parity import run_parity
 
     opts = options or ExportOptions()
     say = progress or (lambda _msg: None)
@@ -226,7 +226,7 @@ def export(
     if unknown:
         raise Sam3TrtError(f"unknown graphs {unknown}; expected a subset of {list(SPECS)}")
     if tracker is not None:
-        from .tracker import check_video_model
+        from .tracker_model import check_video_model
 
         check_video_model(model)
     staging = _prepare_out(out, opts.force)
@@ -246,7 +246,7 @@ def export(
             files[name] = file_entry(path)
         video_files: dict[str, Any] = {}
         if tracker is not None:
-            from .tracker import export_tracker, export_video_vision
+            from .tracker_export import export_tracker, export_video_vision
 
             say("export: video_vision_encoder (torch.onnx dynamo)")
             video_files["video_vision_encoder"] = file_entry(export_video_vision(model, staging))
@@ -266,7 +266,7 @@ def export(
             report = None
         video_report = None
         if tracker is not None and opts.parity:
-            from .tracker import tracker_parity, video_vision_parity
+            from .tracker_parity import tracker_parity, video_vision_parity
 
             release_memory()
             say("parity: video graphs vs upstream (vision neck levels, tracker methods)")
@@ -362,3 +362,63 @@ def summary(manifest: dict[str, Any]) -> str:
             ),
         }
     )
+
+
+def export_from_weights(
+    out_dir: Path,
+    options: ExportOptions,
+    variant: str = "full",
+    checkpoint: Path | None = None,
+    from_hf: bool = False,
+    random_weights: bool = False,
+    seed: int = 0,
+    allow_missing: bool = False,
+    video: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """``sam3-trt export``: load the weights (and with ``video`` the tracker's), then :func:`export`.
+
+    Args:
+        out_dir: Export folder to write.
+        options: What to check and how.
+        variant: ``full`` (the real architecture) or ``tiny`` (same classes, reduced).
+        checkpoint: ``sam3.pt`` (or ``.safetensors``) in the official layout.
+        from_hf: Download facebook/sam3 from the Hugging Face hub (gated, needs network).
+        random_weights: Deterministic random weights (``seed``).
+        seed: Seed of the random weights.
+        allow_missing: Accept a checkpoint with missing keys (they keep random values).
+        video: Also export the video graphs (``tracker.*`` and ``sam2_convs`` weights of the same checkpoint).
+        progress: Called with progress lines (warnings about the checkpoint's keys included).
+
+    Returns:
+        The export's manifest.
+    """
+    from .model import load_model
+
+    say = progress or (lambda _msg: None)
+    say(f"loading sam3 ({variant})")
+    model, origin = load_model(
+        variant=variant,
+        checkpoint=checkpoint,
+        from_hf=from_hf,
+        random_weights=random_weights,
+        seed=seed,
+        allow_missing=allow_missing,
+        video=video,
+    )
+    say(f"weights: {origin.describe()}")
+    if origin.unexpected_keys:
+        say(
+            f"warning: checkpoint has {len(origin.unexpected_keys)} keys the model does not use: {origin.unexpected_keys[:5]}"
+        )
+    if origin.missing_keys:
+        say(f"warning: {len(origin.missing_keys)} keys missing from the checkpoint kept random values")
+    tracker = None
+    if video:
+        from .tracker_model import load_tracker
+
+        say(f"loading sam3's video tracker ({variant})")
+        tracker = load_tracker(variant, origin.path if origin.kind != "random" else None, seed, allow_missing)
+        if tracker[1].missing_keys:
+            say(f"warning: {len(tracker[1].missing_keys)} tracker keys missing from the checkpoint kept random values")
+    return export(model, origin, out_dir, options, progress=say, tracker=tracker)

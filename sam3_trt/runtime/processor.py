@@ -107,8 +107,8 @@ class Sam3Processor:
                 f"pass resolution={RESOLUTION} (or re-export for another size)"
             )
         self.resolution = resolution
-        self.confidence_threshold = _check_threshold(confidence_threshold)
-        self.backend, tokenizer_path = _make_backend(artifacts, backend, threads, device_index, device_memory, verify)
+        self.confidence_threshold = check_threshold(confidence_threshold)
+        self.backend, tokenizer_path = make_backend(artifacts, backend, threads, device_index, device_memory, verify)
         self.device = device or self.backend.result_device
         self.tokenizer = Tokenizer(tokenizer_path, context_length=CONTEXT_LENGTH)
         self._torch = _has_torch()
@@ -202,7 +202,7 @@ class Sam3Processor:
         With no text prompt, the text ``"visual"`` stands in, as upstream.
         """
         _check_image(state, "add_geometric_prompt")
-        checked = _check_box(box)
+        checked = check_box(box)
         if not isinstance(label, (bool, np.bool_)) and label not in (0, 1):
             raise Sam3TrtError(f"box label must be True (positive) or False (negative), got {label!r}")
         boxes = [*state.get("geometric_prompt", []), (checked, bool(label))]
@@ -221,7 +221,7 @@ class Sam3Processor:
 
     def set_confidence_threshold(self, threshold: float, state: dict | None = None) -> dict | None:
         """Set the threshold; with a state that has results, re-threshold them (no model run)."""
-        self.confidence_threshold = _check_threshold(threshold)
+        self.confidence_threshold = check_threshold(threshold)
         if state is not None and "_raw" in state:
             return self._store(state, state["_raw"])
         return state
@@ -363,22 +363,30 @@ def _check_prompt(prompt: Any) -> str:
     return prompt
 
 
-def _check_threshold(threshold: Any) -> float:
-    # scores are probabilities: outside [0, 1] a threshold keeps everything or nothing, which is always a
-    # mistake (upstream accepts it silently); 0 keeps every query
+def check_threshold(threshold: Any, name: str = "confidence threshold") -> float:
+    """``threshold`` as a float in [0, 1], or one line naming ``name``, the value and the fix.
+
+    Scores are probabilities: outside [0, 1] a threshold keeps everything or nothing, which is always a mistake
+    (upstream accepts it silently); 0 keeps every query. The processor, ``segment``, ``client`` and the server
+    check thresholds here.
+
+    Args:
+        threshold: The value given.
+        name: What to call it in the message (``--threshold``, ``input threshold``).
+    """
     try:
         value = float(threshold)
     except (TypeError, ValueError):
-        raise Sam3TrtError(f"confidence threshold must be a number in [0, 1], got {threshold!r}") from None
+        raise Sam3TrtError(f"{name} must be a number in [0, 1], got {threshold!r}") from None
     if not 0.0 <= value <= 1.0:  # NaN fails this too
         raise Sam3TrtError(
-            f"confidence threshold {threshold!r} is outside [0, 1]: scores are probabilities; use e.g. 0.5 "
-            "(0 keeps every detection)"
+            f"{name} {threshold!r} is outside [0, 1]: scores are probabilities; use e.g. 0.5 (0 keeps every detection)"
         )
     return value
 
 
-def _check_box(box: Any) -> list[float]:
+def check_box(box: Any) -> list[float]:
+    """``box`` (normalised ``cx, cy, w, h``, inside the image) as 4 floats, or one line saying what is wrong."""
     try:
         values = [float(v) for v in np.asarray(box, dtype=np.float64).reshape(-1)]
     except (TypeError, ValueError):
@@ -401,9 +409,22 @@ def _check_box(box: Any) -> list[float]:
     return values
 
 
-def _make_backend(
+def make_backend(
     artifacts: Any, backend: str | Backend, threads: int | None, device_index: int, device_memory: str, verify: bool
 ) -> tuple[Backend, Path]:
+    """The backend that runs ``artifacts`` and the tokenizer vocabulary beside it (the image and video runtimes').
+
+    Args:
+        artifacts: Export or engine folder, or the eager sam3 model (``backend`` ``torch`` or ``auto``).
+        backend: ``auto``, ``onnxruntime``, ``tensorrt``, ``torch``, or a :class:`Backend` to use as it is.
+        threads: ONNX Runtime threads.
+        device_index: CUDA device of engine folders.
+        device_memory: Device-memory provider of the TensorRT backend (``auto``, ``torch``, ``cuda-python``).
+        verify: Check every file's sha256 against the manifest first.
+
+    Returns:
+        ``(backend, tokenizer vocabulary path)``.
+    """
     from ..assets import BPE_FILE, bpe_path
     from .artifacts import resolve_artifacts
 

@@ -1,6 +1,6 @@
 """sam3's text tokenizer (CLIP byte-level BPE, lower-cased) without torch.
 
-Produces the same ids as ``sam3.model.tokenizer_ve.SimpleTokenizer`` (``tests/test_runtime_tokenizer.py``
+Produces the same ids as ``sam3.model.tokenizer_ve.SimpleTokenizer`` (``tests/runtime/test_runtime_units.py``
 compares them), as an ``int64`` numpy array ``[P, context_length]``. Prompts longer than the context
 are truncated like upstream (last kept id becomes end-of-text), with a warning upstream does not give.
 """

@@ -208,3 +208,66 @@ class Sam3Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def query_server(
+    url: str,
+    image: Any,
+    prompts: Sequence[str] = (),
+    boxes: Sequence[str] = (),
+    threshold: float = 0.5,
+    mask_format: str = "rle",
+    output: Any = None,
+    json_path: Any = None,
+    timeout: float = 60.0,
+) -> dict[str, Any]:
+    """``sam3-trt client``: every input checked here first, then one request, the overlay and/or JSON written.
+
+    Args:
+        url: ``http://host:port`` or ``grpc://host:port``.
+        image: Image file (sent as its bytes; read here first, so a file the server could not read fails here).
+        prompts: Text prompts (one decoder batch on the server).
+        boxes: Box prompts ``x0,y0,x1,y1[,neg]`` in pixels of ``image``.
+        threshold: Keep detections scoring above it.
+        mask_format: ``rle`` or ``bitmask``.
+        output: Overlay to write (``.png``, ``.jpg``, ``.webp``), if any.
+        json_path: Detections JSON (RLE masks), if any.
+        timeout: Network timeout in seconds.
+
+    Returns:
+        The summary line's fields: detections, best_score, output, json.
+    """
+    from pathlib import Path
+
+    from ..paths import check_output_file
+    from ..runtime.image import open_image, to_uint8_hwc
+    from ..runtime.processor import check_threshold
+    from ..runtime.segment import IMAGE_FORMATS, detections_json, parse_pixel_box, pixel_box_to_prompt, write_outputs
+
+    image = Path(image)
+    parse_url(url)
+    check_threshold(threshold, "--threshold")
+    if not prompts and not boxes:
+        raise Sam3TrtError("give at least one --prompt TEXT or --box x0,y0,x1,y1[,neg]")
+    check_output_file(output, "--output", tuple(IMAGE_FORMATS))
+    check_output_file(json_path, "--json", (".json",))
+    rgb = to_uint8_hwc(open_image(image))
+    height, width = rgb.shape[:2]
+    parsed = [parse_pixel_box(b) for b in boxes]
+    for text, (pixels, _) in zip(boxes, parsed, strict=True):
+        pixel_box_to_prompt(pixels, width, height, f"--box {text!r}")
+    with Sam3Client(url, timeout_s=timeout) as conn:
+        detections = conn.infer(
+            image.read_bytes(), prompts, [p for p, _ in parsed], [positive for _, positive in parsed], threshold,
+            mask_format,
+        )  # fmt: skip
+    info = {"server": url, "image": str(image), "size": [width, height], "prompts": list(prompts),
+            "boxes": list(boxes), "threshold": threshold}  # fmt: skip
+    if output is not None:
+        prompt_boxes = [(pixel_box_to_prompt(p, width, height, "box"), positive) for p, positive in parsed]
+        write_outputs(rgb, detections, output, json_path, info, prompt_boxes, max_detections=len(detections) or 1)
+    elif json_path is not None:
+        Path(json_path).write_text(json.dumps(detections_json(detections, info, len(detections)), indent=1))
+    best = max((d["score"] for d in detections), default=None)
+    return {"detections": len(detections), "best_score": best, "output": str(output) if output else None,
+            "json": str(json_path) if json_path else None}  # fmt: skip

@@ -80,8 +80,8 @@ def parse_request(inputs: Mapping[str, np.ndarray], limits: ServeLimits) -> Serv
     Raises:
         Sam3TrtError: one line naming the input, its bad value and the fix.
     """
-    from ..runtime.processor import _check_threshold
-    from ..segment import pixel_box_to_prompt
+    from ..runtime.processor import check_threshold
+    from ..runtime.segment import pixel_box_to_prompt
 
     known = {t.name for t in INPUTS}
     unknown = sorted(set(inputs) - known)
@@ -139,7 +139,7 @@ def parse_request(inputs: Mapping[str, np.ndarray], limits: ServeLimits) -> Serv
         value = rows["threshold"].reshape(-1)
         if value.dtype != np.float32 or value.size != 1:
             raise Sam3TrtError(f"input threshold is {value.dtype}[{value.size}]: send float32 [1] in [0, 1]")
-        threshold = _check_threshold(float(value[0]))
+        threshold = check_threshold(float(value[0]), "input threshold")
     mask_format = "rle"
     if "mask_format" in rows:
         mask_format = _text(_one_bytes(rows["mask_format"], "mask_format"), "mask_format")
@@ -251,7 +251,7 @@ class Sam3Handler:
         Args:
             images: Images in the vision batch (the dynamic batcher's maximum).
         """
-        from ..segment import detect
+        from ..runtime.segment import detect
 
         prompts = [f"warm-up prompt {i}" for i in range(min(SPECS["decoder"].dim("P").max, self.limits.max_prompts))]
         with self._lock:
@@ -261,7 +261,7 @@ class Sam3Handler:
 
     def __call__(self, requests: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         """Answer the batched ``requests``, one output dict each, in order."""
-        from ..segment import detect
+        from ..runtime.segment import detect
 
         parsed: list[ServeRequest | str] = []
         for inputs in requests:

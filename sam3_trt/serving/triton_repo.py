@@ -67,6 +67,17 @@ class RepoOptions:
     force: bool = False
 
 
+def parse_gpu_ids(text: str, name: str = "--gpus") -> tuple[int, ...]:
+    """``0,1`` as ``(0, 1)`` (empty: every GPU), or one line naming ``name`` and the fix."""
+    try:
+        ids = tuple(int(g) for g in text.split(",") if g.strip())
+    except ValueError:
+        raise Sam3TrtError(f"{name} {text!r}: give GPU ids separated by commas, e.g. 0,1") from None
+    if any(g < 0 for g in ids):
+        raise Sam3TrtError(f"{name} {text!r}: GPU ids are 0 or more")
+    return ids
+
+
 def _graph_config(spec: GraphSpec, platform: str, filename: str, kind: str, opts: RepoOptions) -> str:
     first_axes = {t.shape[0] for t in spec.inputs + spec.outputs}
     batch_axis = next(iter(first_axes)) if len(first_axes) == 1 and isinstance(next(iter(first_axes)), str) else None

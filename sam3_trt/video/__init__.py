@@ -4,14 +4,14 @@
 (:mod:`.model` builds it from our parts) with its neural work on graphs; :mod:`.tracker` runs the tracker's
 per-frame step and memory encoding on the tracker graphs; :mod:`.memory` picks the memories and object
 pointers a frame attends to (upstream's selection, as graph inputs); :mod:`.window` bounds a session's
-per-frame state; :mod:`.parity` checks all of it against upstream's eager model; :mod:`.track` and
+per-frame state; :mod:`.teacher_forced` checks all of it against upstream's eager model; :mod:`.track` and
 :mod:`.bench` are ``sam3-trt track`` and ``sam3-trt bench-video``.
 """
 
 from .memory import MemoryFeeds, select_memories
 from .model import build_video_model
-from .parity import TeacherForced, TeacherForcedVideo, compare_tracks
 from .predictor import GraphVideoModel, Sam3VideoPredictor
+from .teacher_forced import TeacherForced, TeacherForcedVideo, compare_tracks
 from .tracker import GraphTracker, feature_cache, upstream_on_cpu
 from .window import DEFAULT_MEMORY_WINDOW, MemoryWindow
 

@@ -5,7 +5,7 @@ The video model is host control flow (association, hot-start, re-conditioning, o
 hole filling) around three neural pieces: the detector (:mod:`sam3.model.sam3_image`), the tracker and the
 per-frame memory update. :func:`build_video_model` assembles it as ``sam3.model_builder.build_sam3_video_model``
 does, from an image model loaded with the tracker neck (``load_model(..., video=True)``) and a tracker
-(``export.tracker.build_tracker``); :mod:`.predictor` then puts the neural pieces on graphs.
+(``export.tracker_model.build_tracker``); :mod:`.predictor` then puts the neural pieces on graphs.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def build_video_model(image_model: Any, tracker: Any, **overrides: Any) -> Any:
 
     Args:
         image_model: ``Sam3Image`` with the tracker neck (``sam3_trt.export.model.load_model(..., video=True)``).
-        tracker: Upstream ``Sam3TrackerPredictor`` (``sam3_trt.export.tracker.build_tracker``).
+        tracker: Upstream ``Sam3TrackerPredictor`` (``sam3_trt.export.tracker_model.build_tracker``).
         overrides: Video model settings to change from :data:`VIDEO_MODEL_SETTINGS` (e.g. ``max_num_objects``).
     """
     from sam3.model.sam3_image import Sam3ImageOnVideoMultiGPU

@@ -53,7 +53,7 @@ def install_video_steps(model: Any, tracker_steps: Any, detect: Any, update_memo
     Args:
         model: Upstream's video model.
         tracker_steps: A context manager that installs the tracker's steps (:class:`~.tracker.GraphTracker`,
-            :class:`~.parity.TeacherForced`).
+            :class:`~.teacher_forced.TeacherForced`).
         detect: Replaces ``run_backbone_and_detection``.
         update_memories: Replaces ``_tracker_update_memories``.
     """
@@ -351,7 +351,7 @@ class Sam3VideoPredictor:
             if artifacts is not None:
                 raise Sam3TrtError("backend='torch' runs the eager model; pass artifacts=None")
         else:
-            from ..runtime.processor import _make_backend
+            from ..runtime.processor import make_backend
             from ..runtime.tokenizer import Tokenizer
             from ..specs import CONTEXT_LENGTH
 
@@ -359,7 +359,7 @@ class Sam3VideoPredictor:
                 raise Sam3TrtError(f"backend={backend!r} needs artifacts: an export folder made with --video")
             if isinstance(backend, str) and backend not in ("auto", "onnxruntime", "tensorrt"):
                 raise Sam3TrtError(f"backend={backend!r}: use 'auto', 'onnxruntime', 'tensorrt' or 'torch'")
-            self.backend, tokenizer_path = _make_backend(artifacts, backend, threads, 0, "auto", True)
+            self.backend, tokenizer_path = make_backend(artifacts, backend, threads, 0, "auto", True)
             self.graph_model = GraphVideoModel(model, self.backend, Tokenizer(tokenizer_path, CONTEXT_LENGTH))
         self._on_cpu = not _on_cuda(model)
 
@@ -666,7 +666,7 @@ def folder_predictor(
         memory_window: See :class:`Sam3VideoPredictor`.
     """
     from ..export.model import load_model
-    from ..export.tracker import build_tracker
+    from ..export.tracker_model import build_tracker
     from .model import build_video_model, release_weights
 
     image_model, _ = load_model(variant=variant, random_weights=True, seed=0, video=True)

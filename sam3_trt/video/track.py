@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import Sam3TrtError
 from ..rle import mask_to_rle
-from ..segment import _colour
+from ..runtime.draw import object_colour
 from .frames import _cv2
 
 #: Frame format ``track --output FOLDER`` writes.
@@ -83,6 +83,109 @@ def track(
         predictor.close_session(session)
 
 
+def track_video(
+    video: Path,
+    artifacts: Path,
+    output: Path,
+    prompt: str | None = None,
+    box: str | None = None,
+    backend: str = "auto",
+    json_path: Path | None = None,
+    prompt_frame: int = 0,
+    max_objects: int | None = None,
+    memory_window: str | int | None = None,
+    fps: float | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """``sam3-trt track``: every input checked first, then the clip tracked and written frame by frame.
+
+    Args:
+        video: An ``.mp4`` file, a folder of ``<index>.jpg`` frames, or one image.
+        artifacts: Export folder made with ``export --video``, or engines built from one.
+        output: Overlay video (``.mp4``) or folder for overlay frames ``00000.png`` ...
+        prompt: Text prompt (a noun phrase) given on ``prompt_frame``.
+        box: Box prompt ``x0,y0,x1,y1[,neg]`` in pixels of the frames, on ``prompt_frame``.
+        backend: ``auto``, ``onnxruntime`` or ``tensorrt``.
+        json_path: Tracks JSON (RLE masks) to write, if any.
+        prompt_frame: Frame index the prompt is given on.
+        max_objects: Track at most this many objects (upstream ``max_num_objects``).
+        memory_window: Frames of tracking state kept behind the tracked frame, ``all``, or ``None`` (default 64).
+        fps: Frame rate of an ``.mp4`` output (default: the video's, or 30).
+        progress: Called with progress lines.
+
+    Returns:
+        The summary line's fields: frames, tracked_frames, object_ids, output, json.
+    """
+    from ..export.model import WeightsOrigin
+    from ..paths import check_output_file, check_output_folder
+    from ..runtime.processor import check_folder_backend
+    from ..runtime.segment import parse_pixel_box, pixel_box_to_prompt
+    from .frames import ClipFrames
+    from .predictor import folder_predictor, video_folder
+    from .window import parse_memory_window
+
+    say = progress or (lambda _msg: None)
+    if prompt is None and box is None:
+        raise Sam3TrtError("give --prompt (a noun phrase), --box x0,y0,x1,y1, or both")
+    if prompt is not None and not prompt.strip():
+        raise Sam3TrtError("--prompt is empty: give a noun phrase such as 'person'")
+    pixels = parse_pixel_box(box) if box is not None else None
+    if max_objects is not None and max_objects < 1:
+        raise Sam3TrtError(f"--max-objects {max_objects}: use 1 or more (or leave it out: no limit)")
+    window = parse_memory_window(memory_window)
+    if fps is not None and not fps > 0:
+        raise Sam3TrtError(f"--fps {fps}: give frames per second > 0 (e.g. 30)")
+    check_output_file(json_path, "--json", (".json",))
+    to_video = check_video_output(output)
+    found = video_folder(artifacts)
+    check_folder_backend(found, backend)  # before the host model is built
+    frames = ClipFrames(video, name=f"VIDEO {str(video)!r}")  # decoded frame by frame as it is tracked
+    size = (frames.video_width, frames.video_height)
+    if not 0 <= prompt_frame < len(frames):
+        raise Sam3TrtError(f"--prompt-frame {prompt_frame} is outside the clip: use 0..{len(frames) - 1}")
+    box_prompt = None
+    if pixels is not None:
+        cx, cy, w, h = pixel_box_to_prompt(pixels[0], *size, f"--box {box!r}")
+        box_prompt = ([cx - w / 2, cy - h / 2, w, h], pixels[1])  # upstream's video boxes: normalised x, y, w, h
+    check_output_folder(output.parent if to_video else output, "--output")
+    weights_dict = found.manifest.get("weights", {"kind": "unknown", "variant": "full"})
+    variant = weights_dict.get("variant") or "full"
+    say(f"{len(frames)} frames; building upstream's video model ({variant}) for its host code")
+    predictor = folder_predictor(found.folder, variant, backend, max_objects, window)
+    info = {
+        "video": str(video),
+        "prompt": prompt,
+        "box_xyxy": pixels[0] if pixels is not None else None,
+        "box_positive": pixels[1] if pixels is not None else None,
+        "prompt_frame": prompt_frame,
+        "size": list(size),
+        "backend": predictor.backend.name,
+        "memory_window": window,
+        "weights": WeightsOrigin.from_dict(weights_dict).describe(),
+        "weights_kind": weights_dict.get("kind"),
+    }
+    writer = TrackWriter(output, size, len(frames), json_path, info, fps or frames.fps or DEFAULT_FPS)
+    try:
+        with predictor:
+            for index in range(prompt_frame):  # before the prompt: forward tracking does not reach them
+                writer.write(index, frames.original(index), None)
+            for index, outputs in track(predictor, frames, prompt, prompt_frame, box_prompt):
+                objects = frame_objects(outputs)
+                writer.write(index, frames.original(index), objects)
+                say(f"frame {index}: objects {[o['id'] for o in objects]}")
+        doc = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    return {
+        "frames": len(frames),
+        "tracked_frames": sum(f["tracked"] for f in doc["frames"]),
+        "object_ids": doc["object_ids"],
+        "output": str(output),
+        "json": str(json_path) if json_path else None,
+    }
+
+
 def frame_objects(outputs: dict) -> list[dict[str, Any]]:
     """One frame's objects from upstream's outputs: ``[{"id", "score", "box_xywh", "mask"}]``."""
     ids = [int(i) for i in outputs["out_obj_ids"]]
@@ -136,7 +239,7 @@ class TrackWriter:
 
     def write(self, index: int, frame: Any, objects: list[dict[str, Any]] | None) -> None:
         """Draw and write frame ``index`` (the next one): ``objects`` from :func:`frame_objects`, ``None`` untracked."""
-        from ..segment import render_overlay
+        from ..runtime.draw import render_overlay
 
         if index != len(self.frames):
             raise Sam3TrtError(f"track writer: frame {index} came when frame {len(self.frames)} was expected")
@@ -148,7 +251,7 @@ class TrackWriter:
                 "score": o["score"],
                 "box": _pixel_xyxy(o["box_xywh"], width, height),
                 "mask": o["mask"],
-                "colour": _colour(o["id"]),
+                "colour": object_colour(o["id"]),
             }
             for o in objects or []
         ]

@@ -74,10 +74,10 @@ def neck_positions(levels: Sequence[Any]) -> list[Any]:
 
     About 0.35 s on the CPU for the three full-resolution levels: compute once per clip, not per frame.
     """
-    from ..export.tracker import _grid_pos, model_builder_position_encoding
+    from ..export.tracker_model import grid_pos, model_builder_position_encoding
 
     encoding = model_builder_position_encoding()
-    return [_grid_pos(encoding, x.shape[1], x.shape[-1]) for x in levels]
+    return [grid_pos(encoding, x.shape[1], x.shape[-1]) for x in levels]
 
 
 def feature_cache(
@@ -139,9 +139,9 @@ def upstream_on_cpu() -> Iterator[None]:
     import torch
 
     from ..export.patches import cpu_compat, swap_attr
-    from ..export.tracker import _identity_cuda
+    from ..export.tracker_model import identity_cuda
 
-    with cpu_compat("cpu"), swap_attr(torch.Tensor, "cuda", _identity_cuda):
+    with cpu_compat("cpu"), swap_attr(torch.Tensor, "cuda", identity_cuda):
         yield
 
 
@@ -194,10 +194,10 @@ class GraphTracker:
     def _memory_pos_enc(self, objects: int) -> list[Any]:
         """Upstream's ``maskmem_pos_enc`` (a constant the predictor stores; the graphs bake it in)."""
         if self._memory_pos is None:
-            from ..export.tracker import FEAT_SIDE, _grid_pos
+            from ..export.tracker_model import FEAT_SIDE, grid_pos
 
             t = self.tracker
-            self._memory_pos = _grid_pos(t.maskmem_backbone.position_encoding, t.mem_dim, FEAT_SIDE)
+            self._memory_pos = grid_pos(t.maskmem_backbone.position_encoding, t.mem_dim, FEAT_SIDE)
         return [self._memory_pos.expand(objects, -1, -1, -1)]
 
     def _mask_head(

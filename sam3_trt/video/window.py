@@ -63,6 +63,25 @@ def check_window(frames: Any, name: str = "memory_window", keep_all: str = "None
     return frames
 
 
+def parse_memory_window(value: str | int | None, name: str = "--memory-window") -> int | None:
+    """A memory window as given on a command line: a frame count, ``all`` (keep every frame: ``None``), or
+    :data:`DEFAULT_MEMORY_WINDOW` when not given (``None``).
+
+    Args:
+        value: The text (or number) given.
+        name: How errors name it.
+    """
+    if value is None:
+        return DEFAULT_MEMORY_WINDOW
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return None
+    try:
+        frames: Any = int(value)
+    except ValueError:
+        frames = value
+    return check_window(frames, name, keep_all="all")
+
+
 def _record(state: dict) -> dict:
     return state.setdefault(WINDOW_STATE, {"starts": set(), "dropped": set()})
 

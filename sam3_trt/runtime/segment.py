@@ -1,0 +1,253 @@
+"""The main job: segment one image with text and box prompts, write an overlay PNG and a JSON of detections."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import Sam3TrtError
+from ..rle import mask_to_rle, rle_to_mask  # noqa: F401  (rle_to_mask: read back what segment writes)
+from .arrays import to_numpy
+from .draw import pixel_box, render_overlay
+
+#: Overlay formats ``segment --output`` writes, by suffix.
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def parse_box(text: str, width: int, height: int) -> tuple[list[float], bool]:
+    """``"x0,y0,x1,y1[,neg]"`` in pixels of the input image -> (normalised cx, cy, w, h; positive?).
+
+    Raises:
+        Sam3TrtError: malformed, inverted, empty or outside the ``width x height`` image.
+    """
+    pixels, positive = parse_pixel_box(text)
+    return pixel_box_to_prompt(pixels, width, height, f"--box {text!r}"), positive
+
+
+def parse_pixel_box(text: str) -> tuple[list[float], bool]:
+    """``"x0,y0,x1,y1[,neg|pos]"`` -> (pixel ``[x0, y0, x1, y1]``, positive?), fields checked, not the image.
+
+    Raises:
+        Sam3TrtError: not four numbers, or a fifth field other than neg/pos.
+    """
+    parts = [p.strip() for p in text.split(",")]
+    positive = True
+    if len(parts) == 5:
+        if parts[4].lower() not in ("neg", "pos"):
+            raise Sam3TrtError(f"--box {text!r}: the fifth field must be 'neg' or 'pos'")
+        positive = parts[4].lower() == "pos"
+        parts = parts[:4]
+    try:
+        x0, y0, x1, y1 = (float(p) for p in parts)
+    except ValueError:
+        raise Sam3TrtError(f"--box {text!r}: expected x0,y0,x1,y1[,neg] in pixels") from None
+    return [x0, y0, x1, y1], positive
+
+
+def pixel_box_to_prompt(box: Sequence[float], width: int, height: int, name: str) -> list[float]:
+    """Pixel ``x0, y0, x1, y1`` -> normalised ``cx, cy, w, h`` for the processor.
+
+    Args:
+        box: The four pixel coordinates.
+        width: Image width in pixels.
+        height: Image height in pixels.
+        name: How the caller names the box in errors (``"--box '1,2,3,4'"``, ``"boxes[0]"``).
+
+    Raises:
+        Sam3TrtError: not finite, inverted, empty or outside the ``width x height`` image.
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    bad = [n for n, v in zip(("x0", "y0", "x1", "y1"), (x0, y0, x1, y1), strict=True) if not math.isfinite(v)]
+    if bad:
+        raise Sam3TrtError(f"{name}: {', '.join(bad)} is not a finite number; give pixel coordinates")
+    if not (x1 > x0 and y1 > y0):
+        raise Sam3TrtError(f"{name}: needs x1 > x0 and y1 > y0 (pixels, top-left then bottom-right)")
+    if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+        raise Sam3TrtError(f"{name} lies outside the {width}x{height} image")
+    return [(x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width, (y1 - y0) / height]
+
+
+def segment(
+    processor: Any,
+    image: Any,
+    prompts: Sequence[str],
+    boxes: Sequence[tuple[list[float], bool]] = (),
+) -> tuple[list[dict[str, Any]], float]:
+    """Encode one image, then :func:`detect` on it."""
+    if not prompts and not boxes:
+        raise Sam3TrtError("give at least one --prompt or --box")
+    return detect(processor, processor.set_image(image), prompts, boxes)
+
+
+def detect(
+    processor: Any,
+    state: dict,
+    prompts: Sequence[str],
+    boxes: Sequence[tuple[list[float], bool]] = (),
+) -> tuple[list[dict[str, Any]], float]:
+    """Run text prompts (one decoder batch) and/or boxes on an encoded image.
+
+    Args:
+        processor: A :class:`~sam3_trt.Sam3Processor`.
+        state: From ``processor.set_image``; its prompts are replaced.
+        prompts: Text prompts; every box applies to each of them.
+        boxes: ``(normalised cx, cy, w, h; positive?)``; with no prompts they run alone (text ``"visual"``).
+
+    Returns:
+        ``([{"prompt", "prompt_index", "score", "box" (pixel xyxy), "mask" (bool HxW)}], best score)``: the
+        detections over all prompts above the processor's threshold (``prompt_index`` -1 for boxes alone),
+        and the best score of any query (kept or not), so a caller can say how far the threshold is from
+        the nearest detection.
+    """
+    from .processor import VISUAL_PROMPT, best_score, check_box
+
+    if not prompts and not boxes:
+        raise Sam3TrtError("give at least one prompt or box")
+    checked = [(check_box(b), bool(label)) for b, label in boxes]
+    if prompts:
+        state["geometric_prompt"] = checked
+        results = processor.set_text_prompts(list(prompts), state)
+        best = max(r["best_score"] for r in results)
+    else:
+        # the decoder sees every box at once: only the last add runs it
+        processor.reset_all_prompts(state)
+        state["geometric_prompt"] = checked[:-1]
+        state = processor.add_geometric_prompt(*checked[-1], state)
+        results = [{"prompt": VISUAL_PROMPT, **{k: state[k] for k in ("masks", "boxes", "scores")}}]
+        best = best_score(state["_raw"])
+    detections = []
+    for index, res in enumerate(results):
+        masks, pixel_boxes, scores = (to_numpy(res[k]) for k in ("masks", "boxes", "scores"))
+        for mask, box, score in zip(masks, pixel_boxes, scores, strict=True):
+            detections.append(
+                {
+                    "prompt": res["prompt"],
+                    "prompt_index": index if prompts else -1,
+                    "score": float(score),
+                    "box": [float(v) for v in box],
+                    "mask": mask[0],
+                }
+            )
+    return detections, best
+
+
+def write_outputs(
+    image_rgb: np.ndarray,
+    detections: Sequence[dict[str, Any]],
+    output: Path,
+    json_path: Path | None,
+    info: dict[str, Any],
+    prompt_boxes: Sequence[tuple[Sequence[float], bool]] = (),
+    max_detections: int = 10,
+) -> None:
+    """Write the overlay (format from ``output``'s suffix) and, when asked, the detections JSON (RLE masks).
+
+    Both hold the ``max_detections`` best detections; the JSON also records how many there were in all and
+    ``info`` (prompts, boxes, threshold, backend, precision, weights).
+    """
+    height, width = image_rgb.shape[:2]
+    random_weights = info.get("weights_kind") == "random"
+    pixel_prompts = [(pixel_box(box, width, height), positive) for box, positive in prompt_boxes]
+    image = render_overlay(image_rgb, detections, pixel_prompts, max_detections, random_weights)
+    image.save(output, format=IMAGE_FORMATS.get(output.suffix.lower(), "PNG"))
+    if json_path is not None:
+        json_path.write_text(json.dumps(detections_json(detections, info, max_detections), indent=1))
+
+
+def detections_json(detections: Sequence[dict[str, Any]], info: dict[str, Any], max_detections: int) -> dict[str, Any]:
+    """The detections JSON: ``info``, counts and the ``max_detections`` best detections with RLE masks."""
+    shown = sorted(detections, key=lambda d: -d["score"])[:max_detections]
+    return {
+        **info,
+        "detections_total": len(detections),
+        "detections_shown": len(shown),
+        "detections": [
+            {"prompt": d["prompt"], "score": d["score"], "box_xyxy": d["box"], "mask_rle": mask_to_rle(d["mask"])}
+            for d in shown
+        ],
+    }
+
+
+def segment_image(
+    image: Path,
+    artifacts: Path,
+    output: Path,
+    prompts: Sequence[str] = (),
+    boxes: Sequence[str] = (),
+    backend: str = "auto",
+    threshold: float = 0.5,
+    json_path: Path | None = None,
+    max_detections: int = 10,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """``sam3-trt segment``: every input checked first, then the prompts run, the overlay (and JSON) written.
+
+    Args:
+        image: Image file.
+        artifacts: Export folder or engine folder.
+        output: Overlay to write (``.png``, ``.jpg``, ``.jpeg`` or ``.webp``: the suffix picks the format).
+        prompts: Text prompts (all run in one decoder batch).
+        boxes: Box prompts ``x0,y0,x1,y1[,neg]`` in pixels of ``image``.
+        backend: ``auto``, ``onnxruntime`` or ``tensorrt``.
+        threshold: Keep detections scoring above it (0 to 1).
+        json_path: Detections JSON (RLE masks) to write, if any.
+        max_detections: Best detections drawn and written.
+        progress: Called with progress lines.
+
+    Returns:
+        The summary line's fields: detections, drawn, best_score, output, json.
+    """
+    from ..export.model import WeightsOrigin
+    from ..paths import check_output_file
+    from .artifacts import resolve_artifacts
+    from .image import open_image, to_uint8_hwc
+    from .processor import Sam3Processor, check_threshold
+
+    say = progress or (lambda _msg: None)
+    check_threshold(threshold, "--threshold")
+    if max_detections < 1:
+        raise Sam3TrtError(f"--max-detections {max_detections}: use 1 or more")
+    if not prompts and not boxes:
+        raise Sam3TrtError("give at least one --prompt TEXT or --box x0,y0,x1,y1[,neg]")
+    check_output_file(output, "--output", tuple(IMAGE_FORMATS))  # the suffix picks PNG, JPEG or WebP
+    check_output_file(json_path, "--json", (".json",))
+    picture = open_image(image)
+    rgb = to_uint8_hwc(picture)
+    height, width = rgb.shape[:2]
+    parsed = [parse_box(b, width, height) for b in boxes]
+    found = resolve_artifacts(artifacts)
+    weights_dict = found.manifest.get("weights", {"kind": "unknown", "variant": "?"})
+    weights = WeightsOrigin.from_dict(weights_dict).describe()
+    with Sam3Processor(found.folder, backend=backend, confidence_threshold=threshold) as processor:
+        say(f"backend {processor.backend.name}; {weights}")
+        detections, best = segment(processor, picture, prompts, parsed)
+        info = {
+            "image": str(image),
+            "size": [width, height],
+            "prompts": list(prompts),
+            "boxes": list(boxes),
+            "threshold": threshold,
+            "backend": processor.backend.name,
+            "precision": found.manifest.get("precision", {}).get("mode", "fp32"),
+            "weights": weights,
+            "weights_kind": weights_dict.get("kind"),
+            "best_score": round(best, 6),
+        }
+    if not detections:
+        say(
+            f"no detection scored above --threshold {threshold}; the best score was {best:.3f}: "
+            f"lower --threshold (e.g. --threshold {max(0.0, best - 0.01):.2f}) to see it"
+        )
+    write_outputs(rgb, detections, output, json_path, info, parsed, max_detections)
+    return {
+        "detections": len(detections),
+        "drawn": min(len(detections), max_detections),
+        "best_score": round(best, 6),
+        "output": str(output),
+        "json": str(json_path) if json_path else None,
+    }

@@ -1,0 +1,106 @@
+"""`sam3-trt segment`: overlay PNG and detections JSON, checked by decoding them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sam3_trt.errors import Sam3TrtError
+from sam3_trt.runtime.segment import mask_to_rle, parse_box, render_overlay, rle_to_mask
+
+
+def test_rle_round_trip_and_coco_compatibility():
+    rng = np.random.default_rng(0)
+    for mask in (rng.random((13, 17)) > 0.5, np.ones((4, 5), bool), np.zeros((4, 5), bool)):
+        rle = mask_to_rle(mask)
+        np.testing.assert_array_equal(rle_to_mask(rle), mask)
+        mask_utils = pytest.importorskip("pycocotools.mask")
+        h, w = rle["size"]
+        decoded = mask_utils.decode(mask_utils.frPyObjects(rle, h, w))
+        np.testing.assert_array_equal(decoded.astype(bool), mask)
+
+
+def test_parse_box_checks_against_the_image():
+    box, positive = parse_box("10,20,110,220", 200, 400)
+    assert positive and np.allclose(box, [0.3, 0.3, 0.5, 0.5])
+    assert parse_box("0,0,200,400,neg", 200, 400)[1] is False
+    for bad, message in (
+        ("10,20,5,30", "x1 > x0"),
+        ("0,0,201,10", "outside the 200x400 image"),
+        ("1,2,3", "expected"),
+        ("0,0,5,5,maybe", "'neg' or 'pos'"),
+    ):
+        with pytest.raises(Sam3TrtError, match=message):
+            parse_box(bad, 200, 400)
+
+
+def test_overlay_draws_masks_and_boxes():
+    img = np.full((40, 60, 3), 100, np.uint8)
+    mask = np.zeros((40, 60), bool)
+    mask[10:20, 10:30] = True
+    out = np.asarray(render_overlay(img, [{"prompt": "cat", "score": 0.9, "box": [5, 5, 50, 35], "mask": mask}]))
+    assert out.shape == img.shape
+    assert (out[15, 20] != 100).any()  # tinted inside the mask
+    assert (out[25, 40] == 100).all()  # untouched outside mask and box
+    assert (out[5, 30] != 100).any()  # box outline
+
+
+def test_segment_command_writes_png_and_json(tiny_export, tmp_path):
+    from PIL import Image
+
+    from sam3_trt.assets.images import demo_image
+
+    out, _ = tiny_export
+    image_path = tmp_path / "scene.png"
+    demo_image(320, 240).save(image_path)
+    png, js = tmp_path / "overlay.png", tmp_path / "detections.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "sam3_trt.cli",
+        "segment",
+        str(image_path),
+        "--prompt",
+        "red square",
+        "--prompt",
+        "blue disc",
+        "--box",
+        "150,80,300,220,neg",
+        "--artifacts",
+        str(out),
+        "--threshold",
+        "0.0",
+        "--max-detections",
+        "400",
+        "--output",
+        str(png),
+        "--json",
+        str(js),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "RANDOM weights" in proc.stderr
+    data = json.loads(js.read_text())
+    assert data["size"] == [320, 240] and data["backend"] == "onnxruntime"
+    dets = data["detections"]
+    assert len(dets) == data["detections_total"] == 400  # threshold 0: all queries of both prompts
+    assert {d["prompt"] for d in dets} == {"red square", "blue disc"}
+    masks = [rle_to_mask(d["mask_rle"]) for d in dets[:5]]
+    assert all(m.shape == (240, 320) for m in masks)
+    overlay = np.asarray(Image.open(png).convert("RGB"))
+    original = np.asarray(Image.open(image_path).convert("RGB"))
+    assert overlay.shape == original.shape
+    covered = np.any([rle_to_mask(d["mask_rle"]) for d in dets], axis=0)
+    changed = (overlay != original).any(-1)
+    assert changed[covered].mean() > 0.9  # masked pixels are tinted
+    bad = subprocess.run(
+        [*cmd[:7], "--box", "0,0,999,10", "--artifacts", str(out), "--output", str(png)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 2 and "outside the 320x240 image" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,358 @@
+"""The TensorRT runtime, executed on every CI run without a GPU, through the doubles in ``sam3_trt.testing``.
+
+What these tests show: our use of the TensorRT for RTX, cuda-python and torch.cuda APIs (names,
+arguments, statuses, streams, events, memory) and the data plumbing through the whole processor, with
+results equal to ONNX Runtime's on the same graphs, for both device-memory layers and with torch absent.
+What they cannot show: kernels, FP16/TF32 numerics, speed, real memory limits (a GPU run does that).
+No real TensorRT runtime or engine object is created in this process.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import pytest
+
+from sam3_trt.device import GpuInfo
+from sam3_trt.engines.parse import rtx_available
+from sam3_trt.errors import Sam3TrtError
+from sam3_trt.manifest import STAMP_FILE
+
+pytestmark = pytest.mark.skipif(
+    not rtx_available(), reason="tensorrt_rtx is not installed (pip install 'sam3-trt[rtx]')"
+)
+torch = pytest.importorskip("torch")
+
+from sam3_trt import Sam3Processor  # noqa: E402
+from sam3_trt.testing import FakeGpu, gpu_doubles  # noqa: E402
+
+RTX_5090 = GpuInfo(True, ("NVIDIA GeForce RTX 5090",), ((12, 0),))
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS))
+import trt_scenario  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def engines(rtx_engines, tiny_export):
+    root, _ = rtx_engines
+    export, _ = tiny_export
+    return root / "5090", export
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_export):
+    export, _ = tiny_export
+    return trt_scenario.onnxruntime_reference(export)
+
+
+def _tensorrt(engines, **kwargs):
+    folder, _ = engines
+    return Sam3Processor(folder, backend="tensorrt", **kwargs)
+
+
+def _copy_engines(engines, tmp_path):
+    folder, export = engines
+    copy = tmp_path / "engines"
+    shutil.copytree(folder, copy)
+    return copy, export
+
+
+# -- the processor, every case, against ONNX Runtime -------------------------------------------------
+def test_processor_through_tensorrt_matches_onnxruntime(engines, reference):
+    """Torch device memory here; the cuda-python layer runs the same scenario in a process without torch
+    (next test), where the fake GPU also shows every allocation given back."""
+    folder, export = engines
+    with gpu_doubles(folder, export, memory="torch") as doubles:
+        with _tensorrt(engines) as proc:
+            assert proc.backend.memory.name == "torch"  # what device_memory="auto" picked
+            assert proc.device == "cpu"  # torch memory: the double's device; CUDA on a GPU
+            results = trt_scenario.run_scenario(proc)
+            assert set(proc.backend.last_gpu_ms) == {"vision_encoder", "text_encoder", "decoder"}
+            assert all(ms > 0 for ms in proc.backend.last_gpu_ms.values())
+    assert trt_scenario.compare(reference, results) == []
+    # shapes went up and down: the engines ran at P 1..16, N 1..2 and B 1..2
+    decoder_shapes = doubles.trt.specialised["decoder"]
+    assert {s[3][0] for s in decoder_shapes} == {1, 16} and {s[5][1] for s in decoder_shapes} == {1, 2}
+    assert {s[0][0] for s in doubles.trt.specialised["vision_encoder"]} == {1, 2}
+    assert doubles.torch_cuda.empty_cache_calls == 1  # close() returned torch's cached blocks
+
+
+def test_cuda_python_layer_with_torch_blocked(engines):
+    """Torch-free install: the cuda-python layer and numpy results, in a process where torch cannot load."""
+    folder, export = engines
+    script = textwrap.dedent(
+        f"""
+        import importlib.abc, runpy, sys
+
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("torch", "torchvision", "sam3"):
+                    raise ImportError(f"blocked for this test: {{name}}")
+                return None
+
+        sys.meta_path.insert(0, Block())
+        sys.argv = ["trt_scenario.py", {str(folder)!r}, {str(export)!r}]
+        runpy.run_path({str(TESTS / "trt_scenario.py")!r}, run_name="__main__")
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["problems"] == [] and report["memory"] == "cuda-python" and report["torch_imported"] is False
+    assert report["cases"] >= 25 and report["live_bytes"] == 0
+
+
+# -- what review found, each shown by the doubles ------------------------------------------------------
+def test_results_of_one_run_survive_the_next(engines):
+    """Outputs are fresh per run: a result held while another prompt runs keeps its values."""
+    with gpu_doubles(*engines, memory="torch"):
+        with _tensorrt(engines, confidence_threshold=0.0) as proc:
+            state = proc.set_image(trt_scenario.images()[0])
+            first = proc.backend.run("text_encoder", {"input_ids": proc.tokenizer(["a red square"])})
+            kept = first["text_features"].clone()
+            proc.backend.run("text_encoder", {"input_ids": proc.tokenizer(["something else entirely"])})
+            assert torch.equal(first["text_features"], kept)
+            assert state["backbone_out"]["backbone_fpn"][0].shape == (1, 256, 288, 288)
+
+
+def test_engine_waits_for_the_callers_stream_and_hands_results_over(engines, monkeypatch):
+    from sam3_trt.runtime.device_memory.torch import TorchMemory
+
+    with gpu_doubles(*engines, memory="torch") as doubles:
+        with _tensorrt(engines) as proc:
+            out = proc.backend.run("text_encoder", {"input_ids": proc.tokenizer(["blue disc"])})
+            log = list(doubles.gpu.log)
+        ours = proc.backend.memory
+        assert out["text_features"].abs().sum() > 0
+    (execute,) = [i for i, (label, _) in enumerate(log) if label == "execute text_encoder"]
+    stream = log[execute][1]
+    assert stream != 0  # the backend's own stream, not the default stream
+    before = [label for label, s in log[:execute] if s == stream]
+    assert before[0].startswith("wait event")  # first thing on our stream: wait for the caller's stream
+    after = [label for label, s in log[execute + 1 :] if s == 0]
+    assert any(label.startswith("wait event") for label in after)  # the caller's stream waits for the engine
+    del ours
+
+    # without the hand-over event, the caller reads outputs the engine has not written yet
+    expected = out["text_features"].clone()
+    monkeypatch.setattr(TorchMemory, "hand_over", lambda self, inputs: None)
+    with gpu_doubles(*engines, memory="torch"):
+        with _tensorrt(engines) as proc:
+            tokens = proc.backend.memory.to_device(proc.tokenizer(["blue disc"]), "int64")  # kept alive here
+            out = proc.backend.run("text_encoder", {"input_ids": tokens})
+            assert not torch.equal(out["text_features"], expected)  # read before the engine ran
+            proc.backend.memory.synchronize()
+            assert torch.equal(out["text_features"], expected)  # the same memory, once the stream is waited for
+
+
+def test_every_call_goes_through_the_real_api_signatures(engines):
+    """A call the real tensorrt_rtx API does not have fails in the double (so the doubles can catch misuse)."""
+    from sam3_trt.testing.apicheck import NotModelled
+
+    with gpu_doubles(*engines, memory="cuda-python"):
+        with _tensorrt(engines) as proc:
+            ctx = proc.backend.contexts["decoder"]
+            with pytest.raises(TypeError, match="matches no overload"):
+                ctx.set_input_shape("boxes")  # the real method needs a shape
+            with pytest.raises(TypeError, match="matches no overload"):
+                ctx.execute_async_v3("stream")  # the handle is an int
+            with pytest.raises(AttributeError):
+                ctx.enqueue_v4  # noqa: B018 - not a real attribute
+            with pytest.raises(NotModelled, match="execute_v2"):
+                ctx.execute_v2([0])
+
+
+def test_device_index_selects_the_device(engines):
+    gpu = FakeGpu(
+        names=("NVIDIA RTX A6000 (double)", "NVIDIA GeForce RTX 5090 (double)"), compute_capabilities=((8, 6), (12, 0))
+    )
+    with gpu_doubles(*engines, memory="cuda-python", gpu=gpu) as doubles:
+        with pytest.raises(Sam3TrtError, match=r"GPU 0 \(NVIDIA RTX A6000 \(double\)\) is sm86"):
+            _tensorrt(engines)
+        doubles.cudart.calls.clear()
+        with _tensorrt(engines, device_index=1) as proc:
+            proc.set_text_prompt("a red square", proc.set_image(trt_scenario.images()[0]))
+        set_devices = [c for c in doubles.cudart.calls if c == "cudaSetDevice"]
+        assert set_devices and gpu.contexts == {1}  # nothing was created on device 0
+        with pytest.raises(Sam3TrtError, match=r"device_index=2, but this machine has 2 GPU"):
+            _tensorrt(engines, device_index=2)
+
+
+def test_rtx_runtime_cache_saved_reloaded_and_rejected(engines, tmp_path):
+    folder, export = _copy_engines(engines, tmp_path)
+    cache = folder / "runtime_cache.bin"
+    image = trt_scenario.images()[0]
+    with gpu_doubles(folder, export, memory="cuda-python"):
+        with Sam3Processor(folder, backend="tensorrt") as proc:
+            proc.set_text_prompt("a red square", proc.set_image(image))
+    saved = json.loads(cache.read_bytes())
+    assert {g for g, _ in saved["entries"]} == {"vision_encoder", "text_encoder", "decoder"}
+    stamp = cache.stat().st_mtime_ns
+    # same shapes again: the cache is loaded (no warning) and, unchanged, not rewritten
+    with gpu_doubles(folder, export, memory="cuda-python"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with Sam3Processor(folder, backend="tensorrt") as proc:
+            proc.set_text_prompt("a red square", proc.set_image(image))
+    assert not [w for w in caught if "runtime cache" in str(w.message)]
+    assert cache.stat().st_mtime_ns == stamp
+    # a new shape changes it: saved through a temporary file, no leftovers
+    with gpu_doubles(folder, export, memory="cuda-python"):
+        with Sam3Processor(folder, backend="tensorrt") as proc:
+            proc.set_text_prompts(["a", "b"], proc.set_image(image))
+    assert len(json.loads(cache.read_bytes())["entries"]) == len(saved["entries"]) + 2  # text and decoder at P=2
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == [STAMP_FILE]  # no temp files
+    # a cache from another GPU is rejected with a warning, then replaced
+    cache.write_bytes(json.dumps({**saved, "gpu": "another GPU"}).encode())
+    with gpu_doubles(folder, export, memory="cuda-python"):
+        with pytest.warns(UserWarning, match="rejected the runtime cache"):
+            proc = Sam3Processor(folder, backend="tensorrt")
+        proc.set_text_prompt("a red square", proc.set_image(image))
+        proc.close()
+    assert json.loads(cache.read_bytes())["gpu"] != "another GPU"
+
+
+def test_version_compatible_engines_allow_host_code(engines, tmp_path, monkeypatch):
+    from sam3_trt.engines.parse import make_logger
+    from sam3_trt.runtime import artifacts
+
+    folder, export = _copy_engines(engines, tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "version_compatible": True}))
+    with gpu_doubles(folder, export, memory="cuda-python") as doubles:
+        with Sam3Processor(folder, backend="tensorrt") as proc:
+            assert proc.backend.runtime.engine_host_code_allowed is True
+        # what the runtime did before: a runtime that does not allow host code cannot load such a plan
+        logger = make_logger(doubles.trt, "ERROR")
+        doubles.gpu.set_device(0)
+        plain = doubles.trt.Runtime(logger)
+        assert plain.deserialize_cuda_engine((folder / "decoder.engine").read_bytes()) is None
+        assert "host code is not allowed" in logger.last_error()
+    # the version rule: version-compatible engines run on the same or a newer TensorRT, never an older one
+    vc = {**manifest, "version_compatible": True}
+    assert artifacts.engine_mismatch(vc, RTX_5090, "1.8.0.0") is None
+    assert artifacts.engine_mismatch(vc, RTX_5090, "1.7.1.116") is None
+    assert "the older rtx 1.7.0.1 is installed" in artifacts.engine_mismatch(vc, RTX_5090, "1.7.0.1")
+    assert "engines need the exact version" in artifacts.engine_mismatch(manifest, RTX_5090, "1.8.0.0")
+    monkeypatch.setattr(artifacts, "installed_trt_version", lambda flavour: "1.7.0.1")
+    with gpu_doubles(folder, export, memory="cuda-python"):
+        with pytest.raises(Sam3TrtError, match=r"the older rtx 1\.7\.0\.1 is installed"):
+            Sam3Processor(folder, backend="tensorrt")
+
+
+# -- errors a GPU user meets: one line each ------------------------------------------------------------
+def test_engine_that_does_not_deserialize_is_one_line(engines, tmp_path):
+    folder, export = _copy_engines(engines, tmp_path)
+    with gpu_doubles(folder, export, memory="cuda-python"):
+        (folder / "decoder.engine").write_bytes(b"\x00" * 1024)  # truncated after the double learned the plans
+        with pytest.raises(Sam3TrtError, match=r"decoder: .*decoder.engine has 1024 bytes, its manifest says"):
+            Sam3Processor(folder, backend="tensorrt")  # the manifest check catches it first
+        with pytest.raises(Sam3TrtError) as err:
+            Sam3Processor(folder, backend="tensorrt", verify=False)  # TensorRT itself refuses it too
+    line = str(err.value)
+    assert "\n" not in line
+    for part in ("decoder.engine", "Serialization", "rtx 1.7.1.116 for sm120", "tensorrt_rtx", "RTX 5090", "sm120"):
+        assert part in line, (part, line)
+
+
+def test_profile_refusal_names_the_tensor_and_the_profile(engines):
+    with gpu_doubles(*engines, memory="cuda-python"):
+        with _tensorrt(engines) as proc:
+            ctx = proc.backend.contexts["decoder"]
+            with pytest.raises(
+                Sam3TrtError,
+                match=r"For input: boxes, TensorRT refused shape \(17, 1, 4\): .*\(1, 1, 4\) to \(16, 16, 4\)",
+            ):
+                proc.backend._set_shape("decoder", ctx, "boxes", (17, 1, 4))
+
+
+def test_execution_failure_and_missing_tensor_are_one_line(engines):
+    from dataclasses import replace
+
+    from sam3_trt.runtime.backends.tensorrt import check_engine_io
+    from sam3_trt.specs import SPECS, TensorSpec
+
+    with gpu_doubles(*engines, memory="cuda-python"):
+        with _tensorrt(engines) as proc:
+            ctx = proc.backend.contexts["text_encoder"]
+            ctx.execute_async_v3.side_effect = lambda handle: False
+            with pytest.raises(
+                Sam3TrtError, match="TensorRT execution of text_encoder failed on NVIDIA GeForce RTX 5090"
+            ):
+                proc.backend.run("text_encoder", {"input_ids": proc.tokenizer(["x"])})
+            spec = SPECS["text_encoder"]
+            renamed = replace(spec, outputs=(TensorSpec("text_embeddings", "float32", ("P", 32, 256)), spec.outputs[1]))
+            with pytest.raises(Sam3TrtError, match=r"has no tensor 'text_embeddings' \(it has \['input_ids'"):
+                check_engine_io(proc.backend.trt, proc.backend.engines["text_encoder"], renamed, Path("x.engine"))
+
+
+def test_cuda_errors_name_the_call(engines):
+    with gpu_doubles(*engines, memory="cuda-python") as doubles:
+        with _tensorrt(engines) as proc:
+            doubles.cudart.fail("cudaMallocAsync", "cudaErrorMemoryAllocation")
+            with pytest.raises(
+                Sam3TrtError, match=r"CUDA call cudaMallocAsync\(\d+\) failed: cudaErrorMemoryAllocation"
+            ):
+                proc.set_image(trt_scenario.images()[0])
+
+
+def test_no_gpu_and_no_device_memory_are_one_line(engines, monkeypatch):
+    from sam3_trt.runtime import device_memory
+    from sam3_trt.runtime.device_memory import torch as torch_memory
+
+    with gpu_doubles(*engines, memory="cuda-python", gpu=FakeGpu(names=(), compute_capabilities=())):
+        with pytest.raises(Sam3TrtError, match="cannot run here: no usable GPU"):
+            _tensorrt(engines)
+    monkeypatch.setattr(torch_memory, "torch_cuda_available", lambda: False)
+
+    def no_cuda_python():
+        raise ImportError("No module named 'cuda'")
+
+    monkeypatch.setattr("sam3_trt.device.cudart", no_cuda_python)
+    with pytest.raises(Sam3TrtError, match=r"needs device memory: pip install 'sam3-trt\[rtx\]'"):
+        device_memory.open_device_memory("auto")
+    with pytest.raises(Sam3TrtError, match=r"needs cuda-python: pip install 'sam3-trt\[rtx\]'"):
+        device_memory.open_device_memory("cuda-python")
+    with pytest.raises(Sam3TrtError, match="'pycuda' is not supported; use 'cuda-python'"):
+        device_memory.open_device_memory("pycuda")
+
+
+def test_closed_processor_refuses_calls(engines):
+    with gpu_doubles(*engines, memory="torch"):
+        proc = _tensorrt(engines)
+        state = proc.set_image(trt_scenario.images()[0])
+        proc.close()
+        proc.close()  # twice is fine
+        with pytest.raises(Sam3TrtError, match="the tensorrt backend is closed; create a new processor"):
+            proc.set_text_prompt("a red square", state)
+
+
+def test_auto_backend_follows_the_folder(engines, tiny_export):
+    folder, export = engines
+    with Sam3Processor(export) as proc:
+        assert proc.backend.name == "onnxruntime"
+    with pytest.raises(Sam3TrtError, match="cannot run here: no usable GPU"):
+        Sam3Processor(folder)  # an engine folder never falls back to the CPU silently
+    with gpu_doubles(folder, export, memory="cuda-python"):
+        with Sam3Processor(folder.parent) as proc:  # a parent of engine folders: the matching one
+            assert proc.backend.name == "tensorrt" and proc.backend.folder == folder
+
+
+def test_bench_tensorrt_worker_reports_device_and_engine_times(engines, tmp_path):
+    from sam3_trt.checks.bench import WorkerConfig, run_worker
+
+    folder, export = engines
+    image = tmp_path / "bench.png"
+    trt_scenario.images()[0].save(image)
+    cfg = WorkerConfig("tensorrt", str(folder), str(image), ["a red square"], repeats=1, warmup=0, threads=2)
+    with gpu_doubles(folder, export, memory="cuda-python"):
+        result = run_worker(cfg)
+    device = result["device"]
+    assert device["name"].startswith("NVIDIA GeForce RTX 5090") and device["device_memory"] == "cuda-python"
+    assert set(device["engine_gpu_time"]) == {"vision_encoder", "text_encoder", "decoder"}
+    assert device["memory"]["total_mb"] == 32768.0

@@ -1,0 +1,587 @@
+"""Serving without a server: RLE, the request checks, the inference callable against a direct processor call,
+the Triton model repository and its Python-backend model (through a double of Triton's BLS API)."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from sam3_trt.errors import Sam3TrtError
+from sam3_trt.rle import compress_counts, decompress_counts, mask_to_compressed_rle, mask_to_rle, rle_to_mask
+from sam3_trt.serving.client import build_inputs, decode_outputs
+from sam3_trt.serving.contract import INPUTS, OUTPUTS
+from sam3_trt.serving.handler import Sam3Handler, ServeLimits, parse_request
+
+
+def _png(width: int = 320, height: int = 240) -> bytes:
+    from sam3_trt.assets.images import demo_image
+
+    buf = io.BytesIO()
+    demo_image(width, height).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_compressed_rle_matches_pycocotools_and_round_trips():
+    mask_api = pytest.importorskip("pycocotools.mask")
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        h, w = (int(v) for v in rng.integers(1, 50, 2))
+        mask = (rng.random((h, w)) < rng.random()).astype(np.uint8)
+        if trial % 7 == 0:
+            mask[:] = trial % 2  # all-empty and all-full masks
+        ours = mask_to_compressed_rle(mask)
+        assert ours["counts"] == mask_api.encode(np.asfortranarray(mask))["counts"].decode(), trial
+        np.testing.assert_array_equal(rle_to_mask(ours), mask.astype(bool))
+        np.testing.assert_array_equal(rle_to_mask(mask_to_rle(mask)), mask.astype(bool))
+        assert decompress_counts(compress_counts(mask_to_rle(mask)["counts"])) == mask_to_rle(mask)["counts"]
+    for bad, why in (("0~", "outside COCO"), ("P", "truncated")):
+        with pytest.raises(Sam3TrtError, match=why):
+            decompress_counts(bad)
+    with pytest.raises(Sam3TrtError, match="add up"):
+        rle_to_mask({"size": [2, 2], "counts": [1, 1]})
+
+
+def _request(**overrides):
+    inputs = build_inputs(_png(), ["red square"])
+    for name, value in overrides.items():
+        if value is None:
+            inputs.pop(name, None)
+        else:
+            inputs[name] = value
+    return inputs
+
+
+BAD_REQUESTS = {
+    "corrupt image": (dict(image=np.array([[b"\x89PNG\r\n garbage"]], dtype=np.object_)), "input image"),
+    "empty image": (dict(image=np.array([[b""]], dtype=np.object_)), "input image is empty"),
+    "image not bytes": (dict(image=np.array([[3.0]], dtype=np.float32)), "input image"),
+    "too many pixels": ("limits", "--max-image-pixels"),
+    "no prompt no box": (dict(prompts=None), "no prompts and no boxes"),
+    "10000 prompts": (dict(prompts=np.array([[b"cat"] * 10_000], dtype=np.object_)), "--max-prompts 64"),
+    "empty prompt": (dict(prompts=np.array([[b"  "]], dtype=np.object_)), "prompts[0] is empty"),
+    "non-UTF-8 prompt": (dict(prompts=np.array([[b"\xff\xfe"]], dtype=np.object_)), "prompts[0] is not valid UTF-8"),
+    "NaN box": (dict(boxes=np.array([[[10, np.nan, 50, 60]]], np.float32)), "y0 is not a finite number"),
+    "box outside": (dict(boxes=np.array([[[10, 10, 500, 60]]], np.float32)), "lies outside the 320x240 image"),
+    "inverted box": (dict(boxes=np.array([[[50, 10, 10, 60]]], np.float32)), "x1 > x0"),
+    "float64 boxes": (dict(boxes=np.array([[[10, 10, 50, 60]]], np.float64)), "send float32 [N, 4]"),
+    "labels mismatch": (
+        dict(boxes=np.array([[[1, 1, 9, 9], [2, 2, 8, 8]]], np.float32), box_labels=np.array([[True]])),
+        "one per box",
+    ),
+    "labels alone": (dict(box_labels=np.array([[True]])), "without boxes"),
+    "NaN threshold": (dict(threshold=np.array([[np.nan]], np.float32)), "threshold"),
+    "threshold 2": (dict(threshold=np.array([[2.0]], np.float32)), "outside [0, 1]"),
+    "bad mask format": (dict(mask_format=np.array([[b"png"]], dtype=np.object_)), "rle, bitmask"),
+    "batch of 2": (dict(image=np.array([[b"a"], [b"b"]], dtype=np.object_)), "batch size 2"),
+    "unknown input": (dict(points=np.zeros((1, 2), np.float32)), "unknown input"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
+def test_bad_request_is_one_line_naming_the_input(case):
+    overrides, expected = BAD_REQUESTS[case]
+    limits = ServeLimits()
+    if overrides == "limits":
+        overrides, limits = {}, ServeLimits(max_image_pixels=320 * 240 - 1)
+    with pytest.raises(Sam3TrtError) as info:
+        parse_request(_request(**overrides), limits)
+    message = str(info.value)
+    assert expected in message and "\n" not in message, message
+
+
+def test_limits_and_contract_are_checked():
+    with pytest.raises(Sam3TrtError, match="--max-prompts 0"):
+        ServeLimits(max_prompts=0).check()
+    assert [t.name for t in OUTPUTS][:2] == ["error", "num_detections"]
+    assert {t.triton_dtype for t in INPUTS + OUTPUTS} <= {"BYTES", "FP32", "INT32", "UINT8", "BOOL"}
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_export):
+    from sam3_trt import Sam3Processor
+
+    out, _ = tiny_export
+    with Sam3Processor(out, backend="onnxruntime", threads=2) as proc:
+        yield proc
+
+
+def _direct(processor, png: bytes, prompts, pixel_boxes=(), threshold=0.3):
+    """What a direct Sam3Processor call on the same input gives."""
+    from PIL import Image
+
+    from sam3_trt.runtime.segment import detect, pixel_box_to_prompt
+
+    image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    h, w = image.shape[:2]
+    boxes = [(pixel_box_to_prompt(b, w, h, "box"), True) for b in pixel_boxes]
+    processor.set_confidence_threshold(threshold)
+    detections, _ = detect(processor, processor.set_image(image), prompts, boxes)
+    return detections
+
+
+#: Served vs direct results. "same process": the handler over the processor it is compared with (only float32
+#: transport and RLE in between). "other runtime": the repository's graphs in a plain ONNX Runtime session, as
+#: Triton's onnxruntime backend runs them, vs the processor's session with its fused CPU attention.
+SERVED_TOLERANCES = {
+    "same process": {"score_abs": 1e-6, "box_abs_px": 1e-3, "mask_pixels_differing": 0.0},
+    "other runtime": {"score_abs": 1e-4, "box_abs_px": 0.05, "mask_pixels_differing": 1e-3},
+    # serve's venv has no torch: masks are resized by the numpy path, the direct call here by torch's
+    "torch-free server": {"score_abs": 1e-5, "box_abs_px": 0.01, "mask_pixels_differing": 1e-3},
+}
+
+
+def _same(served, direct, tolerance="same process"):
+    tol = SERVED_TOLERANCES[tolerance]
+    assert len(served) == len(direct) > 0
+    for a, b in zip(served, direct, strict=True):
+        assert (a["prompt"], a["prompt_index"]) == (b["prompt"], b["prompt_index"])
+        assert a["score"] == pytest.approx(b["score"], abs=tol["score_abs"])
+        np.testing.assert_allclose(a["box"], b["box"], atol=tol["box_abs_px"])
+        differing = np.mean(a["mask"] != np.asarray(b["mask"], bool))
+        assert differing <= tol["mask_pixels_differing"], differing
+
+
+def test_handler_batch_equals_direct_calls_and_isolates_a_bad_request(processor):
+    handler = Sam3Handler(processor)
+    png = _png()
+    prompts = ["red square", "blue disc"]
+    good = build_inputs(png, prompts, [[20, 20, 200, 150]], threshold=0.3)
+    boxes_only = build_inputs(png, (), [[20, 20, 200, 150]], threshold=0.2, mask_format="bitmask")
+    bad = build_inputs(b"not an image", ["cat"])
+    vision_before, text_before = processor.backend.calls["vision_encoder"], processor.backend.calls["text_encoder"]
+    processor.clear_text_cache()
+    responses = handler([good, bad, boxes_only])
+    # one vision batch for the two valid images; the text encoder once for the two prompts (+ "visual")
+    assert processor.backend.calls["vision_encoder"] - vision_before == 1
+    assert processor.backend.calls["text_encoder"] - text_before == 2
+    for response in responses:
+        assert set(response) == {t.name for t in OUTPUTS}
+        for spec in OUTPUTS:
+            value = response[spec.name]
+            assert value.dtype == np.dtype(spec.dtype) and value.ndim == len(spec.shape) + 1 and value.shape[0] == 1
+            assert value.size > 0, spec.name  # PyTriton cannot carry zero-size tensors
+    assert b"not a readable image" in responses[1]["error"][0, 0] and responses[1]["num_detections"][0, 0] == 0
+    assert decode_outputs(responses[1] | {"error": np.array([[b""]], np.object_)}) == []
+    with pytest.raises(Sam3TrtError, match="server refused the request: input image"):
+        decode_outputs(responses[1])
+    _same(decode_outputs(responses[0], prompts), _direct(processor, png, prompts, [[20, 20, 200, 150]], 0.3))
+    _same(decode_outputs(responses[2], (), "bitmask"), _direct(processor, png, (), [[20, 20, 200, 150]], 0.2))
+    # a repeated prompt in a later request comes from the text cache
+    handler([build_inputs(png, ["blue disc"], threshold=0.3)])
+    assert processor.backend.calls["text_encoder"] - text_before == 2
+
+
+class _RecordingProcessor:
+    """Records the shapes a handler runs (no model): what ``warm_up`` must reach."""
+
+    def __init__(self):
+        self.image_batches, self.prompt_batches, self.cleared = [], [], 0
+
+    def set_image_batch(self, images):
+        self.image_batches.append(len(images))
+        return [{} for _ in images]
+
+    def set_text_prompts(self, prompts, state):
+        self.prompt_batches.append(len(prompts))
+        empty = {"masks": np.zeros((0, 1, 2, 2), bool), "boxes": np.zeros((0, 4)), "scores": np.zeros(0)}
+        return [{"prompt": p, "best_score": 0.0, **empty} for p in prompts]
+
+    def clear_text_cache(self):
+        self.cleared += 1
+
+
+@pytest.mark.parametrize("max_prompts", [64, 3])
+def test_warm_up_runs_the_largest_batch_and_forgets_its_prompts(max_prompts):
+    from sam3_trt.specs import SPECS
+
+    proc = _RecordingProcessor()
+    Sam3Handler(proc, ServeLimits(max_prompts=max_prompts)).warm_up(4)
+    assert proc.image_batches == [4]
+    assert proc.prompt_batches == [min(SPECS["decoder"].dim("P").max, max_prompts)]
+    assert proc.cleared == 1
+
+
+def test_triton_repo_refusals(tiny_export, tmp_path):
+    from sam3_trt.serving.triton_repo import RepoOptions, write_repo
+
+    out, _ = tiny_export
+    repo = tmp_path / "repo"
+    summary = write_repo(RepoOptions(out, repo, cpu=True))
+    assert summary["platform"] == "onnxruntime_onnx"
+    assert sorted(p.name for p in repo.iterdir()) == ["decoder", "sam3", "text_encoder", "vision_encoder"]
+    with pytest.raises(Sam3TrtError, match="exists; pass --force"):
+        write_repo(RepoOptions(out, repo, cpu=True))
+    (tmp_path / "other").mkdir()
+    with pytest.raises(Sam3TrtError, match="not a sam3 model repository"):
+        write_repo(RepoOptions(out, tmp_path / "other", force=True))
+    with pytest.raises(Sam3TrtError, match=r"no manifest\.json"):
+        write_repo(RepoOptions(tmp_path, tmp_path / "r2"))
+
+
+def test_triton_repo_refuses_rtx_engines(rtx_engines, tmp_path):
+    from sam3_trt.serving.triton_repo import RepoOptions, write_repo
+
+    root, _ = rtx_engines
+    with pytest.raises(Sam3TrtError, match="Triton's TensorRT backend runs standard TensorRT plans"):
+        write_repo(RepoOptions(root / "5090", tmp_path / "repo"))
+
+
+def test_serve_instances_spread_over_gpus_on_tensorrt_through_the_doubles(rtx_engines, tiny_export, processor):
+    """`serve --instances 3 --backend tensorrt` on two (fake) GPUs: instance i on GPU i % 2, each answers."""
+    from sam3_trt.serving.server import ServeOptions, _processors
+    from sam3_trt.testing import FakeGpu, gpu_doubles
+
+    root, _ = rtx_engines
+    export, _ = tiny_export
+    gpu = FakeGpu(names=("RTX 5090 A (double)", "RTX 5090 B (double)"), compute_capabilities=((12, 0), (12, 0)))
+    png, prompts = _png(), ["red square"]
+    with gpu_doubles(root / "5090", export, memory="cuda-python", gpu=gpu):
+        procs = _processors(ServeOptions(root / "5090", backend="tensorrt", instances=3))
+        try:
+            assert [p.backend.name for p in procs] == ["tensorrt"] * 3
+            assert [p.backend.device_index for p in procs] == [0, 1, 0]
+            served = Sam3Handler(procs[1])([build_inputs(png, prompts, threshold=0.3)])[0]
+        finally:
+            for p in procs:
+                p.close()
+    assert gpu.contexts == {0, 1}
+    # the TensorRT double runs the engines' ONNX graphs in a plain session, like Triton's ONNX backend would
+    _same(decode_outputs(served, prompts), _direct(processor, png, prompts, (), 0.3), "other runtime")
+
+
+class _PbUtils(types.ModuleType):
+    """Double of Triton's ``triton_python_backend_utils``: BLS requests run the repository's graph models
+    (their ONNX files, through ONNX Runtime), as Triton's onnxruntime backend would."""
+
+    def __init__(self, repo):
+        super().__init__("triton_python_backend_utils")
+        import onnxruntime as ort
+
+        self.sessions = {}
+        for name in ("vision_encoder", "text_encoder", "decoder"):
+            (model,) = (repo / name / "1").glob("*.onnx")
+            self.sessions[name] = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        self.bls_calls = []
+        pb = self
+
+        class Tensor:
+            def __init__(self, name, array):
+                self._name, self._array = name, np.asarray(array)
+
+            def name(self):
+                return self._name
+
+            def as_numpy(self):
+                return self._array
+
+        class InferenceResponse:
+            def __init__(self, output_tensors=(), error=None):
+                self.output_tensors, self._error = list(output_tensors), error
+
+            def has_error(self):
+                return self._error is not None
+
+        class InferenceRequest:
+            def __init__(self, model_name, requested_output_names, inputs):
+                self.model_name, self.outputs, self.inputs = model_name, requested_output_names, inputs
+
+            def exec(self):
+                pb.bls_calls.append(self.model_name)
+                feeds = {t.name(): t.as_numpy() for t in self.inputs}
+                values = pb.sessions[self.model_name].run(self.outputs, feeds)
+                return InferenceResponse([Tensor(n, v) for n, v in zip(self.outputs, values, strict=True)])
+
+        self.Tensor, self.InferenceRequest, self.InferenceResponse = Tensor, InferenceRequest, InferenceResponse
+
+    @staticmethod
+    def get_output_tensor_by_name(response, name):
+        return next((t for t in response.output_tensors if t.name() == name), None)
+
+    def get_input_tensor_by_name(self, request, name):
+        return self.Tensor(name, request[name]) if name in request else None
+
+    @staticmethod
+    def triton_string_to_numpy(dtype):
+        return {"TYPE_STRING": np.object_, "TYPE_FP32": np.float32, "TYPE_INT32": np.int32, "TYPE_UINT8": np.uint8}[
+            dtype
+        ]
+
+
+def test_repository_python_model_runs_the_contract_over_bls(tiny_export, processor, tmp_path, monkeypatch):
+    """The repository's sam3 model, loaded as Triton loads it, answers like serve's handler."""
+    import importlib.util
+
+    from sam3_trt.serving.triton_repo import RepoOptions, write_repo
+
+    out, _ = tiny_export
+    repo = tmp_path / "repo"
+    write_repo(RepoOptions(out, repo, cpu=True))
+    pb = _PbUtils(repo)
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
+    spec = importlib.util.spec_from_file_location("model", repo / "sam3" / "1" / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.TritonPythonModel()
+    config = {
+        "output": [{"name": t.name, "data_type": "TYPE_" + t.triton_dtype.replace("BYTES", "STRING")} for t in OUTPUTS]
+    }
+    model.initialize({"model_repository": str(repo / "sam3"), "model_version": "1", "model_config": json.dumps(config)})
+    png = _png()
+    prompts = ["red square", "green triangle"]
+    responses = model.execute([build_inputs(png, prompts, threshold=0.3), build_inputs(b"", ["x"])])
+    assert pb.bls_calls == ["vision_encoder", "text_encoder", "decoder"]
+    outputs = [{t.name(): t.as_numpy() for t in r.output_tensors} for r in responses]
+    assert b"input image is empty" in outputs[1]["error"][0, 0]
+    _same(decode_outputs(outputs[0], prompts), _direct(processor, png, prompts, (), 0.3), "other runtime")
+    model.finalize()
+
+
+# -- the real server: PyTriton's tritonserver in the serving venv -------------------------------------
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
+
+
+def _serve_python():
+    import os
+    from pathlib import Path
+
+    explicit = os.environ.get("SAM3TRT_SERVE_PYTHON")
+    path = Path(explicit) if explicit else REPO / ".venv-serve" / "bin" / "python"
+    if not path.exists():
+        if explicit:  # `make test` sets it: a broken serving venv must fail CI, not skip
+            pytest.fail(f"SAM3TRT_SERVE_PYTHON={explicit} does not exist; run `make serve-install`")
+        pytest.skip("no serving venv (.venv-serve): run `make serve-install` (PyTriton needs its own venv)")
+    return str(path)
+
+
+class _Server:
+    """``sam3-trt serve`` in a subprocess of the serving venv, on free loopback ports."""
+
+    def __init__(self, python, artifacts, log_dir, *extra):
+        import subprocess
+
+        from sam3_trt.serving.server import free_ports
+
+        ports = free_ports(3)
+        cmd = [python, "-m", "sam3_trt.cli", "serve", "--artifacts", str(artifacts), "--threads", "2",
+               "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]),
+               "--triton-log", str(log_dir / f"triton-{ports[0]}.log"), *extra]  # fmt: skip
+        if "--warm-up" not in extra:
+            # a warm-up holds ~10 GB per tiny server on CPU (ONNX Runtime's arena at 4 images + 16 prompts):
+            # two servers at once would not fit CI; `benchmarks/serve_load.py` measures the warmed server
+            cmd.append("--no-warm-up")
+        self.stderr_path = log_dir / f"serve-{ports[0]}.err"
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(self.stderr_path, "w"), text=True)
+        self.endpoints = None
+
+    def wait_ready(self, timeout_s=180):
+        import select
+
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            self.proc.kill()
+            pytest.fail(f"serve did not get ready in {timeout_s} s:\n{self.stderr_path.read_text()[-3000:]}")
+        self.endpoints = json.loads(line)
+        assert self.endpoints["ready"] is True
+        return self.endpoints
+
+    def stop(self, timeout_s=90):
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout_s)
+        except Exception:
+            self.proc.kill()
+            raise
+
+
+def test_serve_answers_http_and_grpc_like_the_processor_and_survives_bad_requests(tiny_export, processor, tmp_path):
+    """Acceptance: serve the tiny export, text/box/multi-prompt requests over HTTP and gRPC equal a direct
+    processor call, each bad request gets its error and the next request succeeds, two servers behind one
+    client, and SIGTERM with a request in flight completes it."""
+    import subprocess
+
+    from sam3_trt.assets.images import demo_image
+
+    python = _serve_python()
+    out, _ = tiny_export
+    image, big = tmp_path / "image.png", tmp_path / "big.png"
+    demo_image(128, 96).save(image)
+    demo_image(200, 200).save(big)
+    limits = ["--max-image-pixels", str(128 * 96)]
+    servers = [_Server(python, out, tmp_path, *limits) for _ in range(2)]
+    try:
+        endpoints = [s.wait_ready() for s in servers]
+        args, result_path = tmp_path / "args.json", tmp_path / "result.json"
+        args.write_text(json.dumps({"servers": endpoints, "image": str(image), "big_image": str(big)}))
+        proc = subprocess.run(
+            [python, str(REPO / "tests" / "serving" / "serve_scenario.py"), str(args), str(result_path)],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        result = json.loads(result_path.read_text())
+
+        png = image.read_bytes()
+        prompts, box = ["red square", "blue disc"], [[10.0, 10.0, 100.0, 80.0]]
+        text_box = _direct(processor, png, prompts, box, 0.3)
+        served = lambda case: [d | {"mask": rle_to_mask(d["mask"])} for d in case["detections"]]  # noqa: E731
+        assert result["ready"] == [True, True]
+        for case in ("http_text_box", "grpc_text_box", "after_disconnect"):
+            _same(served(result[case]), text_box, "torch-free server")
+        _same(served(result["grpc_box_bitmask"]), _direct(processor, png, (), box, 0.2), "torch-free server")
+        assert result["http_nothing_kept"]["detections"] == []
+        for case in result["spread"]:
+            _same(served(case), text_box, "torch-free server")
+        expected = {
+            "corrupt_image": "not a readable image",
+            "too_many_pixels": "200x200 (40000 pixels), over this server's --max-image-pixels 12288",
+            "no_prompts": "no prompts and no boxes",
+            "10000_prompts": "10000 prompts, more than this server's --max-prompts 64",
+            "nan_box": "y0 is not a finite number",
+            "float64_boxes": "FP64",  # refused by Triton itself: the config declares FP32
+        }
+        for name, words in expected.items():
+            error = result["bad"][name]["error"]
+            assert error and words in error and "\n" not in error, (name, error)
+            assert result["bad"][name].get("next_good", True), name
+        assert 'nv_inference_request_success{model="sam3",version="1"}' in result["metrics"]
+        # the CLI client over gRPC, as a user runs it
+        cli = subprocess.run(
+            [python, "-m", "sam3_trt.cli", "client", endpoints[0]["grpc"], str(image), "--threshold", "0.3",
+             "--prompt", prompts[0], "--prompt", prompts[1], "--box", "10,10,100,80", "--json", str(tmp_path / "c.json")],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert cli.returncode == 0 and json.loads(cli.stdout)["detections"] == len(text_box), cli.stderr[-3000:]
+        written = json.loads((tmp_path / "c.json").read_text())["detections"]
+        # the JSON lists detections best first: compare with the same server's answer in that order
+        _same([d | {"box": d["box_xyxy"], "mask": rle_to_mask(d["mask_rle"]), "prompt_index": prompts.index(d["prompt"])}
+               for d in written], sorted(served(result["grpc_text_box"]), key=lambda d: -d["score"]))  # fmt: skip
+
+        # SIGTERM while a request is in flight: Triton drains it (up to --exit-timeout) before stopping
+        slow = subprocess.Popen(
+            [python, "-m", "sam3_trt.cli", "client", endpoints[1]["http"], str(image), "--threshold", "0.3",
+             "--prompt", prompts[0], "--prompt", prompts[1], "--box", "10,10,100,80", "--json", str(tmp_path / "slow.json")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        import time
+
+        time.sleep(1.0)
+        assert slow.poll() is None, "the request finished before SIGTERM: the check would prove nothing"
+        assert servers[1].stop() == 0, servers[1].stderr_path.read_text()[-3000:]
+        stdout, stderr = slow.communicate(timeout=120)
+        assert slow.returncode == 0, stderr[-3000:]
+        assert json.loads(stdout)["detections"] == len(text_box)
+    finally:
+        codes = [s.stop() for s in servers]
+    assert codes[0] == 0, servers[0].stderr_path.read_text()[-3000:]
+
+
+def _fake_standard_trt_engines(export_dir, folder):
+    """An engine folder as `sam3-trt build --flavour tensorrt` writes it (manifest, specs, plan files); the plans
+    are placeholders: Triton cannot load TensorRT plans on this machine, the configs are what is tested."""
+    import hashlib
+    import shutil
+
+    from sam3_trt.assets import BPE_FILE
+    from sam3_trt.manifest import write_manifest
+    from sam3_trt.specs import SPECS
+
+    folder.mkdir()
+    graphs = {}
+    for name, spec in SPECS.items():
+        data = f"placeholder plan of {name}".encode()
+        (folder / spec.engine_file).write_bytes(data)
+        graphs[name] = {"file": spec.engine_file, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                        "spec": spec.to_dict()}  # fmt: skip
+    shutil.copyfile(export_dir / BPE_FILE, folder / BPE_FILE)
+    write_manifest(folder, {"kind": "engines", "flavour": "tensorrt", "target": "h100", "graphs": graphs,
+                            "weights": {"kind": "random", "variant": "tiny"}})  # fmt: skip
+    return folder
+
+
+def test_triton_repo_configs_pass_tritons_schema(tiny_export, tmp_path):
+    """Both repository kinds, written and validated by the serving venv (tritonclient's ModelConfig)."""
+    import subprocess
+
+    python = _serve_python()
+    out, _ = tiny_export
+    engines = _fake_standard_trt_engines(out, tmp_path / "engines")
+    runs = {
+        "onnx": [str(out), "--cpu"],
+        "plan": [str(engines), "--gpus", "0,1", "--instances", "2", "--max-batch", "8"],
+    }
+    for kind, extra in runs.items():
+        repo = tmp_path / f"repo-{kind}"
+        cmd = [python, "-m", "sam3_trt.cli", "triton-repo", "--artifacts", extra[0], "--out", str(repo), *extra[1:]]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        summary = json.loads(proc.stdout)
+        assert summary["validation"]["status"] == "passed", summary
+        models = summary["validation"]["models"]
+        assert models["vision_encoder"]["max_batch_size"] == 4 and models["text_encoder"]["max_batch_size"] == 16
+        assert models["decoder"]["max_batch_size"] == 0
+        vision = (repo / "vision_encoder" / "config.pbtxt").read_text()
+        if kind == "plan":
+            assert summary["platform"] == "tensorrt_plan" and models["sam3"]["max_batch_size"] == 8
+            assert "kind: KIND_GPU gpus: [ 0, 1 ]" in vision and "count: 2" in vision
+            assert (repo / "decoder" / "1" / "decoder.engine").is_file()
+        else:
+            assert "kind: KIND_CPU" in vision and (repo / "decoder" / "1" / "decoder.onnx.data").is_file()
+    # a config that disagrees with the specs is refused, naming the tensor
+    config = tmp_path / "repo-onnx" / "decoder" / "config.pbtxt"
+    config.write_text(config.read_text().replace("dims: [ -1, 32, 256 ]", "dims: [ -1, 32, 512 ]", 1))
+    check = "from sam3_trt.serving.triton_repo import validate_repo; import sys; validate_repo(sys.argv[1])"
+    proc = subprocess.run([python, "-c", check, str(tmp_path / "repo-onnx")], capture_output=True, text=True)
+    assert proc.returncode != 0 and "model decoder tensor text_features" in proc.stderr, proc.stderr[-2000:]
+    config.write_text("name: 'decoder'\nplatform: 'onnxruntime_onnx'\nmax_batch_size: banana\n")
+    proc = subprocess.run([python, "-c", check, str(tmp_path / "repo-onnx")], capture_output=True, text=True)
+    assert proc.returncode != 0 and "ModelConfig schema rejects it" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_serve_and_client_refuse_bad_options_in_one_line(tiny_export, tmp_path):
+    import subprocess
+    import sysconfig
+
+    from sam3_trt.assets.images import demo_image
+
+    out, _ = tiny_export
+    python = _serve_python()
+    image = tmp_path / "image.png"
+    demo_image(64, 48).save(image)
+    busy = __import__("socket").socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    busy_port = str(busy.getsockname()[1])
+    serve = [sys.executable, "-m", "sam3_trt.cli", "serve"]
+    client = [python, "-m", "sam3_trt.cli", "client"]
+    cases = [
+        ([*serve, "--artifacts", str(tmp_path / "nope")], "not a folder"),
+        ([*serve, "--artifacts", str(out), "--instances", "0"], "--instances 0"),
+        ([*serve, "--artifacts", str(out), "--http-port", busy_port], f"--http-port {busy_port} on 127.0.0.1"),
+        ([*serve, "--artifacts", str(out), "--grpc-port", "8000"], "must differ"),
+        ([*serve, "--artifacts", str(out), "--max-prompts", "0"], "--max-prompts 0"),
+        ([*client, "ftp://127.0.0.1:1", str(image), "--prompt", "x"], "give http://host:port or grpc://host:port"),
+        ([*client, "http://127.0.0.1", str(image), "--prompt", "x"], "has no port"),
+        ([*client, f"http://127.0.0.1:{busy_port}", str(tmp_path / "missing.png"), "--prompt", "x"], "image not found"),
+        ([*client, f"http://127.0.0.1:{busy_port}", str(image)], "give at least one --prompt"),
+        ([*client, f"http://127.0.0.1:{busy_port}", str(image), "--box", "1,2,300,4"], "lies outside the 64x48"),
+        ([*client, f"grpc://127.0.0.1:{busy_port}", str(image), "--prompt", "x", "--timeout", "5"], "grpc://127.0.0.1"),
+    ]
+    # this venv's Python (pyenv) has no shared libpython, or lacks PyTriton: serve says which, before loading
+    shared = sysconfig.get_config_var("Py_ENABLE_SHARED")
+    cases.append(([*serve, "--artifacts", str(out)], "shared libpython" if not shared else "needs PyTriton"))
+    try:
+        for cmd, words in cases:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+            assert proc.returncode == 2 and len(lines) == 1 and words in lines[0], (cmd[3:], proc.stderr[-2000:])
+            assert "Traceback" not in proc.stderr and proc.stdout == "", (cmd[3:], proc.stderr[-2000:])
+    finally:
+        busy.close()
