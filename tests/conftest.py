@@ -221,3 +221,42 @@ def tracker_export(detecting_video_model, tiny_tracker, tmp_path_factory):
     manifest = export(model, origin, out, options, tracker=tracker)
     yield out, manifest
     shutil.rmtree(out, ignore_errors=True)
+
+
+def check_graph_io(path: Path, spec) -> None:
+    """The ONNX file's inputs and outputs are ``spec``'s: names in order, element types, static sizes, and a named
+    symbol wherever the spec has a dynamic axis (the exporter may rename output symbols); no tensor anywhere in
+    the graph (shape-inferred) is complex."""
+    import onnx
+
+    dtypes = {"float32": onnx.TensorProto.FLOAT, "float16": onnx.TensorProto.FLOAT16, "int64": onnx.TensorProto.INT64,
+              "int32": onnx.TensorProto.INT32, "bool": onnx.TensorProto.BOOL}  # fmt: skip
+    model = onnx.load(str(path), load_external_data=False)
+    graph = model.graph
+    for values, tensors in ((graph.input, spec.inputs), (graph.output, spec.outputs)):
+        assert [v.name for v in values] == [t.name for t in tensors], (spec.name, [v.name for v in values])
+        for v, t in zip(values, tensors, strict=True):
+            assert v.type.tensor_type.elem_type == dtypes[t.dtype], (spec.name, t.name, v.type.tensor_type.elem_type)
+            dims = [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            want = list(t.shape)
+            assert [d if isinstance(w, int) else "dyn" for d, w in zip(dims, want, strict=True)] == [
+                w if isinstance(w, int) else "dyn" for w in want
+            ], (spec.name, t.name, dims)
+            assert all(isinstance(d, str) and d for d, w in zip(dims, want, strict=True) if isinstance(w, str)), (
+                spec.name, t.name, dims,
+            )  # fmt: skip
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    complex_types = {onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128}
+    typed = [*inferred.value_info, *inferred.input, *inferred.output]
+    intermediates = {o for n in graph.node for o in n.output} - {o.name for o in graph.output}
+    typed_names = {v.name for v in inferred.value_info}
+    assert len(intermediates & typed_names) >= len(intermediates) / 2, "shape inference typed too few tensors to tell"
+    found = [v.name for v in typed if v.type.tensor_type.elem_type in complex_types]
+    found += [i.name for i in graph.initializer if i.data_type in complex_types]
+    assert not found, (spec.name, found[:5])
+
+
+@pytest.fixture(scope="session")
+def graph_io_check():
+    """:func:`check_graph_io`, for tests in any folder."""
+    return check_graph_io

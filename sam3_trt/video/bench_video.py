@@ -20,6 +20,9 @@ from typing import Any
 
 from ..errors import Sam3TrtError
 
+#: The clock the bench reads (a test plants times through it).
+clock = time.perf_counter
+
 #: Stage order in reports and figures (the pipeline's order for a frame).
 VIDEO_STAGES = (
     "video_vision_encoder",
@@ -82,16 +85,16 @@ def run_video_bench(
     with predictor:
         timed = predictor.graph_model.backend
         session = predictor.start_session(clip)["session_id"]
-        start = time.perf_counter()
+        start = clock()
         predictor.add_prompt(session, 0, text=prompt)
-        prompt_s = time.perf_counter() - start
+        prompt_s = clock() - start
         before = {g: dict(v) for g, v in timed.stats.items()}
         objects = []
-        start = time.perf_counter()
+        start = clock()
         for result in predictor.propagate_in_video(session, "forward", 0, None):
             objects.append(len(result["outputs"]["out_obj_ids"]))
             say(f"frame {result['frame_index']}: {objects[-1]} objects")
-        wall = time.perf_counter() - start
+        wall = clock() - start
         after = timed.stats
         name = predictor.backend.name
     stages = {}

@@ -20,24 +20,10 @@ from sam3_trt.tolerances import tolerance  # noqa: E402
 ONNX_DTYPES = {"float32": onnx.TensorProto.FLOAT, "int64": onnx.TensorProto.INT64, "bool": onnx.TensorProto.BOOL}
 
 
-def test_graph_io_matches_the_specs(tiny_export):
+def test_graph_io_matches_the_specs(tiny_export, graph_io_check):
     out, _ = tiny_export
     for spec in SPECS.values():
-        graph = onnx.load(str(out / spec.onnx_file), load_external_data=False).graph
-        for values, tensors in ((graph.input, spec.inputs), (graph.output, spec.outputs)):
-            assert [v.name for v in values] == [t.name for t in tensors]
-            for v, t in zip(values, tensors, strict=True):
-                assert v.type.tensor_type.elem_type == ONNX_DTYPES[t.dtype], t.name
-                dims = [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
-                want = list(t.shape)
-                # the exporter may rename dynamic symbols of outputs; static sizes and positions must match
-                assert [d if isinstance(w, int) else "dyn" for d, w in zip(dims, want, strict=True)] == [
-                    w if isinstance(w, int) else "dyn" for w in want
-                ], (spec.name, t.name, dims)
-                assert all(isinstance(d, str) and d for d, w in zip(dims, want, strict=True) if isinstance(w, str)), (
-                    t.name,
-                    dims,
-                )
+        graph_io_check(out / spec.onnx_file, spec)
 
 
 def test_manifest_records_what_made_the_export(tiny_export):
@@ -130,7 +116,7 @@ def test_reexport_is_byte_identical_and_failed_checks_leave_no_complete_looking_
 
     _, first = tiny_export
     model, origin = tiny_model
-    from sam3_trt.export import parity
+    from sam3_trt.export import graph_parity as parity
 
     strict = {"fp32": {g: {"": {"max_abs": 0.0, "rel_l2": 0.0}} for g in tolerances.TOLERANCES["fp32"]}}
     monkeypatch.setattr(tolerances, "TOLERANCES", strict)

@@ -97,8 +97,12 @@ def test_bad_request_is_one_line_naming_the_input(case):
 def test_limits_and_contract_are_checked():
     with pytest.raises(Sam3TrtError, match="--max-prompts 0"):
         ServeLimits(max_prompts=0).check()
-    assert [t.name for t in OUTPUTS][:2] == ["error", "num_detections"]
-    assert {t.triton_dtype for t in INPUTS + OUTPUTS} <= {"BYTES", "FP32", "INT32", "UINT8", "BOOL"}
+    # the contract against an independent producer: what the client sends is what the server declares
+    sent = build_inputs(_png(), ["cat"], [[1, 1, 9, 9]], [False], threshold=0.3, mask_format="bitmask")
+    assert set(sent) == {t.name for t in INPUTS}
+    for t in INPUTS:
+        assert sent[t.name].dtype == np.dtype(t.dtype) and sent[t.name].ndim == len(t.shape) + 1, t.name
+    assert parse_request(sent, ServeLimits()).mask_format == "bitmask"  # and the server reads all of it
 
 
 @pytest.fixture(scope="module")
@@ -195,14 +199,12 @@ class _RecordingProcessor:
         self.cleared += 1
 
 
-@pytest.mark.parametrize("max_prompts", [64, 3])
-def test_warm_up_runs_the_largest_batch_and_forgets_its_prompts(max_prompts):
-    from sam3_trt.specs import SPECS
-
+@pytest.mark.parametrize(("max_prompts", "largest"), [(64, 16), (3, 3)])  # 16: the decoder profile's P max
+def test_warm_up_runs_the_largest_batch_and_forgets_its_prompts(max_prompts, largest):
     proc = _RecordingProcessor()
     Sam3Handler(proc, ServeLimits(max_prompts=max_prompts)).warm_up(4)
     assert proc.image_batches == [4]
-    assert proc.prompt_batches == [min(SPECS["decoder"].dim("P").max, max_prompts)]
+    assert proc.prompt_batches == [largest]
     assert proc.cleared == 1
 
 

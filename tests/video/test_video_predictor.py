@@ -352,8 +352,8 @@ def test_track_writer_writes_frames_or_video_and_reads_videos_back(frames, tmp_p
 def test_bench_video_reports_every_stage_per_frame_and_object(tracker_export, tmp_path):
     """``sam3-trt bench-video`` on a 2-frame drawn clip (ONNX Runtime): each frame ran one vision pass and one
     decoder run, the text was encoded at the prompt only (cached), the tracker graphs ran with their objects
-    counted; times are positive and the host time is what the graphs leave of the frame time. JSON and PNG
-    written; bad options are one line before any work."""
+    counted; the frame time exceeds the graphs' (the bench's arithmetic on planted times: test_video_bench.py).
+    JSON and PNG written; bad options are one line before any work."""
     from click.testing import CliRunner
     from PIL import Image
 
@@ -372,8 +372,15 @@ def test_bench_video_reports_every_stage_per_frame_and_object(tracker_export, tm
     assert stages["tracker_mask_head"]["calls"] >= 1 and doc["objects_per_frame"] >= 1
     assert stages["tracker_mask_head"]["ms_per_object"] > 0 and stages["decoder"]["ms_per_object"] is None
     graphs = sum(s["ms_per_frame"] for s in stages.values())
-    assert doc["frame_ms"] > graphs > 0 and doc["host_ms_per_frame"] == pytest.approx(doc["frame_ms"] - graphs)
-    assert Image.open(figure).size[0] > 0 and "tracker_mask_head" in result.output
+    assert doc["frame_ms"] > graphs > 0 and doc["host_ms_per_frame"] > 0  # measured; the arithmetic: test_video_bench
+    png = Image.open(figure)
+    assert png.format == "PNG"
+    from sam3_trt.checks.figures import SERIES_COLOURS
+
+    pixels = np.asarray(png.convert("RGB")).astype(int)
+    for colour in SERIES_COLOURS[:2]:  # per-frame and per-object bars
+        assert (np.abs(pixels - colour).sum(axis=-1) == 0).any(), colour
+    assert "tracker_mask_head" in result.output
     for bad, message in [(["--frames", "1"], "--frames 1: give 2 or more"), (["--prompt", " "], "--prompt is empty")]:
         result = CliRunner().invoke(main, ["bench-video", "--artifacts", str(tracker_export[0]), *bad])
         assert result.exit_code == 2 and message in result.output, result.output
