@@ -1,8 +1,10 @@
-"""Pre-flight checks of output paths: refused before any work starts, in one line naming the option and the fix."""
+"""Output paths: refused before any work starts, in one line naming the option and the fix; reports written there."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from .errors import Sam3TrtError
 
@@ -52,3 +54,10 @@ def check_output_folder(folder: Path, option: str, create: bool = True) -> None:
         raise Sam3TrtError(
             f"{option}: cannot write in {folder} ({exc.strerror or exc}); choose a writable folder"
         ) from None
+
+
+def write_json(path: Path | None, data: Any) -> None:
+    """Write a report to ``path`` (indented, one trailing newline) when one was asked for; checked beforehand with
+    :func:`check_output_file`."""
+    if path is not None:
+        path.write_text(json.dumps(data, indent=2) + "\n")

@@ -347,10 +347,8 @@ def bench_folder(
         figure: Bar chart PNG of stage medians.
         **run: The rest of :func:`run_bench`'s arguments (prompts, repeats, warmup, threads, engines, ...).
     """
-    import json
-
     from ..errors import Sam3TrtError
-    from ..paths import check_output_file
+    from ..paths import check_output_file, write_json
 
     check_output_file(json_path, "--json", (".json",))
     check_output_file(figure, "--figure", (".png",))
@@ -358,8 +356,7 @@ def bench_folder(
         raise Sam3TrtError(f"--image {image} does not exist")
     names = [b.strip() for b in backends.split(",") if b.strip()]
     report = run_bench(artifacts, names, image_size=parse_image_size(image_size), image=image, **run)
-    if json_path is not None:
-        json_path.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(json_path, report)
     if figure is not None:
         bench_figure(report, figure)
     return report

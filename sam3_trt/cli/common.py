@@ -65,12 +65,6 @@ def echo_json(data: Any, indent: int | None = None) -> None:
     click.echo(json.dumps(data, indent=indent))
 
 
-def write_json(path: Path | None, data: Any) -> None:
-    """Write a report to ``--json`` when it was given (checked with the other outputs before the work)."""
-    if path is not None:
-        path.write_text(json.dumps(data, indent=2) + "\n")
-
-
 def path_option(*names: str, help: str, required: bool = False, default: Any = None, **kw: Any) -> Decorator:
     """An option holding a path (``click.Path`` as :class:`~pathlib.Path`)."""
     return click.option(*names, type=click.Path(path_type=Path), required=required, default=default, help=help, **kw)
@@ -134,14 +128,3 @@ def image_output_option(help: str = "Overlay to write: .png, .jpg or .webp.", re
 def max_objects_option(help: str) -> Decorator:
     """``--max-objects N`` (no limit when left out)."""
     return click.option("--max-objects", type=int, default=None, help=help)
-
-
-def options(*decorators: Decorator) -> Decorator:
-    """Apply option decorators in the order listed (which is the order ``--help`` lists them)."""
-
-    def apply(fn: Callable[..., Any]) -> Callable[..., Any]:
-        for decorator in reversed(decorators):
-            fn = decorator(fn)
-        return fn
-
-    return apply

@@ -16,7 +16,6 @@ from .common import (
     json_file_option,
     max_objects_option,
     path_option,
-    write_json,
 )
 
 VIDEO_ARTIFACTS_HELP = "Export folder made with `export --video`, or engines built from one."
@@ -91,16 +90,13 @@ def bench_video(
     figure: Path | None,
 ) -> None:
     """Per-frame and per-object latency of each video stage (vision, detection, tracker graphs, host code)."""
-    from ..video.bench_video import run_video_bench, video_bench_figure, video_bench_lines
+    from ..video.bench_video import run_video_bench, video_bench_lines
 
     report = run_video_bench(
         artifacts, backend, frames, prompt, max_objects, progress=ui.progress, json_path=json_path, figure=figure
     )
     for line in video_bench_lines(report):
         click.echo(line)
-    write_json(json_path, report)
-    if figure is not None:
-        video_bench_figure(report, figure)
 
 
 COMMANDS = [track, bench_video]

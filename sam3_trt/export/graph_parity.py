@@ -66,11 +66,13 @@ class ParityCase:
         graph: Graph name or ``"pipeline"``.
         case: Case label (sizes, prompt kind).
         checks: One :class:`~sam3_trt.compare.OutputCheck` per output.
+        input_shapes: The shape of every input the case ran (what the report says was covered).
     """
 
     graph: str
     case: str
     checks: list[OutputCheck]
+    input_shapes: dict[str, list[int]] | None = None
 
     @property
     def passed(self) -> bool:
@@ -82,6 +84,7 @@ class ParityCase:
             "case": self.case,
             "passed": self.passed,
             "outputs": [c.to_dict() for c in self.checks],
+            **({"input_shapes": self.input_shapes} if self.input_shapes is not None else {}),
         }
 
 

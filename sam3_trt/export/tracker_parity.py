@@ -274,7 +274,8 @@ def tracker_parity(tracker: Any, folder: Any, threads: int | None = None, graphs
             if "all_ious_multimask" in expected:  # upstream returns the three multimask IoUs
                 got["all_ious_multimask"] = got["all_ious"][:, 1:]
             tols = {out: tolerance(name, out) for out in expected} | {"": tolerance(name, "")}
-            report.cases.append(ParityCase(name, label, check_outputs(expected, got, tols)))
+            shapes = {k: list(v.shape) for k, v in feeds.items()}
+            report.cases.append(ParityCase(name, label, check_outputs(expected, got, tols), shapes))
         del session
     return report
 
@@ -307,5 +308,6 @@ def video_vision_parity(model: Any, folder: Any, batches: Any = (1,), threads: i
         expected = {n: np.ascontiguousarray(t.numpy()) for n, t in zip(spec.output_names, levels, strict=True)}
         got = dict(zip(spec.output_names, session.run(spec.output_names, feeds), strict=True))
         tols = {n: tolerance(spec.name, n) for n in expected} | {"": tolerance(spec.name, "")}
-        report.cases.append(ParityCase(spec.name, f"B{batch}", check_outputs(expected, got, tols)))
+        shapes = {k: list(v.shape) for k, v in feeds.items()}
+        report.cases.append(ParityCase(spec.name, f"B{batch}", check_outputs(expected, got, tols), shapes))
     return report

@@ -173,6 +173,29 @@ def detections_json(detections: Sequence[dict[str, Any]], info: dict[str, Any], 
     }
 
 
+def check_prompt_request(
+    prompts: Sequence[str], boxes: Sequence[str], threshold: float, output: Path | None, json_path: Path | None
+) -> None:
+    """What ``segment`` and ``client`` refuse before any work: a threshold outside [0, 1], no prompt and no box,
+    an overlay or JSON path that cannot be written (the overlay's suffix picks PNG, JPEG or WebP).
+
+    Args:
+        prompts: Text prompts.
+        boxes: Box prompts as given (``x0,y0,x1,y1[,neg]``).
+        threshold: Score threshold.
+        output: Overlay to write, if any.
+        json_path: Detections JSON to write, if any.
+    """
+    from ..paths import check_output_file
+    from .processor import check_threshold
+
+    check_threshold(threshold, "--threshold")
+    if not prompts and not boxes:
+        raise Sam3TrtError("give at least one --prompt TEXT or --box x0,y0,x1,y1[,neg]")
+    check_output_file(output, "--output", tuple(IMAGE_FORMATS))
+    check_output_file(json_path, "--json", (".json",))
+
+
 def segment_image(
     image: Path,
     artifacts: Path,
@@ -203,19 +226,14 @@ def segment_image(
         The summary line's fields: detections, drawn, best_score, output, json.
     """
     from ..export.model import WeightsOrigin
-    from ..paths import check_output_file
     from .artifacts import resolve_artifacts
     from .image import open_image, to_uint8_hwc
-    from .processor import Sam3Processor, check_threshold
+    from .processor import Sam3Processor
 
     say = progress or (lambda _msg: None)
-    check_threshold(threshold, "--threshold")
     if max_detections < 1:
         raise Sam3TrtError(f"--max-detections {max_detections}: use 1 or more")
-    if not prompts and not boxes:
-        raise Sam3TrtError("give at least one --prompt TEXT or --box x0,y0,x1,y1[,neg]")
-    check_output_file(output, "--output", tuple(IMAGE_FORMATS))  # the suffix picks PNG, JPEG or WebP
-    check_output_file(json_path, "--json", (".json",))
+    check_prompt_request(prompts, boxes, threshold, output, json_path)
     picture = open_image(image)
     rgb = to_uint8_hwc(picture)
     height, width = rgb.shape[:2]

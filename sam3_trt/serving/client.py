@@ -239,18 +239,18 @@ def query_server(
     """
     from pathlib import Path
 
-    from ..paths import check_output_file
     from ..runtime.image import open_image, to_uint8_hwc
-    from ..runtime.processor import check_threshold
-    from ..runtime.segment import IMAGE_FORMATS, detections_json, parse_pixel_box, pixel_box_to_prompt, write_outputs
+    from ..runtime.segment import (
+        check_prompt_request,
+        detections_json,
+        parse_pixel_box,
+        pixel_box_to_prompt,
+        write_outputs,
+    )
 
     image = Path(image)
     parse_url(url)
-    check_threshold(threshold, "--threshold")
-    if not prompts and not boxes:
-        raise Sam3TrtError("give at least one --prompt TEXT or --box x0,y0,x1,y1[,neg]")
-    check_output_file(output, "--output", tuple(IMAGE_FORMATS))
-    check_output_file(json_path, "--json", (".json",))
+    check_prompt_request(prompts, boxes, threshold, output, json_path)
     rgb = to_uint8_hwc(open_image(image))
     height, width = rgb.shape[:2]
     parsed = [parse_pixel_box(b) for b in boxes]

@@ -4,7 +4,8 @@ What it checks: every class is an autospec of the installed ``tensorrt_rtx`` cla
 is bound to one of the real documented overloads (:mod:`.apicheck`), so a name, argument or type our
 runtime uses that TensorRT lacks fails the test. Behaviour follows TensorRT's documented contract where
 our code depends on it: ``deserialize_cuda_engine`` returns ``None`` (and logs an error) for bytes it
-cannot load, for a plan whose host code is not allowed, and without a current CUDA context;
+cannot load, for a plan whose host code is not allowed, for a plan built for other compute capabilities than
+the current device's (``ampere_plus`` plans: any sm80 or newer), and without a current CUDA context;
 ``set_input_shape`` returns ``False`` outside the optimisation profile; ``execute_async_v3`` returns
 ``False`` while a shape or an address is missing and queues the work on the given stream (it runs when
 the stream is waited for); the RTX runtime cache serialises what execution specialised and rejects a
@@ -20,6 +21,7 @@ Engines are recognised by their bytes: :meth:`TrtDouble.register_folder` reads a
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -37,12 +39,28 @@ _CACHE_FORMAT = "sam3-trt double runtime cache v1"
 class _Plan:
     """One registered engine: its graph spec, source ONNX file and build facts."""
 
-    def __init__(self, graph: str, onnx: Path, version_compatible: bool, runner: Any) -> None:
+    def __init__(
+        self,
+        graph: str,
+        onnx: Path,
+        version_compatible: bool,
+        runner: Any,
+        compute_capabilities: tuple[str, ...] = (),
+        hardware_compatibility: str = "none",
+    ) -> None:
         self.graph = graph
         self.spec: GraphSpec = ALL_SPECS[graph]
         self.onnx = onnx
         self.version_compatible = version_compatible
+        self.compute_capabilities = compute_capabilities
+        self.hardware_compatibility = hardware_compatibility
         self._runner = runner
+
+    def runs_on(self, capability: tuple[int, int]) -> bool:
+        """Whether TensorRT would load this plan on a device of ``capability`` (``(9, 0)``: sm90)."""
+        if self.hardware_compatibility == "ampere_plus":
+            return tuple(capability) >= (8, 0)
+        return f"sm{capability[0]}{capability[1]}" in self.compute_capabilities
 
     def session(self) -> Any:
         return self._runner.session(self.graph)
@@ -69,6 +87,9 @@ class TrtDouble:
         # per runtime-config and runtime-cache double (by id): the cache a config carries, a cache's entries
         self._config_cache: dict[int, Any] = {}
         self._cache_state: dict[int, _CacheState] = {}
+        #: make every serialisation of a runtime cache differ (a salt), as a runtime whose bytes are not a function
+        #: of the cache's content would: sam3-trt must then still write the file at most once per close
+        self.salted_cache_bytes = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
@@ -94,7 +115,14 @@ class TrtDouble:
             if hashlib.sha256(onnx.read_bytes()).hexdigest() != entry["onnx_sha256"]:
                 raise AssertionError(f"{onnx} is not the graph {engine_folder / entry['file']} was built from")
             digest = hashlib.sha256((engine_folder / entry["file"]).read_bytes()).hexdigest()
-            self._plans[digest] = _Plan(graph, onnx, bool(manifest.get("version_compatible")), runner)
+            self._plans[digest] = _Plan(
+                graph,
+                onnx,
+                bool(manifest.get("version_compatible")),
+                runner,
+                tuple(manifest["compute_capabilities"]),
+                manifest.get("hardware_compatibility", "none"),
+            )
 
     # -- the API ----------------------------------------------------------------------------------
     def Runtime(self, logger: Any) -> Any:
@@ -127,6 +155,15 @@ class _RuntimeImpl:
         plan = double._plans.get(digest)
         if plan is None:
             double.log(self.logger, "ERROR", "IRuntime::deserializeCudaEngine: Error Code 1: Serialization (magic tag)")
+            return None
+        capability = double.gpu.compute_capabilities[double.gpu.device()]
+        if not plan.runs_on(capability):
+            double.log(
+                self.logger,
+                "ERROR",
+                "IRuntime::deserializeCudaEngine: Error Code 1: Serialization (the engine's compute capabilities "
+                f"{', '.join(plan.compute_capabilities)} do not include this device's sm{capability[0]}{capability[1]})",
+            )
             return None
         if plan.version_compatible and not self.owner.engine_host_code_allowed:
             double.log(
@@ -202,6 +239,10 @@ def _make_inspector(double: TrtDouble, plan: _Plan) -> Any:
     return spec_double(trt.EngineInspector, Impl())
 
 
+#: Salts of :attr:`TrtDouble.salted_cache_bytes` serialisations, unique in the process.
+_SALTS = itertools.count(1)
+
+
 class _CacheState:
     """What a runtime cache holds: the shapes execution specialised kernels for, per graph."""
 
@@ -237,6 +278,8 @@ def _make_runtime_cache(double: TrtDouble) -> Any:
         def serialize(self) -> bytes:
             entries = sorted([g, [list(s) for s in shapes]] for g, shapes in state.entries)
             blob = {"format": _CACHE_FORMAT, "gpu": double.gpu.names[double.gpu.device()], "entries": entries}
+            if double.salted_cache_bytes:  # process-wide: a new double must not repeat an earlier salt
+                blob["salt"] = next(_SALTS)
             return json.dumps(blob).encode()
 
         def deserialize(self, blob: Any) -> bool:

@@ -53,8 +53,8 @@ def run_video_bench(
         prompt: Text prompt given on frame 0.
         max_objects: Upstream's ``max_num_objects``.
         progress: Called with one line per step.
-        json_path: Where the caller will write the report (checked before the run).
-        figure: Where the caller will draw its figure (checked before the run).
+        json_path: Report JSON to write (checked before the run).
+        figure: Bar chart PNG of the stages to draw (checked before the run).
 
     Returns:
         The report: ``frame_ms`` (propagation wall per frame), ``host_ms_per_frame``, ``prompt_ms`` and per
@@ -62,7 +62,7 @@ def run_video_bench(
     """
     from ..assets.images import demo_clip
     from ..checks.bench import machine_info
-    from ..paths import check_output_file
+    from ..paths import check_output_file, write_json
     from ..runtime.processor import check_folder_backend
     from .predictor import folder_predictor, video_folder
 
@@ -110,7 +110,7 @@ def run_video_bench(
             "ms_per_frame": 1e3 * seconds / frames,
             "ms_per_object": 1e3 * seconds / objs if objs else None,
         }
-    return {
+    report = {
         "kind": "video",
         "backend": name,
         "artifacts": str(artifacts),
@@ -126,6 +126,10 @@ def run_video_bench(
         "machine": machine_info(),
         "note": "graph times include copying outputs to the host; first runs are included",
     }
+    write_json(json_path, report)
+    if figure is not None:
+        video_bench_figure(report, figure)
+    return report
 
 
 def video_bench_lines(report: dict[str, Any]) -> list[str]:

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
 
-from sam3_trt.device import gpu_info
+from sam3_trt.device import gpu_info  # noqa: E402
 
 STAGE_KEYS = ["a", "b", "c", "d", "e"]
 
@@ -153,11 +154,25 @@ def test_simulated_run_executes_every_stage(tiny_export, rtx_engines, tmp_path):
     # e: the default policy and attention in FP32; the latter's graphs keep every Softmax in FP32
     e = stages["e"]
     assert set(e) >= {"default", "attention-fp32"} and e["default"] == c["fp16"]  # same engines, measured once
+    # read from the converted graphs themselves (shape-inferred types of each Softmax's input and output)
     for policy, softmax_fp16 in (("default", True), ("attention-fp32", False)):
-        graphs = json.loads((report / f"tiny-fp16-{policy}" / "manifest.json").read_text())["precision"]["graphs"]
         for graph in SPECS:
-            assert ("Softmax" in graphs[graph]["fp16_op_types"]) is softmax_fp16, (policy, graph)
+            types = _softmax_types(report / f"tiny-fp16-{policy}" / SPECS[graph].onnx_file)
+            assert types, (policy, graph)  # every graph has attention
+            if softmax_fp16:  # the default policy runs attention's Softmax in FP16
+                assert onnx.TensorProto.FLOAT16 in types, (policy, graph, set(types))
+            else:  # attention-fp32: every Softmax reads and writes FP32
+                assert set(types) == {onnx.TensorProto.FLOAT}, (policy, graph, set(types))
     assert e["attention-fp32"]["passed"]
+
+
+def _softmax_types(path: Path) -> list[int]:
+    """Element types of every Softmax node's input and output in the ONNX file, from shape inference."""
+    model = onnx.load(str(path), load_external_data=False)
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in (*inferred.value_info, *inferred.input, *inferred.output)}
+    nodes = [n for n in model.graph.node if n.op_type == "Softmax"]
+    return [types[t] for n in nodes for t in (*n.input, *n.output)]
 
 
 def test_rtx_target_for_unlisted_gpus():
@@ -177,8 +192,12 @@ def test_rtx_target_for_unlisted_gpus():
         rtx_target("sm90", h200)
 
 
-def test_check_target_false_leaves_the_compute_capability_verdict_to_tensorrt(rtx_engines):
-    """sm120 plans on an sm90 GPU: refused by sam3-trt's check, handed to TensorRT (here its double) without it."""
+def test_check_target_false_leaves_the_compute_capability_verdict_to_tensorrt(rtx_engines, tiny_export):
+    """sm120 plans: refused on an sm90 GPU by sam3-trt's check, and without it by TensorRT (its double refuses
+    plans of other compute capabilities, as TensorRT's deserialisation does); on an sm120 GPU with the check off
+    they load and give what ONNX Runtime gives on the same graphs."""
+    import numpy as np
+
     from sam3_trt.assets.images import demo_image
     from sam3_trt.errors import Sam3TrtError
     from sam3_trt.manifest import read_manifest
@@ -192,10 +211,18 @@ def test_check_target_false_leaves_the_compute_capability_verdict_to_tensorrt(rt
     with gpu_doubles(folder, gpu=h200):
         with pytest.raises(Sam3TrtError, match=r"built for sm120, but GPU 0 \(NVIDIA H200.*\) is sm90"):
             TensorRTBackend(folder, read_manifest(folder))
+        with pytest.raises(Sam3TrtError, match=r"could not deserialize .*do not include this device's sm90"):
+            TensorRTBackend(folder, read_manifest(folder), check_target=False)
+    with gpu_doubles(folder):  # the default double: an RTX 5090, sm120
         backend = TensorRTBackend(folder, read_manifest(folder), check_target=False)
         with Sam3Processor(folder, backend=backend, confidence_threshold=0.0) as proc:
-            out = proc.set_text_prompt("red square", proc.set_image(demo_image()))
-        assert len(out["scores"]) > 0
+            got = proc.set_text_prompt("red square", proc.set_image(demo_image()))
+            got = {k: np.asarray(got[k].cpu() if hasattr(got[k], "cpu") else got[k]) for k in ("scores", "boxes")}
+    with Sam3Processor(tiny_export[0], backend="onnxruntime", confidence_threshold=0.0) as proc:
+        want = proc.set_text_prompt("red square", proc.set_image(demo_image()))
+    for key in ("scores", "boxes"):
+        assert np.isfinite(got[key]).all() and got[key].shape == np.asarray(want[key]).shape, key
+        np.testing.assert_allclose(got[key], np.asarray(want[key]), rtol=0, atol=1e-5, err_msg=key)
 
 
 @pytest.mark.gpu

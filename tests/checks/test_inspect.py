@@ -7,6 +7,7 @@ import json
 import shlex
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 
@@ -54,12 +55,22 @@ def test_inspect_engine_folder_without_a_gpu_and_through_the_doubles(rtx_engines
     assert report["kind"] == "engines" and report["provenance"]["compute_capabilities"] == ["sm120"]
     assert report["engine_layers"].startswith("not available: no usable GPU")
     assert report["graphs"]["text_encoder"]["inputs"][0]["shape"] == ["P=1..16", 32]
+    # what inspect derives, against sources it does not read: the ranges it prints are the engines' recorded
+    # optimisation profiles (written by the builder), the op counts those of the ONNX files read here
+    manifest = json.loads((folder / "manifest.json").read_text())
     export, _ = tiny_export
+    for name, entry in manifest["graphs"].items():
+        for tensor in report["graphs"][name]["inputs"]:
+            low, _, high = entry["profile"][tensor["name"]]
+            printed = [(d, d) if isinstance(d, int) else tuple(int(x) for x in d.split("=")[1].split("..")) for d in
+                       tensor["shape"]]  # fmt: skip
+            assert printed == list(zip(low, high, strict=True)), (name, tensor)
+        graph = onnx.load(str(export / f"{name}.onnx"), load_external_data=False).graph
+        assert report["graphs"][name]["by_op"] == dict(Counter(n.op_type for n in graph.node)), name
+    # through the doubles the engines load, and inspect hands on each engine inspector's JSON, parsed
     with gpu_doubles(folder, export, memory="cuda-python"):
         layers = inspect_folder(folder)["engine_layers"]
-    for name in SPECS:  # the double's engines report one layer per node of their source graph
-        nodes = len(onnx.load(str(export / f"{name}.onnx"), load_external_data=False).graph.node)
-        assert len(layers[name]["Layers"]) == nodes
+    assert set(layers) == set(SPECS) and all(isinstance(layers[n], dict) and layers[n]["Layers"] for n in SPECS)
 
 
 def test_build_plan_tool_lines_use_the_specs_shapes(tiny_export, tmp_path):

@@ -17,27 +17,11 @@ from sam3_trt.manifest import verify_files  # noqa: E402
 from sam3_trt.specs import SPECS, GraphSpec  # noqa: E402
 from sam3_trt.tolerances import tolerance  # noqa: E402
 
-ONNX_DTYPES = {"float32": onnx.TensorProto.FLOAT, "int64": onnx.TensorProto.INT64, "bool": onnx.TensorProto.BOOL}
 
-
-def test_graph_io_matches_the_specs(tiny_export):
+def test_graph_io_matches_the_specs(tiny_export, graph_io_check):
     out, _ = tiny_export
     for spec in SPECS.values():
-        graph = onnx.load(str(out / spec.onnx_file), load_external_data=False).graph
-        for values, tensors in ((graph.input, spec.inputs), (graph.output, spec.outputs)):
-            assert [v.name for v in values] == [t.name for t in tensors]
-            for v, t in zip(values, tensors, strict=True):
-                assert v.type.tensor_type.elem_type == ONNX_DTYPES[t.dtype], t.name
-                dims = [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
-                want = list(t.shape)
-                # the exporter may rename dynamic symbols of outputs; static sizes and positions must match
-                assert [d if isinstance(w, int) else "dyn" for d, w in zip(dims, want, strict=True)] == [
-                    w if isinstance(w, int) else "dyn" for w in want
-                ], (spec.name, t.name, dims)
-                assert all(isinstance(d, str) and d for d, w in zip(dims, want, strict=True) if isinstance(w, str)), (
-                    t.name,
-                    dims,
-                )
+        graph_io_check(out / spec.onnx_file, spec)
 
 
 def test_manifest_records_what_made_the_export(tiny_export):

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from sam3_trt.errors import Sam3TrtError
-from sam3_trt.runtime.segment import mask_to_rle, parse_box, render_overlay, rle_to_mask
+from sam3_trt.runtime.draw import render_overlay
+from sam3_trt.runtime.segment import mask_to_rle, parse_box, rle_to_mask
 
 
 def test_rle_round_trip_and_coco_compatibility():
@@ -75,7 +76,7 @@ def test_segment_command_writes_png_and_json(tiny_export, tmp_path):
         "--threshold",
         "0.0",
         "--max-detections",
-        "400",
+        "3",
         "--output",
         str(png),
         "--json",
@@ -87,16 +88,28 @@ def test_segment_command_writes_png_and_json(tiny_export, tmp_path):
     data = json.loads(js.read_text())
     assert data["size"] == [320, 240] and data["backend"] == "onnxruntime"
     dets = data["detections"]
-    assert len(dets) == data["detections_total"] == 400  # threshold 0: all queries of both prompts
-    assert {d["prompt"] for d in dets} == {"red square", "blue disc"}
-    masks = [rle_to_mask(d["mask_rle"]) for d in dets[:5]]
+    # threshold 0 keeps all queries of both prompts; the overlay and the JSON hold the 3 best
+    assert data["detections_total"] == 400 and len(dets) == 3
+    assert [d["score"] for d in dets] == sorted((d["score"] for d in dets), reverse=True)
+    assert {d["prompt"] for d in dets} <= {"red square", "blue disc"}
+    masks = [rle_to_mask(d["mask_rle"]) for d in dets]
     assert all(m.shape == (240, 320) for m in masks)
-    overlay = np.asarray(Image.open(png).convert("RGB"))
-    original = np.asarray(Image.open(image_path).convert("RGB"))
+    overlay = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    original = np.asarray(Image.open(image_path).convert("RGB")).astype(int)
     assert overlay.shape == original.shape
-    covered = np.any([rle_to_mask(d["mask_rle"]) for d in dets], axis=0)
     changed = (overlay != original).any(-1)
-    assert changed[covered].mean() > 0.9  # masked pixels are tinted
+    covered = np.any(masks, axis=0)
+    assert covered.any() and changed[covered].mean() > 0.9  # the drawn masks are tinted
+    # away from the 3 masks, their boxes and labels, the dashed prompt box and the stamp, the image is untouched
+    near = np.zeros_like(covered)
+    for x0, y0, x1, y1 in [d["box_xyxy"] for d in dets] + [[150, 80, 300, 220]]:
+        near[max(0, int(y0) - 24) : int(y1) + 6, max(0, int(x0) - 6) : int(x1) + 6] = True
+        near[max(0, int(y0) - 24) : int(y0) + 60, max(0, int(x0) - 6) : int(x0) + 140] = True  # its label(s)
+    near[-30:] = True  # the random-weights stamp along the bottom
+    far = ~covered & ~near
+    print("pixels far from every drawn thing:", int(far.sum()))
+    if far.any():
+        assert changed[far].mean() < 0.01, changed[far].mean()
     bad = subprocess.run(
         [*cmd[:7], "--box", "0,0,999,10", "--artifacts", str(out), "--output", str(png)],
         capture_output=True,

@@ -40,8 +40,11 @@ class RuntimeCacheFile:
     """TensorRT for RTX's runtime cache (kernels specialised on this GPU), kept beside the engines.
 
     Loaded once; a file the runtime rejects (another TensorRT for RTX, GPU or driver) is reported and
-    rebuilt, never silently used. Saved on close only when it changed, through a temporary file renamed
-    into place, so processes sharing an engine folder never read a half-written cache.
+    rebuilt, never silently used. Saved on close only when its bytes changed, through a temporary file renamed
+    into place, so processes sharing an engine folder never read a half-written cache. "Changed" compares the
+    serialised bytes: that an unchanged cache serialises to the same bytes is assumed (NVIDIA does not document
+    it; only a GPU run can confirm it). Where it does not hold, the file is rewritten once per close, never
+    more (tested with a double whose every serialisation differs).
 
     Args:
         path: The cache file (``runtime_cache.bin`` in the engine folder).
