@@ -4,6 +4,16 @@ Same arithmetic as upstream ``Sam3Processor._forward_grounding``: ``scores = sig
 sigmoid(presence)``, keep ``scores > threshold`` *before* upsampling, upsample only the kept masks
 (bilinear, ``align_corners=False``) to the original size, then sigmoid. Upstream stores those sigmoid
 probabilities under ``masks_logits``; ``masks = masks_logits > 0.5``; boxes become pixel ``x0, y0, x1, y1``.
+
+The steps are separate so that callers choose what reaches full resolution::
+
+    keep, scores, total = select_queries(pred_logits, presence_logit, threshold, max_detections)
+    boxes = boxes_to_pixels(pred_boxes[keep], height, width)
+    for low_res in pred_masks[keep]:                      # one at a time: memory of one full-size mask
+        mask = upsample_probs(low_res[None], height, width)[0, 0] > 0.5
+
+``max_detections`` keeps the best-scoring queries (in query order, as upstream orders them) before any
+mask is upsampled, so memory is bounded by ``max_detections`` full-size masks whatever the threshold.
 """
 
 from __future__ import annotations
@@ -35,6 +45,75 @@ def bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:
     return weights
 
 
+def select_queries(
+    pred_logits: Any, presence_logit: Any, threshold: float, max_detections: int | None = None
+) -> tuple[Any, Any, int]:
+    """Which queries of one prompt are kept, before anything is upsampled.
+
+    Args:
+        pred_logits: ``[Q]`` query logits (numpy or torch).
+        presence_logit: ``[1]`` presence logit.
+        threshold: Keep queries whose score is ``> threshold`` (upstream's comparison).
+        max_detections: Keep at most this many, the best-scoring (ties: the earlier query); ``None``: no limit.
+
+    Returns:
+        ``(indices [K] ascending, scores [K] float32, queries above the threshold)`` as torch tensors when the
+        logits are, else numpy arrays; the count is a Python int (it may exceed K).
+    """
+    if is_torch_tensor(pred_logits):
+        import torch
+
+        probs = pred_logits.sigmoid() * presence_logit.sigmoid().reshape(())
+        keep = torch.nonzero(probs > threshold).reshape(-1)
+        total = int(keep.numel())
+        if max_detections is not None and total > max_detections:
+            order = torch.argsort(-probs[keep], stable=True)[:max_detections]
+            keep = torch.sort(keep[order]).values
+        return keep, probs[keep], total
+    probs = _sigmoid_np(np.asarray(pred_logits)) * _sigmoid_np(np.asarray(presence_logit)).reshape(())
+    keep = np.flatnonzero(probs > threshold)
+    total = int(keep.size)
+    if max_detections is not None and total > max_detections:
+        keep = np.sort(keep[np.argsort(-probs[keep], kind="stable")[:max_detections]])
+    return keep, probs[keep].astype(np.float32), total
+
+
+def boxes_to_pixels(boxes: Any, height: int, width: int) -> Any:
+    """``[K, 4]`` normalised ``cx, cy, w, h`` -> float32 pixel ``x0, y0, x1, y1`` (numpy or torch)."""
+    if is_torch_tensor(boxes):
+        import torch
+
+        cx, cy, w, h = boxes.unbind(-1)
+        xyxy = torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
+        scale = torch.tensor([width, height, width, height], dtype=xyxy.dtype, device=xyxy.device)
+        return xyxy * scale[None, :]
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    cx, cy, w, h = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    xyxy = np.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], axis=-1)
+    return (xyxy * np.array([width, height, width, height], dtype=np.float32)).astype(np.float32)
+
+
+def upsample_probs(masks: Any, height: int, width: int) -> Any:
+    """``[K, h, w]`` mask logits -> ``[K, 1, height, width]`` float32 probabilities (upstream's ``masks_logits``).
+
+    Bilinear with ``align_corners=False`` then sigmoid; torch's ``interpolate`` for tensors, the same weights as
+    two matrix products in numpy.
+    """
+    if is_torch_tensor(masks):
+        import torch.nn.functional as F
+
+        kept = masks.unsqueeze(1)
+        if not kept.shape[0]:
+            return kept.new_zeros((0, 1, height, width))
+        return F.interpolate(kept, size=(height, width), mode="bilinear", align_corners=False).sigmoid()
+    kept = np.asarray(masks, dtype=np.float32)
+    if not len(kept):
+        return np.zeros((0, 1, height, width), np.float32)
+    ry = bilinear_matrix(height, kept.shape[-2])
+    rx = bilinear_matrix(width, kept.shape[-1])
+    return _sigmoid_np(np.einsum("hy,kyx,wx->khw", ry, kept, rx, optimize=True))[:, None]
+
+
 def postprocess(
     pred_logits: Any,
     pred_boxes: Any,
@@ -43,6 +122,7 @@ def postprocess(
     height: int,
     width: int,
     threshold: float,
+    max_detections: int | None = None,
 ) -> dict[str, Any]:
     """Detections of one prompt, in upstream's result format.
 
@@ -54,53 +134,20 @@ def postprocess(
         height: Original image height.
         width: Original image width.
         threshold: Keep queries whose score is ``> threshold`` (upstream's comparison).
+        max_detections: Keep at most this many (the best scores) before upsampling; ``None``: no limit.
 
     Returns:
         ``{"masks_logits": [K,1,H,W] float32 probabilities, "masks": [K,1,H,W] bool,
         "boxes": [K,4] float32 pixels xyxy, "scores": [K] float32}`` as torch tensors when the inputs are
         torch tensors, else numpy arrays.
     """
-    if is_torch_tensor(pred_logits):
-        return _postprocess_torch(pred_logits, pred_boxes, presence_logit, pred_masks, height, width, threshold)
-    probs = _sigmoid_np(np.asarray(pred_logits)) * _sigmoid_np(np.asarray(presence_logit)).reshape(())
-    keep = probs > threshold
-    boxes = np.asarray(pred_boxes, dtype=np.float32)[keep]
-    cx, cy, w, h = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-    xyxy = np.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], axis=-1)
-    xyxy = xyxy * np.array([width, height, width, height], dtype=np.float32)
-    kept = np.asarray(pred_masks, dtype=np.float32)[keep]
-    ry = bilinear_matrix(height, kept.shape[-2])
-    rx = bilinear_matrix(width, kept.shape[-1])
-    up = (
-        np.einsum("hy,kyx,wx->khw", ry, kept, rx, optimize=True)
-        if len(kept)
-        else np.zeros((0, height, width), np.float32)
-    )
-    probs_masks = _sigmoid_np(up)[:, None]
+    if not is_torch_tensor(pred_logits):
+        pred_boxes, pred_masks = np.asarray(pred_boxes, np.float32), np.asarray(pred_masks, np.float32)
+    keep, scores, _ = select_queries(pred_logits, presence_logit, threshold, max_detections)
+    probs = upsample_probs(pred_masks[keep], height, width)
     return {
-        "masks_logits": probs_masks,
-        "masks": probs_masks > 0.5,
-        "boxes": xyxy.astype(np.float32),
-        "scores": probs[keep].astype(np.float32),
+        "masks_logits": probs,
+        "masks": probs > 0.5,
+        "boxes": boxes_to_pixels(pred_boxes[keep], height, width),
+        "scores": scores,
     }
-
-
-def _postprocess_torch(
-    pred_logits: Any, pred_boxes: Any, presence_logit: Any, pred_masks: Any, height: int, width: int, threshold: float
-) -> dict[str, Any]:
-    import torch
-    import torch.nn.functional as F
-
-    probs = pred_logits.sigmoid() * presence_logit.sigmoid().reshape(())
-    keep = probs > threshold
-    boxes = pred_boxes[keep]
-    cx, cy, w, h = boxes.unbind(-1)
-    xyxy = torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
-    scale = torch.tensor([width, height, width, height], dtype=xyxy.dtype, device=xyxy.device)
-    xyxy = xyxy * scale[None, :]
-    kept = pred_masks[keep].unsqueeze(1)
-    if kept.shape[0]:
-        up = F.interpolate(kept, size=(height, width), mode="bilinear", align_corners=False).sigmoid()
-    else:
-        up = kept.new_zeros((0, 1, height, width))
-    return {"masks_logits": up, "masks": up > 0.5, "boxes": xyxy, "scores": probs[keep]}

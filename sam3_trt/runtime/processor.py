@@ -52,10 +52,11 @@ from ..specs import CONTEXT_LENGTH, RESOLUTION, SPECS
 from .arrays import installed
 from .backends import Backend, OnnxRuntimeBackend, TensorRTBackend, TorchBackend
 from .image import preprocess, to_uint8_hwc
-from .postprocess import postprocess
 from .tokenizer import Tokenizer
 
 RESULT_KEYS = ("masks_logits", "masks", "boxes", "scores")
+#: Decoder outputs of which only the kept queries' rows are copied back.
+KEPT = ("pred_boxes", "pred_masks")
 #: Text sam3 uses when only boxes are given.
 VISUAL_PROMPT = "visual"
 _BOX_EPS = 1e-6
@@ -86,6 +87,9 @@ class Sam3Processor:
             cuda-python), ``"torch"`` or ``"cuda-python"`` (no torch needed).
         verify: Check the folder's files against its manifest first (sizes every time; sha256 once, then
             remembered beside the files until a file changes). ``False`` skips it.
+        max_detections: Keep at most this many detections per prompt, the best scores, chosen before any mask
+            is upsampled (``None``: all above the threshold, as upstream). Results hold full-size masks, so
+            this bounds their memory whatever the threshold.
     """
 
     def __init__(
@@ -100,6 +104,7 @@ class Sam3Processor:
         device_index: int = 0,
         device_memory: str = "auto",
         verify: bool = True,
+        max_detections: int | None = None,
     ) -> None:
         if resolution != RESOLUTION:
             raise Sam3TrtError(
@@ -108,6 +113,7 @@ class Sam3Processor:
             )
         self.resolution = resolution
         self.confidence_threshold = check_threshold(confidence_threshold)
+        self.max_detections = check_max_detections(max_detections)
         self.backend, tokenizer_path = make_backend(artifacts, backend, threads, device_index, device_memory, verify)
         self.device = device or self.backend.result_device
         self.tokenizer = Tokenizer(tokenizer_path, context_length=CONTEXT_LENGTH)
@@ -176,12 +182,19 @@ class Sam3Processor:
         state["text_prompt"] = prompt
         return self._store(state, raw)
 
-    def set_text_prompts(self, prompts: Sequence[str], state: dict) -> list[dict]:
+    def set_text_prompts(self, prompts: Sequence[str], state: dict, full_masks: bool = True) -> list[dict]:
         """Run several text prompts in one decoder batch; returns one result dict per prompt.
 
-        Each result has the processor's result keys plus ``prompt`` and ``best_score`` (the highest score of
-        any query, kept or not). The state's boxes apply to every prompt; its own prompt and results are
-        not changed.
+        Each result has the processor's result keys plus ``prompt``, ``best_score`` (the highest score of any
+        query, kept or not) and ``detections_total`` (queries above the threshold, before ``max_detections``).
+        The state's boxes apply to every prompt; its own prompt and results are not changed.
+
+        Args:
+            prompts: Non-empty texts.
+            state: State from :meth:`set_image`.
+            full_masks: ``False``: no full-size masks; results hold ``low_res_masks`` (``[K, 288, 288]`` mask
+                logits of the kept queries) instead of ``masks`` and ``masks_logits``, for callers that
+                upsample one mask at a time (:func:`~sam3_trt.runtime.segment.detect`).
         """
         _check_image(state, "set_text_prompts")
         if isinstance(prompts, str) or not prompts:
@@ -192,8 +205,8 @@ class Sam3Processor:
         for start in range(0, len(prompts), max_p):
             chunk = prompts[start : start + max_p]
             raws = self._ground(chunk, state.get("geometric_prompt", []), state)
-            for prompt, raw in zip(chunk, raws, strict=True):
-                results.append({"prompt": prompt, **self._finish(raw, state), "best_score": best_score(raw)})
+            for prompt, (result, extras) in zip(chunk, self._finish(raws, state, full_masks), strict=True):
+                results.append({"prompt": prompt, **result, **extras})
         return results
 
     def add_geometric_prompt(self, box: Sequence[float], label: bool, state: dict) -> dict:
@@ -277,21 +290,53 @@ class Sam3Processor:
             for i in range(count)
         ]
 
-    def _finish(self, raw: dict, state: dict) -> dict:
-        tensors = {k: self._as_result_tensor(v) for k, v in raw.items()}
-        return postprocess(
-            tensors["pred_logits"],
-            tensors["pred_boxes"],
-            tensors["presence_logit"],
-            tensors["pred_masks"],
-            state["original_height"],
-            state["original_width"],
-            self.confidence_threshold,
-        )
+    def _finish(self, raws: Sequence[dict], state: dict, full_masks: bool = True) -> list[tuple[dict, dict]]:
+        """Upstream's results of each prompt's raw outputs, and ``{"best_score", "detections_total"}`` of each.
+
+        Outputs in device memory without torch (cuda-python :class:`DeviceArray`) are copied back in two steps
+        for all prompts together: the query logits and presence first, then only the kept rows of boxes and
+        masks (two synchronisations per decoder batch, whatever the number of prompts).
+        """
+        from .postprocess import boxes_to_pixels, select_queries, upsample_probs
+
+        height, width = state["original_height"], state["original_width"]
+        threshold, limit = self.confidence_threshold, self.max_detections
+        selected = []  # per prompt: (scores, kept boxes, kept masks, extras)
+        if raws and is_device_array(raws[0]["pred_logits"]):
+            memory = raws[0]["pred_logits"]._memory
+            small = memory.gather_to_host([(r[k], None) for r in raws for k in ("pred_logits", "presence_logit")])
+            picks = [select_queries(small[2 * i], small[2 * i + 1], threshold, limit) for i in range(len(raws))]
+            wanted = [(r[k], keep) for r, (keep, _, _) in zip(raws, picks, strict=True) if keep.size for k in KEPT]
+            rows = iter(memory.gather_to_host(wanted) if wanted else [])
+            for i, (raw, (keep, scores, total)) in enumerate(zip(raws, picks, strict=True)):
+                if keep.size:
+                    boxes, masks = next(rows), next(rows)
+                else:
+                    boxes = np.zeros((0, 4), np.float32)
+                    masks = np.zeros((0, *raw["pred_masks"].shape[1:]), np.float32)
+                best = best_score({"pred_logits": small[2 * i], "presence_logit": small[2 * i + 1]})
+                extras = {"best_score": best, "detections_total": total}
+                selected.append((*(self._as_result_tensor(x) for x in (scores, boxes, masks)), extras))
+        else:
+            for raw in raws:
+                t = {k: self._as_result_tensor(v) for k, v in raw.items()}
+                keep, scores, total = select_queries(t["pred_logits"], t["presence_logit"], threshold, limit)
+                extras = {"best_score": best_score(t), "detections_total": total}
+                selected.append((scores, t["pred_boxes"][keep], t["pred_masks"][keep], extras))
+        out = []
+        for scores, kept_boxes, kept_masks, extras in selected:
+            result = {"boxes": boxes_to_pixels(kept_boxes, height, width), "scores": scores}
+            if full_masks:
+                probs = upsample_probs(kept_masks, height, width)
+                result = {"masks_logits": probs, "masks": probs > 0.5, **result}
+            else:
+                result["low_res_masks"] = kept_masks
+            out.append((result, extras))
+        return out
 
     def _store(self, state: dict, raw: dict) -> dict:
         state["_raw"] = raw
-        state.update(self._finish(raw, state))
+        state.update(self._finish([raw], state)[0][0])
         return state
 
     def _keep(self, x: Any) -> Any:
@@ -331,9 +376,31 @@ def best_score(raw: dict) -> float:
     """Highest ``sigmoid(logit) * sigmoid(presence)`` over the queries of one prompt's raw outputs."""
     from .arrays import to_numpy
 
+    if is_device_array(raw["pred_logits"]):
+        raw = {k: raw[k].numpy() for k in ("pred_logits", "presence_logit")}
     logits = to_numpy(raw["pred_logits"]).astype(np.float64)
     presence = to_numpy(raw["presence_logit"]).astype(np.float64).reshape(())
     return float((1 / (1 + np.exp(-logits))).max() / (1 + np.exp(-presence)))
+
+
+def is_device_array(x: Any) -> bool:
+    """Whether ``x`` is the cuda-python layer's :class:`~.device_memory.cuda_python.DeviceArray` (checked by type
+    name, so cuda-python is never imported here)."""
+    return type(x).__name__ == "DeviceArray" and hasattr(x, "_memory")
+
+
+def check_max_detections(value: Any, name: str = "max_detections") -> int | None:
+    """``value`` as a positive int or ``None``, or one line naming ``name``, the value and the fix.
+
+    Args:
+        value: The value given.
+        name: What to call it in the message (``--max-detections``, ``input max_detections``).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise Sam3TrtError(f"{name} {value!r}: use a whole number >= 1 (or None for no limit)")
+    return int(value)
 
 
 def _copy(x: Any) -> Any:
@@ -341,6 +408,8 @@ def _copy(x: Any) -> Any:
 
 
 def _stack(items: Sequence[Any]) -> Any:
+    if is_device_array(items[0]):
+        return items[0]._memory.stack(items)
     if hasattr(items[0], "clone"):
         import torch
 

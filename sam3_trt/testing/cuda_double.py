@@ -36,6 +36,10 @@ class CudaRuntimeDouble:
         self._failures: dict[str, Any] = {}
         #: names of the functions called, in order (tests assert protocols on it)
         self.calls: list[str] = []
+        #: bytes copied by ``cudaMemcpyAsync``, by direction (``host_to_device``, ``device_to_host``, ...)
+        self.copied: dict[str, int] = {"host_to_device": 0, "device_to_host": 0, "device_to_device": 0}
+        #: ``cudaMemcpyAsync`` calls, by direction
+        self.copy_calls: dict[str, int] = dict.fromkeys(self.copied, 0)
         impls = {name[len("_impl_") :]: getattr(self, name) for name in dir(type(self)) if name.startswith("_impl_")}
         self._functions = {name: self._wrap(name, impl) for name, impl in impls.items()}
 
@@ -59,7 +63,14 @@ class CudaRuntimeDouble:
             self.calls.append(name)
             if name in self._failures:
                 err = self._failures.pop(name)
-                n_values = {"cudaGetDeviceCount": 1, "cudaMallocAsync": 1, "cudaMalloc": 1}.get(name, 0)
+                n_values = {
+                    "cudaGetDeviceCount": 1,
+                    "cudaMallocAsync": 1,
+                    "cudaMallocFromPoolAsync": 1,
+                    "cudaMalloc": 1,
+                    "cudaMemPoolCreate": 1,
+                    "cudaDeviceGetDefaultMemPool": 1,
+                }.get(name, 0)
                 return (err, *([None] * n_values))
             return impl(*args, **kwargs)
 
@@ -164,7 +175,42 @@ class CudaRuntimeDouble:
 
     def _impl_cudaMallocAsync(self, size: int, hStream: Any) -> tuple:
         self.gpu.stream(int(hStream))
-        return (self._ok, self.gpu.malloc(size))
+        return (self._ok, self.gpu.malloc(size, self.gpu.default_pool(self.gpu.device())))
+
+    def _impl_cudaMallocFromPoolAsync(self, size: int, memPool: Any, stream: Any) -> tuple:
+        self.gpu.stream(int(stream))
+        return (self._ok, self.gpu.malloc(size, self.gpu.pool(int(memPool))))
+
+    def _impl_cudaDeviceGetDefaultMemPool(self, device: int) -> tuple:
+        if not 0 <= device < len(self.gpu.names):
+            return (self._err("cudaErrorInvalidDevice"), None)
+        return (self._ok, self._real.cudaMemPool_t(self.gpu.default_pool(device).handle))
+
+    def _impl_cudaMemPoolCreate(self, poolProps: Any) -> tuple:
+        kinds = self._real
+        if (
+            poolProps.allocType != kinds.cudaMemAllocationType.cudaMemAllocationTypePinned
+            or poolProps.location.type != kinds.cudaMemLocationType.cudaMemLocationTypeDevice
+            or not 0 <= poolProps.location.id < len(self.gpu.names)
+        ):
+            return (self._err("cudaErrorInvalidValue"), None)
+        return (self._ok, self._real.cudaMemPool_t(self.gpu.create_pool(poolProps.location.id).handle))
+
+    def _impl_cudaMemPoolSetAttribute(self, memPool: Any, attr: Any, value: Any) -> tuple:
+        if attr != self._real.cudaMemPoolAttr.cudaMemPoolAttrReleaseThreshold:
+            return (self._err("cudaErrorNotSupported"),)
+        from cuda.bindings import driver
+
+        if not isinstance(value, driver.cuuint64_t):  # the binding takes this attribute's value as cuuint64_t
+            return (self._err("cudaErrorInvalidValue"),)
+        self.gpu.pool(int(memPool)).release_threshold = int(value)
+        return (self._ok,)
+
+    def _impl_cudaMemPoolDestroy(self, memPool: Any) -> tuple:
+        pool = self.gpu.pool(int(memPool))
+        with self.gpu.lock:
+            self.gpu.pools = {k: p for k, p in self.gpu.pools.items() if p is not pool}
+        return (self._ok,)
 
     def _impl_cudaFreeAsync(self, devPtr: int, hStream: Any) -> tuple:
         ptr = int(devPtr)
@@ -176,6 +222,14 @@ class CudaRuntimeDouble:
     def _impl_cudaMemcpyAsync(self, dst: int, src: int, count: int, kind: Any, stream: Any) -> tuple:
         kinds = self._real.cudaMemcpyKind
         st = self.gpu.stream(int(stream))
+        direction = {
+            kinds.cudaMemcpyHostToDevice: "host_to_device",
+            kinds.cudaMemcpyDeviceToHost: "device_to_host",
+            kinds.cudaMemcpyDeviceToDevice: "device_to_device",
+        }.get(kind)
+        if direction is not None:
+            self.copied[direction] += int(count)
+            self.copy_calls[direction] += 1
         if kind in (kinds.cudaMemcpyHostToDevice, kinds.cudaMemcpyDeviceToHost):
             device_ptr = int(dst) if kind == kinds.cudaMemcpyHostToDevice else int(src)
             if self.gpu.owner(device_ptr, int(count)) is None:

@@ -33,6 +33,42 @@ class FakeEvent:
     time_s: float | None = None
 
 
+#: Granularity in which a pool reserves memory from the driver (CUDA maps pool memory in 2 MiB pages).
+POOL_GRANULARITY = 2 * 2**20
+
+
+@dataclasses.dataclass
+class FakePool:
+    """A stream-ordered memory pool, counted in bytes: allocations are carved out of the memory it has
+    reserved from the driver (no fragmentation modelled); a synchronisation that finds more than
+    ``release_threshold`` bytes reserved but unused gives them back to the driver (CUDA's rule)."""
+
+    handle: int
+    device: int
+    release_threshold: int = 0
+    reserved: int = 0
+    used: int = 0
+
+    def take(self, nbytes: int) -> bool:
+        """Carve ``nbytes`` from the reserve (True), or grow the reserve from the driver first (False)."""
+        self.used += nbytes
+        if self.used <= self.reserved:
+            return True
+        self.reserved = -(-self.used // POOL_GRANULARITY) * POOL_GRANULARITY
+        return False
+
+    def give_back(self, nbytes: int) -> None:
+        self.used -= nbytes
+
+    def trim(self) -> bool:
+        """Release unused reserve above the threshold; True when anything went back to the driver."""
+        keep = -(-self.used // POOL_GRANULARITY) * POOL_GRANULARITY
+        if self.reserved - self.used > self.release_threshold and self.reserved > keep:
+            self.reserved = keep
+            return True
+        return False
+
+
 class FakeStream:
     """Ordered work; ``immediate`` streams run work as it is queued (the torch caller's stream)."""
 
@@ -90,6 +126,12 @@ class FakeGpu:
         self.events: dict[int, FakeEvent] = {}
         self.log: list[tuple[str, int | None]] = []
         self.current_device: dict[int, int] = {}  # host thread id -> device
+        #: stream-ordered pools: each device's default pool (release threshold 0) and any created
+        self.pools: dict[int, FakePool] = {}
+        self._pool_of: dict[int, tuple[FakePool, int]] = {}  # allocation -> (its pool, the block size)
+        #: what reached the driver: allocations no pool's reserve could serve, and releases of unused reserve
+        self.driver_allocations = 0
+        self.driver_releases = 0
         self.contexts: set[int] = set()  # devices whose primary context exists
         # stream 0 is the legacy default stream: synchronous with the host in this model
         self.streams[0] = FakeStream(self, 0, immediate=True)
@@ -109,17 +151,51 @@ class FakeGpu:
         return self.device() in self.contexts
 
     # -- memory ----------------------------------------------------------------------------------
-    def malloc(self, nbytes: int) -> int:
+    def malloc(self, nbytes: int, pool: FakePool | None = None) -> int:
+        """New device memory; from ``pool``'s reserve when given (the driver when it must grow), else the driver's."""
         with self.lock:
-            buf = np.empty(max(int(nbytes), 1), np.uint8)
+            size = max(int(nbytes), 1)
+            if pool is None or not pool.take(size):
+                self.driver_allocations += 1
+            buf = np.empty(size, np.uint8)
             ptr = buf.ctypes.data
             self.allocations[ptr] = buf
+            if pool is not None:
+                self._pool_of[ptr] = (pool, size)
             self.contexts.add(self.device())
             return ptr
 
     def free(self, ptr: int) -> bool:
         with self.lock:
-            return self.allocations.pop(int(ptr), None) is not None
+            found = self.allocations.pop(int(ptr), None) is not None
+            pooled = self._pool_of.pop(int(ptr), None)
+            if pooled is not None:
+                pooled[0].give_back(pooled[1])
+            return found
+
+    def default_pool(self, device: int) -> FakePool:
+        with self.lock:
+            key = -1 - device  # default pools get negative keys; created pools use handles
+            if key not in self.pools:
+                self.pools[key] = FakePool(next(self._handles), device)
+            return self.pools[key]
+
+    def create_pool(self, device: int) -> FakePool:
+        with self.lock:
+            pool = FakePool(next(self._handles), device)
+            self.pools[pool.handle] = pool
+            return pool
+
+    def pool(self, handle: Any) -> FakePool:
+        for pool in self.pools.values():
+            if pool.handle == int(handle):
+                return pool
+        raise AssertionError(f"memory pool {int(handle):#x} was never created (or was destroyed)")
+
+    def _trim_pools(self) -> None:
+        # CUDA releases a pool's unused reserve above its threshold at stream, event and device synchronisations
+        for pool in self.pools.values():
+            self.driver_releases += pool.trim()
 
     def live_bytes(self) -> int:
         with self.lock:
@@ -214,13 +290,16 @@ class FakeGpu:
         ev = self.event(event)
         if ev.stream is not None:
             self.stream(ev.stream).run(ev.seq)
+        self._trim_pools()
 
     def sync_stream(self, stream: int) -> None:
         self.stream(stream).run()
+        self._trim_pools()
 
     def sync_all(self) -> None:
         for stream in list(self.streams.values()):
             stream.run()
+        self._trim_pools()
 
 
 def release_host_memory() -> None:

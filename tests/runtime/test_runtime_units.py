@@ -153,6 +153,29 @@ def test_threshold_is_strictly_greater():
     assert kept(0.2499) == 200
 
 
+def test_max_detections_keeps_the_best_scores_in_query_order_before_upsampling():
+    torch = pytest.importorskip("torch")
+    from sam3_trt.runtime.postprocess import select_queries
+
+    logits = np.array([0.5, 3.0, -1.0, 2.0, 3.0, 1.0, -4.0, 2.5], np.float32)  # a tie at 3.0 (queries 1 and 4)
+    presence = np.array([2.0], np.float32)
+    boxes = np.tile(np.array([0.5, 0.5, 0.2, 0.2], np.float32), (8, 1))
+    masks = np.arange(8, dtype=np.float32)[:, None, None] * np.ones((8, 4, 4), np.float32)  # row i holds i
+    for as_torch in (False, True):
+        args = [torch.from_numpy(x) for x in (logits, presence)] if as_torch else [logits, presence]
+        keep, scores, total = select_queries(*args, 0.5, max_detections=3)
+        assert [int(i) for i in keep] == [1, 4, 7] and total == 6  # 0.5 < score for queries 0, 1, 3, 4, 5, 7
+        want = 1 / (1 + np.exp(-logits[[1, 4, 7]])) / (1 + np.exp(-2.0))  # those queries' scores, in query order
+        np.testing.assert_allclose(np.asarray(scores), want, rtol=1e-6)
+        keep, _, total = select_queries(*args, 0.5)
+        assert [int(i) for i in keep] == [0, 1, 3, 4, 5, 7] and total == 6
+    full = postprocess(logits, boxes, presence, masks, 6, 6, 0.5)
+    top = postprocess(logits, boxes, presence, masks, 6, 6, 0.5, max_detections=3)
+    # the upsampled masks are the kept rows' (row i is the constant i): queries 1, 4, 7
+    assert np.allclose(top["masks_logits"][:, 0, 0, 0], 1 / (1 + np.exp(-np.array([1.0, 4.0, 7.0]))))
+    np.testing.assert_array_equal(top["scores"], full["scores"][[1, 3, 5]])
+
+
 def test_bilinear_rows_sum_to_one():
     for out_size, in_size in ((480, 288), (3, 288), (288, 288)):
         np.testing.assert_allclose(bilinear_matrix(out_size, in_size).sum(1), 1.0, rtol=1e-6)

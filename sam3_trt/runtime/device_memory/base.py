@@ -11,7 +11,7 @@ One run of an engine, whatever the provider (:mod:`.torch` or :mod:`.cuda_python
 
 Outputs are **fresh per run**, never buffers the next run overwrites: a result held by one thread
 cannot be changed by another thread's run, and nothing grows with the largest shape seen. Allocation is
-cheap because both providers allocate stream-ordered (torch's caching allocator, ``cudaMallocAsync``).
+cheap because both providers allocate stream-ordered (torch's caching allocator, ``cudaMallocFromPoolAsync`` from an own pool).
 
 Every CUDA call's status is checked and raised with the call's name and the CUDA error name, as
 TensorRT's ``common_runtime.py`` does.

@@ -5,13 +5,16 @@ This is the default for a torch-free install (``pip install 'sam3-trt[rtx]'`` or
 on the GPU, so the image features a processor keeps are fed back to the decoder without a host round
 trip, and ``numpy()`` / ``np.asarray`` copies them to the host when needed.
 
-Allocation is stream-ordered (``cudaMallocAsync`` / ``cudaFreeAsync`` on the backend's stream), so fresh
-outputs per run cost no device synchronisation. Every call's status is checked (:func:`check`).
+Allocation is stream-ordered (``cudaMallocFromPoolAsync`` / ``cudaFreeAsync`` on the backend's stream) from the
+backend's own pool, which keeps freed memory (release threshold at its maximum): fresh outputs per run cost
+no device synchronisation and, once warm, no allocation from the driver.
+Every call's status is checked (:func:`check`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -71,15 +74,48 @@ def _destroy_stream(rt: Any, handle: Any, device_index: int) -> None:
     rt.cudaStreamDestroy(handle)
 
 
-class _Allocation:
-    """``nbytes`` of device memory from ``cudaMallocAsync``, freed on the stream when unreferenced."""
+class _Pool:
+    """The backend's own stream-ordered memory pool, which keeps freed memory for the next run.
 
-    def __init__(self, stream: _Stream, nbytes: int) -> None:
+    ``cudaMallocAsync`` draws from the device's default pool, whose release threshold is 0: every
+    synchronisation (each copy of results to the host) hands its freed blocks back to the driver, and the
+    next run maps its outputs afresh. An own pool with the threshold at its maximum keeps them (CUDA's
+    "Stream Ordered Memory Allocator" guide), without changing the default pool other libraries share.
+    """
+
+    def __init__(self, rt: Any, device_index: int) -> None:
+        from cuda.bindings import driver
+
+        props = rt.cudaMemPoolProps()
+        props.allocType = rt.cudaMemAllocationType.cudaMemAllocationTypePinned
+        props.location.type = rt.cudaMemLocationType.cudaMemLocationTypeDevice
+        props.location.id = device_index
+        self.handle = check(rt.cudaMemPoolCreate(props), f"cudaMemPoolCreate(device {device_index})")
+        self._finalizer = weakref.finalize(self, rt.cudaMemPoolDestroy, self.handle)
+        check(
+            rt.cudaMemPoolSetAttribute(
+                self.handle, rt.cudaMemPoolAttr.cudaMemPoolAttrReleaseThreshold, driver.cuuint64_t(2**64 - 1)
+            ),
+            "cudaMemPoolSetAttribute(cudaMemPoolAttrReleaseThreshold)",
+        )
+
+    def destroy(self) -> None:
+        # CUDA defers the release of a pool whose allocations are still live until they are freed
+        self._finalizer()
+
+
+class _Allocation:
+    """``nbytes`` of device memory from the backend's pool, freed on the stream when unreferenced."""
+
+    def __init__(self, stream: _Stream, pool: _Pool, nbytes: int) -> None:
         self.stream = stream
         self.nbytes = nbytes
-        # zero-byte allocations are legal in TensorRT (empty tensors) but cudaMallocAsync(0) returns NULL
+        # zero-byte allocations are legal in TensorRT (empty tensors) but a 0-byte stream allocation returns NULL
+        size = max(nbytes, 1)
         self.ptr = int(
-            check(stream.rt.cudaMallocAsync(max(nbytes, 1), stream.handle), f"cudaMallocAsync({max(nbytes, 1)})")
+            check(
+                stream.rt.cudaMallocFromPoolAsync(size, pool.handle, stream.handle), f"cudaMallocFromPoolAsync({size})"
+            )
         )
         weakref.finalize(self, _free, stream, self.ptr)
 
@@ -161,6 +197,15 @@ class DeviceArray:
         return host if dtype is None else host.astype(dtype, copy=False)
 
 
+def _runs(rows: np.ndarray) -> list[tuple[int, int]]:
+    """``[start, stop)`` positions in ``rows`` (ascending) of its runs of consecutive values."""
+    if not rows.size:
+        return []
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    edges = [0, *breaks.tolist(), int(rows.size)]
+    return list(itertools.pairwise(edges))
+
+
 class _EventTimer(Timer):
     def __init__(self, memory: CudaPythonMemory, start: Any, end: Any) -> None:
         self._rt, self._start, self._end = memory.rt, start, end
@@ -204,6 +249,7 @@ class CudaPythonMemory(DeviceMemory):
         if not 0 <= device_index < count:
             raise Sam3TrtError(f"device_index={device_index}, but this machine has {count} CUDA device(s)")
         self._stream = _Stream(self.rt, device_index)
+        self._pool = _Pool(self.rt, device_index)
         self._timer_start: Any = None
 
     @property
@@ -223,7 +269,7 @@ class CudaPythonMemory(DeviceMemory):
 
     def _allocate(self, shape: Sequence[int], dtype: Any) -> DeviceArray:
         nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-        return DeviceArray(self, _Allocation(self._stream, nbytes), shape, dtype)
+        return DeviceArray(self, _Allocation(self._stream, self._pool, nbytes), shape, dtype)
 
     def empty(self, shape: Sequence[int], dtype: str) -> DeviceArray:
         return self._allocate(shape, numpy_dtype(dtype))
@@ -255,25 +301,80 @@ class CudaPythonMemory(DeviceMemory):
         # from pageable host memory CUDA stages the data before cudaMemcpyAsync returns, so `host` may go
         return out
 
+    def stack(self, arrays: Sequence[DeviceArray]) -> DeviceArray:
+        """Arrays of one shape and dtype stacked on a new leading axis, on the device (one array: a view).
+
+        Cached text features are stacked into a decoder batch this way, without a round trip through the host.
+        """
+        first = arrays[0]
+        if any(a.shape != first.shape or a.dtype != first.dtype or a._memory is not self for a in arrays):
+            raise Sam3TrtError("stack needs device arrays of one shape and dtype from this backend")
+        if len(arrays) == 1:
+            return DeviceArray(self, first._allocation, (1, *first.shape), first.dtype, first._offset)
+        out = self._allocate((len(arrays), *first.shape), first.dtype)
+        for i, array in enumerate(arrays):
+            check(
+                self.rt.cudaMemcpyAsync(
+                    out.ptr + i * array.nbytes,
+                    array.ptr,
+                    array.nbytes,
+                    self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice,
+                    self.stream_handle,
+                ),
+                f"cudaMemcpyAsync(device to device, {array.nbytes} bytes)",
+            )
+        return out
+
     def pointer(self, array: DeviceArray) -> int:
         return array.ptr
 
     def to_host(self, array: DeviceArray) -> np.ndarray:
         """Copy ``array`` to a new host array after the work queued on the backend's stream."""
-        host = np.empty(array.shape, array.dtype)
+        return self.gather_to_host([(array, None)])[0]
+
+    def gather_to_host(self, items: Sequence[tuple[DeviceArray, Sequence[int] | None]]) -> list[np.ndarray]:
+        """Leading-axis rows of device arrays as new host arrays: every copy queued, then one synchronisation.
+
+        What a prompt keeps is a few rows of ``pred_masks`` (200 x 288 x 288 float32, 66 MB): copying only
+        those rows, one copy per run of consecutive rows, is what keeps a prompt's device-to-host traffic
+        proportional to its detections.
+
+        Args:
+            items: ``(array, rows)`` pairs: ascending row indices of ``array``'s first axis, or ``None`` for
+                the whole array.
+
+        Returns:
+            One host array per item (``[len(rows), *shape[1:]]``, or the array's shape for ``None``).
+        """
+        out: list[np.ndarray] = []
         with self.activate():
-            check(
-                self.rt.cudaMemcpyAsync(
-                    host.ctypes.data,
-                    array.ptr,
-                    array.nbytes,
-                    self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost,
-                    self.stream_handle,
-                ),
-                f"cudaMemcpyAsync(device to host, {array.nbytes} bytes)",
-            )
+            for array, rows in items:
+                if array._memory is not self:
+                    raise Sam3TrtError(f"{array!r} belongs to another backend; copy it with its own numpy()")
+                if rows is None:
+                    host = np.empty(array.shape, array.dtype)
+                    runs = [(0, 0, array.nbytes)] if array.nbytes else []
+                else:
+                    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+                    if rows.size and (rows[0] < 0 or rows[-1] >= array.shape[0] or (np.diff(rows) <= 0).any()):
+                        raise IndexError(f"rows must be ascending indices below {array.shape[0]}, got {rows.tolist()}")
+                    host = np.empty((rows.size, *array.shape[1:]), array.dtype)
+                    row_bytes = host.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
+                    runs = [(int(rows[a]) * row_bytes, a * row_bytes, (b - a) * row_bytes) for a, b in _runs(rows)]
+                for src, dst, nbytes in runs:
+                    check(
+                        self.rt.cudaMemcpyAsync(
+                            host.ctypes.data + dst,
+                            array.ptr + src,
+                            nbytes,
+                            self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost,
+                            self.stream_handle,
+                        ),
+                        f"cudaMemcpyAsync(device to host, {nbytes} bytes)",
+                    )
+                out.append(host)
             check(self.rt.cudaStreamSynchronize(self.stream_handle), "cudaStreamSynchronize")
-        return host
+        return out
 
     def _event(self) -> Any:
         event = check(self.rt.cudaEventCreate(), "cudaEventCreate")
@@ -307,4 +408,5 @@ class CudaPythonMemory(DeviceMemory):
             check(self.rt.cudaStreamSynchronize(self.stream_handle), "cudaStreamSynchronize (close)")
         # arrays a caller still holds are freed with cudaFree when dropped (the stream is gone by then)
         self._stream.destroy()
+        self._pool.destroy()
         super().close()
