@@ -40,6 +40,10 @@ from .common import (
 @click.option("--max-queue-delay-us", type=int, default=2000, show_default=True, help="Batcher wait to fill a batch.")
 @click.option("--max-image-pixels", type=int, default=None, help="Largest image (width x height) [4096x4096].")
 @click.option("--max-prompts", type=int, default=None, help="Text prompts per request [64].")
+@click.option("--max-detections", type=int, default=None,
+              help="Detections per request, the best scores, chosen before masks reach full size [100].")  # fmt: skip
+@click.option("--max-bitmask-mb", type=int, default=None,
+              help="Largest bitmask response a request may ask for (detections x H x W bytes) [256].")  # fmt: skip
 @click.option("--threads", type=int, default=None, help="ONNX Runtime threads per instance [CPUs / instances].")
 @click.option("--exit-timeout", type=int, default=30, show_default=True,
               help="On SIGTERM/Ctrl-C, seconds in-flight requests get to finish.")  # fmt: skip
@@ -61,6 +65,8 @@ def serve(
     max_queue_delay_us: int,
     max_image_pixels: int | None,
     max_prompts: int | None,
+    max_detections: int | None,
+    max_bitmask_mb: int | None,
     threads: int | None,
     exit_timeout: int,
     triton_log: Path | None,
@@ -80,6 +86,8 @@ def serve(
         limits,
         max_image_pixels=limits.max_image_pixels if max_image_pixels is None else max_image_pixels,
         max_prompts=limits.max_prompts if max_prompts is None else max_prompts,
+        max_detections=limits.max_detections if max_detections is None else max_detections,
+        max_bitmask_mb=limits.max_bitmask_mb if max_bitmask_mb is None else max_bitmask_mb,
     )
     options = ServeOptions(
         artifacts=artifacts, backend=backend, host=host, http_port=http_port, grpc_port=grpc_port,

@@ -182,7 +182,9 @@ class Sam3Processor:
         state["text_prompt"] = prompt
         return self._store(state, raw)
 
-    def set_text_prompts(self, prompts: Sequence[str], state: dict, full_masks: bool = True) -> list[dict]:
+    def set_text_prompts(
+        self, prompts: Sequence[str], state: dict, full_masks: bool = True, max_detections: int | None = None
+    ) -> list[dict]:
         """Run several text prompts in one decoder batch; returns one result dict per prompt.
 
         Each result has the processor's result keys plus ``prompt``, ``best_score`` (the highest score of any
@@ -195,7 +197,10 @@ class Sam3Processor:
             full_masks: ``False``: no full-size masks; results hold ``low_res_masks`` (``[K, 288, 288]`` mask
                 logits of the kept queries) instead of ``masks`` and ``masks_logits``, for callers that
                 upsample one mask at a time (:func:`~sam3_trt.runtime.segment.detect`).
+            max_detections: At most this many detections per prompt for this call, on top of the processor's
+                own ``max_detections`` (the smaller applies; ``None``: the processor's).
         """
+        limit = check_max_detections(max_detections)
         _check_image(state, "set_text_prompts")
         if isinstance(prompts, str) or not prompts:
             raise Sam3TrtError("set_text_prompts needs a non-empty list of prompts")
@@ -205,7 +210,8 @@ class Sam3Processor:
         for start in range(0, len(prompts), max_p):
             chunk = prompts[start : start + max_p]
             raws = self._ground(chunk, state.get("geometric_prompt", []), state)
-            for prompt, (result, extras) in zip(chunk, self._finish(raws, state, full_masks), strict=True):
+            finished = self._finish(raws, state, full_masks, limit)
+            for prompt, (result, extras) in zip(chunk, finished, strict=True):
                 results.append({"prompt": prompt, **result, **extras})
         return results
 
@@ -290,7 +296,9 @@ class Sam3Processor:
             for i in range(count)
         ]
 
-    def _finish(self, raws: Sequence[dict], state: dict, full_masks: bool = True) -> list[tuple[dict, dict]]:
+    def _finish(
+        self, raws: Sequence[dict], state: dict, full_masks: bool = True, max_detections: int | None = None
+    ) -> list[tuple[dict, dict]]:
         """Upstream's results of each prompt's raw outputs, and ``{"best_score", "detections_total"}`` of each.
 
         Outputs in device memory without torch (cuda-python :class:`DeviceArray`) are copied back in two steps
@@ -300,7 +308,8 @@ class Sam3Processor:
         from .postprocess import boxes_to_pixels, select_queries, upsample_probs
 
         height, width = state["original_height"], state["original_width"]
-        threshold, limit = self.confidence_threshold, self.max_detections
+        limits = [n for n in (self.max_detections, max_detections) if n is not None]
+        threshold, limit = self.confidence_threshold, min(limits) if limits else None
         selected = []  # per prompt: (scores, kept boxes, kept masks, extras)
         if raws and is_device_array(raws[0]["pred_logits"]):
             memory = raws[0]["pred_logits"]._memory

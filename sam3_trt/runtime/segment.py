@@ -6,12 +6,13 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..errors import Sam3TrtError
 from ..rle import mask_to_rle, rle_to_mask  # noqa: F401  (rle_to_mask: read back what segment writes)
+from ..specs import SPECS
 from .arrays import to_numpy
 from .draw import pixel_box, render_overlay
 
@@ -72,16 +73,27 @@ def pixel_box_to_prompt(box: Sequence[float], width: int, height: int, name: str
     return [(x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width, (y1 - y0) / height]
 
 
+class Detections(NamedTuple):
+    """What :func:`detect` found: the best detections, the best score of any query and how many scored above
+    the threshold in all (``total`` may exceed ``len(detections)`` when ``max_detections`` cut them)."""
+
+    detections: list[dict[str, Any]]
+    best_score: float
+    total: int
+
+
 def segment(
     processor: Any,
     image: Any,
     prompts: Sequence[str],
     boxes: Sequence[tuple[list[float], bool]] = (),
-) -> tuple[list[dict[str, Any]], float]:
+    max_detections: int | None = None,
+    encode: Callable[[np.ndarray], Any] | None = None,
+) -> Detections:
     """Encode one image, then :func:`detect` on it."""
     if not prompts and not boxes:
         raise Sam3TrtError("give at least one --prompt or --box")
-    return detect(processor, processor.set_image(image), prompts, boxes)
+    return detect(processor, processor.set_image(image), prompts, boxes, max_detections, encode)
 
 
 def detect(
@@ -89,51 +101,63 @@ def detect(
     state: dict,
     prompts: Sequence[str],
     boxes: Sequence[tuple[list[float], bool]] = (),
-) -> tuple[list[dict[str, Any]], float]:
-    """Run text prompts (one decoder batch) and/or boxes on an encoded image.
+    max_detections: int | None = None,
+    encode: Callable[[np.ndarray], Any] | None = None,
+) -> Detections:
+    """Run text prompts (decoder batches) and/or boxes on an encoded image, one full-size mask at a time.
+
+    Memory is bounded whatever the threshold and the image size: each decoder batch keeps at most
+    ``max_detections`` queries per prompt at the graphs' 288x288, the best ``max_detections`` over all
+    prompts are kept after each batch, and only those are upsampled to the image's size, one by one (each
+    passed to ``encode`` when given, so a caller that writes RLE never holds more than one full-size mask).
 
     Args:
-        processor: A :class:`~sam3_trt.Sam3Processor`.
+        processor: A :class:`~sam3_trt.Sam3Processor` (its threshold applies).
         state: From ``processor.set_image``; its prompts are replaced.
         prompts: Text prompts; every box applies to each of them.
         boxes: ``(normalised cx, cy, w, h; positive?)``; with no prompts they run alone (text ``"visual"``).
+        max_detections: Keep the best this many over all prompts (``None``: every detection).
+        encode: Applied to each bool ``HxW`` mask; its result is stored as the detection's ``mask``.
 
     Returns:
-        ``([{"prompt", "prompt_index", "score", "box" (pixel xyxy), "mask" (bool HxW)}], best score)``: the
-        detections over all prompts above the processor's threshold (``prompt_index`` -1 for boxes alone),
-        and the best score of any query (kept or not), so a caller can say how far the threshold is from
-        the nearest detection.
+        :class:`Detections`: ``[{"prompt", "prompt_index", "score", "box" (pixel xyxy), "mask"}]`` by score,
+        best first (``prompt_index`` -1 for boxes alone), the best score of any query, kept or not (so a
+        caller can say how far the threshold is from the nearest detection), and the count above the threshold.
     """
-    from .processor import VISUAL_PROMPT, best_score, check_box
+    from .postprocess import upsample_probs
+    from .processor import VISUAL_PROMPT, check_box
 
     if not prompts and not boxes:
         raise Sam3TrtError("give at least one prompt or box")
-    checked = [(check_box(b), bool(label)) for b, label in boxes]
-    if prompts:
-        state["geometric_prompt"] = checked
-        results = processor.set_text_prompts(list(prompts), state)
-        best = max(r["best_score"] for r in results)
-    else:
-        # the decoder sees every box at once: only the last add runs it
-        processor.reset_all_prompts(state)
-        state["geometric_prompt"] = checked[:-1]
-        state = processor.add_geometric_prompt(*checked[-1], state)
-        results = [{"prompt": VISUAL_PROMPT, **{k: state[k] for k in ("masks", "boxes", "scores")}}]
-        best = best_score(state["_raw"])
+    state["geometric_prompt"] = [(check_box(b), bool(label)) for b, label in boxes]
+    state.pop("text_prompt", None)
+    texts = list(prompts) or [VISUAL_PROMPT]
+    chunk = SPECS["decoder"].dim("P").max
+    best, total = 0.0, 0
+    candidates: list[tuple[float, int, Any, Any]] = []  # (score, prompt index, pixel box, 288x288 logits)
+    for start in range(0, len(texts), chunk):
+        results = processor.set_text_prompts(texts[start : start + chunk], state, False, max_detections)
+        for offset, res in enumerate(results):
+            best, total = max(best, res["best_score"]), total + res["detections_total"]
+            scores, pixel_boxes = to_numpy(res["scores"]), to_numpy(res["boxes"])
+            for row in range(len(scores)):
+                candidates.append((float(scores[row]), start + offset, pixel_boxes[row], res["low_res_masks"][row]))
+        candidates.sort(key=lambda c: -c[0])  # stable: equal scores keep prompt and query order
+        del candidates[max_detections or len(candidates) :]
     detections = []
-    for index, res in enumerate(results):
-        masks, pixel_boxes, scores = (to_numpy(res[k]) for k in ("masks", "boxes", "scores"))
-        for mask, box, score in zip(masks, pixel_boxes, scores, strict=True):
-            detections.append(
-                {
-                    "prompt": res["prompt"],
-                    "prompt_index": index if prompts else -1,
-                    "score": float(score),
-                    "box": [float(v) for v in box],
-                    "mask": mask[0],
-                }
-            )
-    return detections, best
+    for score, index, box, low_res in candidates:
+        height, width = state["original_height"], state["original_width"]
+        mask = to_numpy(upsample_probs(low_res[None], height, width)[0, 0] > 0.5)  # thresholded where it lives
+        detections.append(
+            {
+                "prompt": texts[index],
+                "prompt_index": index if prompts else -1,
+                "score": score,
+                "box": [float(v) for v in box],
+                "mask": encode(mask) if encode else mask,
+            }
+        )
+    return Detections(detections, best, total)
 
 
 def write_outputs(
@@ -144,11 +168,12 @@ def write_outputs(
     info: dict[str, Any],
     prompt_boxes: Sequence[tuple[Sequence[float], bool]] = (),
     max_detections: int = 10,
+    total: int | None = None,
 ) -> None:
     """Write the overlay (format from ``output``'s suffix) and, when asked, the detections JSON (RLE masks).
 
-    Both hold the ``max_detections`` best detections; the JSON also records how many there were in all and
-    ``info`` (prompts, boxes, threshold, backend, precision, weights).
+    Both hold the ``max_detections`` best detections; the JSON also records how many there were in all
+    (``total``, default ``len(detections)``) and ``info`` (prompts, boxes, threshold, backend, precision, weights).
     """
     height, width = image_rgb.shape[:2]
     random_weights = info.get("weights_kind") == "random"
@@ -156,15 +181,18 @@ def write_outputs(
     image = render_overlay(image_rgb, detections, pixel_prompts, max_detections, random_weights)
     image.save(output, format=IMAGE_FORMATS.get(output.suffix.lower(), "PNG"))
     if json_path is not None:
-        json_path.write_text(json.dumps(detections_json(detections, info, max_detections), indent=1))
+        json_path.write_text(json.dumps(detections_json(detections, info, max_detections, total), indent=1))
 
 
-def detections_json(detections: Sequence[dict[str, Any]], info: dict[str, Any], max_detections: int) -> dict[str, Any]:
-    """The detections JSON: ``info``, counts and the ``max_detections`` best detections with RLE masks."""
+def detections_json(
+    detections: Sequence[dict[str, Any]], info: dict[str, Any], max_detections: int, total: int | None = None
+) -> dict[str, Any]:
+    """The detections JSON: ``info``, counts (``total`` above the threshold, default ``len(detections)``) and the
+    ``max_detections`` best detections with RLE masks."""
     shown = sorted(detections, key=lambda d: -d["score"])[:max_detections]
     return {
         **info,
-        "detections_total": len(detections),
+        "detections_total": len(detections) if total is None else total,
         "detections_shown": len(shown),
         "detections": [
             {"prompt": d["prompt"], "score": d["score"], "box_xyxy": d["box"], "mask_rle": mask_to_rle(d["mask"])}
@@ -243,7 +271,8 @@ def segment_image(
     weights = WeightsOrigin.from_dict(weights_dict).describe()
     with Sam3Processor(found.folder, backend=backend, confidence_threshold=threshold) as processor:
         say(f"backend {processor.backend.name}; {weights}")
-        detections, best = segment(processor, picture, prompts, parsed)
+        # only the drawn detections reach full size: memory is bounded whatever the threshold and image size
+        detections, best, total = segment(processor, picture, prompts, parsed, max_detections)
         info = {
             "image": str(image),
             "size": [width, height],
@@ -261,9 +290,9 @@ def segment_image(
             f"no detection scored above --threshold {threshold}; the best score was {best:.3f}: "
             f"lower --threshold (e.g. --threshold {max(0.0, best - 0.01):.2f}) to see it"
         )
-    write_outputs(rgb, detections, output, json_path, info, parsed, max_detections)
+    write_outputs(rgb, detections, output, json_path, info, parsed, max_detections, total)
     return {
-        "detections": len(detections),
+        "detections": total,
         "drawn": min(len(detections), max_detections),
         "best_score": round(best, 6),
         "output": str(output),

@@ -43,6 +43,7 @@ def build_inputs(
     box_labels: Sequence[bool] | None = None,
     threshold: float | None = None,
     mask_format: str = "rle",
+    max_detections: int | None = None,
 ) -> dict[str, np.ndarray]:
     """One request's tensors (batch axis of 1), as :mod:`.contract` declares them.
 
@@ -53,6 +54,7 @@ def build_inputs(
         box_labels: Per box, True for positive (default all positive).
         threshold: Score threshold (server default 0.5 when ``None``).
         mask_format: ``"rle"`` or ``"bitmask"``.
+        max_detections: Return at most this many (the server's ``--max-detections`` when ``None``).
     """
     inputs = {"image": np.array([[image_bytes]], dtype=np.object_)}
     if prompts:
@@ -65,6 +67,8 @@ def build_inputs(
         inputs["threshold"] = np.array([[threshold]], dtype=np.float32)
     if mask_format != "rle":
         inputs["mask_format"] = np.array([[mask_format.encode()]], dtype=np.object_)
+    if max_detections is not None:
+        inputs["max_detections"] = np.array([[max_detections]], dtype=np.int32)
     return inputs
 
 
@@ -194,9 +198,10 @@ class Sam3Client:
         box_labels: Sequence[bool] | None = None,
         threshold: float | None = None,
         mask_format: str = "rle",
+        max_detections: int | None = None,
     ) -> list[dict[str, Any]]:
         """Segment one image; arguments as :func:`build_inputs`, result as :func:`decode_outputs`."""
-        inputs = build_inputs(image_bytes, prompts, boxes, box_labels, threshold, mask_format)
+        inputs = build_inputs(image_bytes, prompts, boxes, box_labels, threshold, mask_format, max_detections)
         return decode_outputs(self.infer_raw(inputs), prompts, mask_format)
 
     def close(self) -> None:

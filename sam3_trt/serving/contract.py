@@ -58,6 +58,13 @@ INPUTS: tuple[ServeTensor, ...] = (
     ServeTensor("box_labels", np.bool_, (-1,), optional=True, doc="per box: True positive (default), False negative"),
     ServeTensor("threshold", np.float32, (1,), optional=True, doc="keep detections scoring above it (default 0.5)"),
     ServeTensor("mask_format", np.object_, (1,), optional=True, doc="b'rle' (default) or b'bitmask'"),
+    ServeTensor(
+        "max_detections",
+        np.int32,
+        (1,),
+        optional=True,
+        doc="return at most this many detections, the best scores (default and cap: the server's --max-detections)",
+    ),
 )
 
 OUTPUTS: tuple[ServeTensor, ...] = (

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -29,6 +30,10 @@ MAX_IMAGE_PIXELS = 4096 * 4096
 MAX_PROMPTS = 64
 #: Default score threshold when a request sends none.
 DEFAULT_THRESHOLD = 0.5
+#: Default of ``--max-detections``: detections per request (and the most a request may ask for).
+MAX_DETECTIONS = 100
+#: Default of ``--max-bitmask-mb``: the largest bitmask response (K x H x W bytes) a request may ask for.
+MAX_BITMASK_MB = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,11 +44,17 @@ class ServeLimits:
         max_image_pixels: Width x height, checked from the image header before decoding.
         max_prompts: Text prompts per request.
         max_boxes: Box prompts per request (the decoder graph's box axis maximum).
+        max_detections: Detections per request, the best scores over all its prompts, chosen before any mask
+            is upsampled; a request's ``max_detections`` may lower it.
+        max_bitmask_mb: A ``bitmask`` request whose response could exceed this (``max_detections`` x H x W
+            bytes) is refused before it runs, naming ``rle``.
     """
 
     max_image_pixels: int = MAX_IMAGE_PIXELS
     max_prompts: int = MAX_PROMPTS
     max_boxes: int = SPECS["decoder"].dim("N").max
+    max_detections: int = MAX_DETECTIONS
+    max_bitmask_mb: int = MAX_BITMASK_MB
 
     def check(self) -> ServeLimits:
         """Raise :class:`Sam3TrtError` naming the first limit that is not a positive integer."""
@@ -65,6 +76,7 @@ class ServeRequest:
         boxes: ``(normalised cx, cy, w, h; positive?)`` per box prompt.
         threshold: Score threshold for this request.
         mask_format: ``"rle"`` or ``"bitmask"``.
+        max_detections: Detections to return at most (the server's limit or lower).
     """
 
     image: np.ndarray
@@ -72,6 +84,7 @@ class ServeRequest:
     boxes: list[tuple[list[float], bool]]
     threshold: float
     mask_format: str
+    max_detections: int = MAX_DETECTIONS
 
 
 def parse_request(inputs: Mapping[str, np.ndarray], limits: ServeLimits) -> ServeRequest:
@@ -145,7 +158,25 @@ def parse_request(inputs: Mapping[str, np.ndarray], limits: ServeLimits) -> Serv
         mask_format = _text(_one_bytes(rows["mask_format"], "mask_format"), "mask_format")
         if mask_format not in MASK_FORMATS:
             raise Sam3TrtError(f"input mask_format {mask_format!r}: send one of {', '.join(MASK_FORMATS)}")
-    return ServeRequest(image, prompts, boxes, threshold, mask_format)
+    max_detections = limits.max_detections
+    if "max_detections" in rows:
+        value = rows["max_detections"].reshape(-1)
+        if value.dtype != np.int32 or value.size != 1:
+            raise Sam3TrtError(f"input max_detections is {value.dtype}[{value.size}]: send int32 [1]")
+        max_detections = int(value[0])
+        if not 1 <= max_detections <= limits.max_detections:
+            raise Sam3TrtError(
+                f"input max_detections {max_detections}: send 1 to this server's --max-detections "
+                f"{limits.max_detections}"
+            )
+    bitmask_mb = max_detections * height * width / 2**20
+    if mask_format == "bitmask" and bitmask_mb > limits.max_bitmask_mb:
+        raise Sam3TrtError(
+            f"input mask_format 'bitmask': {max_detections} masks of {width}x{height} could take "
+            f"{bitmask_mb:.0f} MB, over this server's --max-bitmask-mb {limits.max_bitmask_mb}: ask for 'rle' "
+            "(the default) or a smaller max_detections"
+        )
+    return ServeRequest(image, prompts, boxes, threshold, mask_format, max_detections)
 
 
 def _one_bytes(value: np.ndarray, name: str) -> bytes:
@@ -195,6 +226,45 @@ def _decode_image(data: bytes, limits: ServeLimits) -> np.ndarray:
         ) from None
 
 
+#: Bytes of one prompt's decoder outputs (200 queries x 288 x 288 float32 mask logits, plus scores and boxes).
+_DECODER_BYTES_PER_PROMPT = 200 * 288 * 288 * 4 + 64 * 1024
+#: One kept query's 288 x 288 float32 mask logits.
+_LOW_RES_BYTES = 288 * 288 * 4
+#: Fixed per request: pre-processing at 1008 x 1008 (uint8 and float32 copies), text features, small arrays.
+_FIXED_BYTES = 64 * 2**20
+#: Per pixel of the image: the encoded file decoded (PIL, then numpy RGB), the resize's input copies, and one
+#: mask at a time (float32 upsampled logits, their sigmoid, the bool mask, the RLE's int8 copies).
+_BYTES_PER_PIXEL = 32
+
+
+def request_memory_bound(height: int, width: int, prompts: int, max_detections: int) -> int:
+    """Most bytes one request adds to a warmed-up server while it runs, above the model.
+
+    "The model" is the weights and the runtime's working memory at the largest batch, which ``serve`` reaches
+    before it says ready (:meth:`Sam3Handler.warm_up`). Above it a request holds its image and one full-size
+    mask at a time (``32 x H x W``), its image features (111 MB: the vision graph's three levels), one decoder
+    batch's outputs (``min(P, 16) x 66.4 MB``), the kept queries' low-resolution masks (``(min(P, 16) + 1) x K
+    x 0.33 MB``, K = ``max_detections``) and 64 MB of small arrays, whatever the threshold. Defaults at the
+    largest image (4096 x 4096, 64 prompts, K = 100): about 2.2 GiB; one prompt: about 0.8 GiB.
+
+    Args:
+        height: Image height.
+        width: Image width.
+        prompts: Text prompts (1 for boxes alone).
+        max_detections: The request's ``max_detections``.
+    """
+    vision = SPECS["vision_encoder"]
+    features = sum(4 * math.prod(t.resolve({"B": 1})) for t in vision.outputs)
+    batch = min(max(prompts, 1), SPECS["decoder"].dim("P").max)
+    return (
+        _BYTES_PER_PIXEL * height * width
+        + features
+        + batch * _DECODER_BYTES_PER_PROMPT
+        + (batch + 1) * max_detections * _LOW_RES_BYTES
+        + _FIXED_BYTES
+    )
+
+
 def error_response(message: str) -> dict[str, np.ndarray]:
     """The outputs of a failed request: its error line and no detections."""
     return _response([], "rle", message)
@@ -217,11 +287,15 @@ def _response(detections: Sequence[dict[str, Any]], mask_format: str, error: str
     if mask_format == "bitmask" and k:
         out["masks"] = np.stack([np.asarray(d["mask"], np.uint8) for d in detections])[None]
         out["masks_rle"] = np.full((1, k), b"", dtype=np.object_)
-    else:
+    else:  # detect encoded each mask as it was upsampled (encode_rle): no full-size mask is held here
         out["masks"] = np.zeros((1, 1, 1, 1), np.uint8)
-        rles = [json.dumps(mask_to_compressed_rle(d["mask"])).encode() for d in detections]
-        out["masks_rle"] = column(rles, np.object_, b"")
+        out["masks_rle"] = column([d["mask"] for d in detections], np.object_, b"")
     return out
+
+
+def encode_rle(mask: np.ndarray) -> bytes:
+    """A bool ``HxW`` mask as the ``masks_rle`` output holds it: COCO compressed RLE as JSON bytes."""
+    return json.dumps(mask_to_compressed_rle(mask)).encode()
 
 
 class Sam3Handler:
@@ -256,7 +330,7 @@ class Sam3Handler:
         prompts = [f"warm-up prompt {i}" for i in range(min(SPECS["decoder"].dim("P").max, self.limits.max_prompts))]
         with self._lock:
             states = self.processor.set_image_batch([np.zeros((64, 64, 3), np.uint8)] * images)
-            detect(self.processor, states[0], prompts)
+            detect(self.processor, states[0], prompts, max_detections=self.limits.max_detections, encode=encode_rle)
             self.processor.clear_text_cache()
 
     def __call__(self, requests: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
@@ -278,6 +352,9 @@ class Sam3Handler:
                     responses.append(error_response(request))
                     continue
                 self.processor.set_confidence_threshold(request.threshold)
-                detections, _ = detect(self.processor, next(states), request.prompts, request.boxes)
-                responses.append(_response(detections, request.mask_format))
+                encode = encode_rle if request.mask_format == "rle" else None
+                found = detect(
+                    self.processor, next(states), request.prompts, request.boxes, request.max_detections, encode
+                )
+                responses.append(_response(found.detections, request.mask_format))
         return responses

@@ -7,6 +7,7 @@ import io
 import json
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from sam3_trt.errors import Sam3TrtError
 from sam3_trt.rle import compress_counts, decompress_counts, mask_to_compressed_rle, mask_to_rle, rle_to_mask
 from sam3_trt.serving.client import build_inputs, decode_outputs
 from sam3_trt.serving.contract import INPUTS, OUTPUTS
-from sam3_trt.serving.handler import Sam3Handler, ServeLimits, parse_request
+from sam3_trt.serving.handler import MAX_DETECTIONS, Sam3Handler, ServeLimits, parse_request
 
 
 def _png(width: int = 320, height: int = 240) -> bytes:
@@ -79,6 +80,13 @@ BAD_REQUESTS = {
     "bad mask format": (dict(mask_format=np.array([[b"png"]], dtype=np.object_)), "rle, bitmask"),
     "batch of 2": (dict(image=np.array([[b"a"], [b"b"]], dtype=np.object_)), "batch size 2"),
     "unknown input": (dict(points=np.zeros((1, 2), np.float32)), "unknown input"),
+    "max_detections 0": (dict(max_detections=np.array([[0]], np.int32)), "send 1 to this server's --max-detections"),
+    "max_detections over the cap": (dict(max_detections=np.array([[101]], np.int32)), "--max-detections 100"),
+    "max_detections float": (dict(max_detections=np.array([[5.0]], np.float32)), "send int32 [1]"),
+    "bitmask over the cap": (
+        dict(mask_format=np.array([[b"bitmask"]], dtype=np.object_), max_detections=np.array([[14]], np.int32)),
+        "over this server's --max-bitmask-mb 1: ask for 'rle'",
+    ),
 }
 
 
@@ -88,6 +96,8 @@ def test_bad_request_is_one_line_naming_the_input(case):
     limits = ServeLimits()
     if overrides == "limits":
         overrides, limits = {}, ServeLimits(max_image_pixels=320 * 240 - 1)
+    if case == "bitmask over the cap":  # 14 masks of 320x240 bytes: 1.03 MB
+        limits = ServeLimits(max_bitmask_mb=1)
     with pytest.raises(Sam3TrtError) as info:
         parse_request(_request(**overrides), limits)
     message = str(info.value)
@@ -98,11 +108,14 @@ def test_limits_and_contract_are_checked():
     with pytest.raises(Sam3TrtError, match="--max-prompts 0"):
         ServeLimits(max_prompts=0).check()
     # the contract against an independent producer: what the client sends is what the server declares
-    sent = build_inputs(_png(), ["cat"], [[1, 1, 9, 9]], [False], threshold=0.3, mask_format="bitmask")
+    sent = build_inputs(
+        _png(), ["cat"], [[1, 1, 9, 9]], [False], threshold=0.3, mask_format="bitmask", max_detections=5
+    )
     assert set(sent) == {t.name for t in INPUTS}
     for t in INPUTS:
         assert sent[t.name].dtype == np.dtype(t.dtype) and sent[t.name].ndim == len(t.shape) + 1, t.name
-    assert parse_request(sent, ServeLimits()).mask_format == "bitmask"  # and the server reads all of it
+    read = parse_request(sent, ServeLimits())  # and the server reads all of it
+    assert (read.mask_format, read.max_detections, read.threshold) == ("bitmask", 5, pytest.approx(0.3))
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +137,7 @@ def _direct(processor, png: bytes, prompts, pixel_boxes=(), threshold=0.3):
     h, w = image.shape[:2]
     boxes = [(pixel_box_to_prompt(b, w, h, "box"), True) for b in pixel_boxes]
     processor.set_confidence_threshold(threshold)
-    detections, _ = detect(processor, processor.set_image(image), prompts, boxes)
-    return detections
+    return detect(processor, processor.set_image(image), prompts, boxes, max_detections=MAX_DETECTIONS).detections
 
 
 #: Served vs direct results. "same process": the handler over the processor it is compared with (only float32
@@ -190,10 +202,10 @@ class _RecordingProcessor:
         self.image_batches.append(len(images))
         return [{} for _ in images]
 
-    def set_text_prompts(self, prompts, state):
+    def set_text_prompts(self, prompts, state, full_masks=True, max_detections=None):
         self.prompt_batches.append(len(prompts))
-        empty = {"masks": np.zeros((0, 1, 2, 2), bool), "boxes": np.zeros((0, 4)), "scores": np.zeros(0)}
-        return [{"prompt": p, "best_score": 0.0, **empty} for p in prompts]
+        empty = {"low_res_masks": np.zeros((0, 2, 2)), "boxes": np.zeros((0, 4)), "scores": np.zeros(0)}
+        return [{"prompt": p, "best_score": 0.0, "detections_total": 0, **empty} for p in prompts]
 
     def clear_text_cache(self):
         self.cleared += 1
@@ -587,3 +599,43 @@ def test_serve_and_client_refuse_bad_options_in_one_line(tiny_export, tmp_path):
             assert "Traceback" not in proc.stderr and proc.stdout == "", (cmd[3:], proc.stderr[-2000:])
     finally:
         busy.close()
+
+
+def _peak_rss_increase(fn):
+    """``fn()`` and how far the process's peak resident memory rose above its resident memory before it (Linux:
+    the peak is reset through ``/proc/self/clear_refs``, so earlier tests' peaks do not count)."""
+
+    def status(field):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError(f"/proc/self/status has no {field}")
+
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current VmRSS
+    before = status("VmRSS")
+    out = fn()
+    return out, status("VmHWM") - before
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc/self/clear_refs")
+def test_threshold_0_request_on_a_large_image_stays_within_the_stated_bound(processor):
+    """Every query above threshold 0 on a 2048x2048 image, on a server warmed up as ``serve`` warms it (measured
+    before this bound: +6.5 GB, 200 full-size masks at once; now about +0.1 GB): the best ``max_detections`` are
+    chosen first and each mask is upsampled and RLE-encoded alone, within ``request_memory_bound`` (425 MiB)."""
+    from PIL import Image
+
+    from sam3_trt.assets.images import demo_image
+    from sam3_trt.serving.handler import request_memory_bound
+
+    side = 2048
+    buffer = io.BytesIO()
+    demo_image(side, side).save(buffer, format="JPEG", quality=90)
+    handler = Sam3Handler(processor)
+    handler.warm_up(1)  # the runtime's working memory at the largest batch: part of "the model"
+    request = build_inputs(buffer.getvalue(), ["red square"], threshold=0.0)
+    (response,), grew = _peak_rss_increase(lambda: handler([request]))
+    bound = request_memory_bound(side, side, prompts=1, max_detections=MAX_DETECTIONS)
+    assert response["error"][0, 0] == b"" and response["num_detections"][0, 0] == MAX_DETECTIONS  # 200 above 0
+    assert grew <= bound, f"the request grew the process by {grew / 2**20:.0f} MB, bound {bound / 2**20:.0f} MB"
+    first = decode_outputs(response, ["red square"])[0]["mask"]
+    assert first.shape == (side, side) and Image.fromarray(first).size == (side, side)
