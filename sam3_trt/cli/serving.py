@@ -48,6 +48,10 @@ from .common import (
 @click.option("--exit-timeout", type=int, default=30, show_default=True,
               help="On SIGTERM/Ctrl-C, seconds in-flight requests get to finish.")  # fmt: skip
 @path_option("--triton-log", help="tritonserver's log file [<temp>/sam3-trt-serve-<http port>.log].")
+@click.option("--access-token", envvar="SAM3TRT_ACCESS_TOKEN", default=None, show_envvar=True,
+              help="Token of Triton's restricted APIs (statistics, model repository, ...), sent as the "
+              "triton-access-token header; prefer the environment variable (process lists show options) "
+              "[a random one: those APIs stay closed].")  # fmt: skip
 @click.option("--warm-up/--no-warm-up", default=True, show_default=True,
               help="Run the largest batch before 'ready', so memory does not grow under load.")  # fmt: skip
 @click.pass_obj
@@ -71,6 +75,7 @@ def serve(
     exit_timeout: int,
     triton_log: Path | None,
     warm_up: bool,
+    access_token: str | None,
 ) -> None:
     """Serve the sam3 model on Triton Inference Server (PyTriton) until Ctrl-C or SIGTERM.
 
@@ -94,6 +99,7 @@ def serve(
         metrics_port=metrics_port, instances=instances,
         max_batch=ServeOptions.max_batch if max_batch is None else max_batch, max_queue_delay_us=max_queue_delay_us,
         limits=limits, threads=threads, exit_timeout_s=exit_timeout, triton_log=triton_log, warm_up=warm_up,
+        access_token=access_token or None,
     ).check()  # fmt: skip
     check_output_file(options.log_path, "--triton-log")
     check_serving_python()

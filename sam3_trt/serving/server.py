@@ -47,6 +47,9 @@ class ServeOptions:
         warm_up: Before "ready", run each instance on its largest batch (``max_batch`` images, the
             decoder's largest prompt batch), so its memory is at its working size from the first request
             on instead of growing under load (ONNX Runtime's CPU arena keeps what the largest call used).
+        access_token: The token of Triton's restricted APIs (model repository, statistics, shared memory,
+            trace, logging), sent as the ``triton-access-token`` header; ``None``: a random one nobody knows,
+            so those APIs stay closed (a client cannot unload the model).
     """
 
     artifacts: Path
@@ -63,6 +66,7 @@ class ServeOptions:
     exit_timeout_s: int = 30
     triton_log: Path | None = None
     warm_up: bool = True
+    access_token: str | None = dataclasses.field(default=None, repr=False)
 
     @property
     def log_path(self) -> Path:
@@ -185,7 +189,7 @@ def serve(options: ServeOptions, ready: Any = None) -> None:
     """
     import numpy as np
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-    from pytriton.triton import Triton, TritonConfig
+    from pytriton.triton import Triton, TritonConfig, TritonLifecyclePolicy, TritonSecurityConfig
 
     from .handler import Sam3Handler
 
@@ -211,8 +215,14 @@ def serve(options: ServeOptions, ready: Any = None) -> None:
     # SIGTERM (docker stop, Kubernetes) shuts down like Ctrl-C: Triton drains in-flight requests first
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     logging.getLogger("pytriton").setLevel(logging.WARNING)
+    # Triton starts only once the model is bound, with it in its local model store: it loads the model before
+    # it opens its ports, so /v2/health/ready never answers yes for a server with no model (PyTriton's default
+    # starts tritonserver first and loads the model through its repository API, a window of about a second
+    # where "ready" is true and requests get 404)
+    lifecycle = TritonLifecyclePolicy(launch_triton_on_startup=False, local_model_store=True)
+    security = TritonSecurityConfig(access_token=options.access_token)  # None: PyTriton draws a random token
     try:
-        with Triton(config=config) as triton:
+        with Triton(config=config, triton_lifecycle_policy=lifecycle, security_config=security) as triton:
             triton.bind(
                 model_name=MODEL_NAME,
                 infer_func=[_as_infer_func(h) for h in handlers],

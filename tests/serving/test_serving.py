@@ -375,12 +375,14 @@ def _serve_python():
 class _Server:
     """``sam3-trt serve`` in a subprocess of the serving venv, on free loopback ports."""
 
-    def __init__(self, python, artifacts, log_dir, *extra):
+    def __init__(self, python, artifacts, log_dir, *extra, env=None):
+        import os
         import subprocess
 
         from sam3_trt.serving.server import free_ports
 
         ports = free_ports(3)
+        self.http = f"http://127.0.0.1:{ports[0]}"
         cmd = [python, "-m", "sam3_trt.cli", "serve", "--artifacts", str(artifacts), "--threads", "2",
                "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]),
                "--triton-log", str(log_dir / f"triton-{ports[0]}.log"), *extra]  # fmt: skip
@@ -389,7 +391,13 @@ class _Server:
             # two servers at once would not fit CI; `benchmarks/serve_load.py` measures the warmed server
             cmd.append("--no-warm-up")
         self.stderr_path = log_dir / f"serve-{ports[0]}.err"
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(self.stderr_path, "w"), text=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=open(self.stderr_path, "w"),
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
         self.endpoints = None
 
     def wait_ready(self, timeout_s=180):
@@ -639,3 +647,56 @@ def test_threshold_0_request_on_a_large_image_stays_within_the_stated_bound(proc
     assert grew <= bound, f"the request grew the process by {grew / 2**20:.0f} MB, bound {bound / 2**20:.0f} MB"
     first = decode_outputs(response, ["red square"])[0]["mask"]
     assert first.shape == (side, side) and Image.fromarray(first).size == (side, side)
+
+
+def _http(url, method="GET", headers=None):
+    """Status of one HTTP call (None when nothing answers yet)."""
+    from urllib.error import HTTPError, URLError
+    from urllib.request import Request, urlopen
+
+    try:
+        with urlopen(
+            Request(url, method=method, headers=headers or {}, data=b"" if method == "POST" else None), timeout=2
+        ) as r:
+            return r.status, r.read()
+    except HTTPError as exc:
+        return exc.code, exc.read()
+    except (URLError, ConnectionError, TimeoutError, OSError):
+        return None, b""
+
+
+def test_serve_says_ready_only_with_its_model_and_opens_restricted_apis_to_its_token(tiny_export, tmp_path):
+    """Polled from process start every 0.2 s: no poll finds the server ready while its model is not (PyTriton's
+    default start answered ready for about a second before the model: measured 5 such polls). The token from
+    SAM3TRT_ACCESS_TOKEN opens the statistics API (what perf_analyzer needs); without it, statistics and the
+    model repository (unload) stay closed."""
+    import time
+
+    out, _ = tiny_export
+    token = "sam3-test-token"
+    server = _Server(_serve_python(), out, tmp_path, env={"SAM3TRT_ACCESS_TOKEN": token})
+    polls = []
+    try:
+        start = time.monotonic()
+        while time.monotonic() - start < 180 and server.proc.poll() is None:
+            polls.append((_http(f"{server.http}/v2/health/ready")[0], _http(f"{server.http}/v2/models/sam3/ready")[0]))
+            if polls[-1][1] == 200:
+                break
+            time.sleep(0.2)
+        assert polls and polls[-1] == (200, 200), (
+            f"model never ready: {polls[-5:]}\n{server.stderr_path.read_text()[-2000:]}"
+        )
+        early = [p for p in polls if p[0] == 200 and p[1] != 200]
+        assert early == [], f"{len(early)} polls found the server ready without its model: {early[:3]}"
+        assert len(polls) >= 3  # the start-up was watched, not only its end
+        stats = f"{server.http}/v2/models/sam3/stats"
+        assert _http(stats)[0] in (401, 403)  # restricted without the token
+        status, body = _http(stats, headers={"triton-access-token": token})
+        assert status == 200 and json.loads(body)["model_stats"][0]["name"] == "sam3"
+        unload = f"{server.http}/v2/repository/models/sam3/unload"
+        assert _http(unload, "POST")[0] in (401, 403)
+        assert _http(unload, "POST", {"triton-access-token": "wrong"})[0] in (401, 403)
+        assert _http(f"{server.http}/v2/models/sam3/ready")[0] == 200  # still loaded
+        assert token not in server.stderr_path.read_text()  # the token is never printed
+    finally:
+        server.stop()
