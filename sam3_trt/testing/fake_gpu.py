@@ -33,6 +33,8 @@ class FakeEvent:
     time_s: float | None = None
 
 
+#: Alignment of device allocations (CUDA guarantees at least 256 bytes).
+ALIGNMENT = 256
 #: Granularity in which a pool reserves memory from the driver (CUDA maps pool memory in 2 MiB pages).
 POOL_GRANULARITY = 2 * 2**20
 
@@ -157,7 +159,10 @@ class FakeGpu:
             size = max(int(nbytes), 1)
             if pool is None or not pool.take(size):
                 self.driver_allocations += 1
-            buf = np.empty(size, np.uint8)
+            # cudaMalloc* returns 256-byte aligned memory (TensorRT relies on it): over-allocate and align
+            raw = np.empty(size + ALIGNMENT, np.uint8)
+            start = -raw.ctypes.data % ALIGNMENT
+            buf = raw[start : start + size]
             ptr = buf.ctypes.data
             self.allocations[ptr] = buf
             if pool is not None:

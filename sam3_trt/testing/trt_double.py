@@ -348,6 +348,13 @@ def _make_context(double: TrtDouble, plan: _Plan, logger: Any, cache: Any) -> An
             if name not in spec.input_names + spec.output_names:
                 double.log(logger, "ERROR", f"setTensorAddress: {name} is not a tensor of the engine")
                 return False
+            if gpu.owner(int(memory), 0) and int(memory) % 256:  # device memory (not a torch double's CPU tensor)
+                double.log(
+                    logger,
+                    "ERROR",
+                    f"setTensorAddress: tensor {name} address {int(memory):#x} is not aligned to 256 bytes",
+                )
+                return False
             addresses[name] = int(memory)
             return True
 

@@ -462,3 +462,25 @@ def test_kept_rows_and_max_detections_match_onnxruntime(engines):
         if limit is not None:  # the three best of the kept, in query order
             best = np.sort(kept_queries[np.argsort(-all_scores[kept_queries], kind="stable")[:limit]])
             np.testing.assert_allclose(got["scores"], all_scores[best], rtol=0, atol=1e-6)
+
+
+def test_row_views_are_bound_at_aligned_addresses(engines):
+    """TensorRT takes 256-byte aligned tensor addresses only (the double refuses others, as TensorRT does). A
+    prompt cached from row 1 of a two-prompt text batch has its ``text_mask`` 32 bytes into the batch's
+    allocation: it is copied to aligned memory before the decoder binds it."""
+    import numpy as np
+
+    image = trt_scenario.images()[0]
+    with gpu_doubles(*engines, memory="cuda-python"):
+        with _tensorrt(engines, device_memory="cuda-python") as proc:
+            state = proc.set_image(image)
+            proc.set_confidence_threshold(0.0)
+            batch = proc.set_text_prompts(["a red square", "blue disc"], state)
+            cached_mask = proc._text_cache["blue disc"][1]
+            assert cached_mask.ptr % 256 == 32
+            alone = proc.set_text_prompt("blue disc", state)  # bound (aligned copy) and run, not refused
+            np.testing.assert_allclose(alone["scores"], batch[1]["scores"], rtol=0, atol=1e-6)
+            row = proc.backend.memory.empty((2, 32), "bool")[1]
+            assert not proc.backend.contexts["decoder"].set_tensor_address("text_mask", row.ptr)
+            with pytest.raises(Sam3TrtError, match="refused the device address of tensor 'text_mask'"):
+                proc.backend._bind(proc.backend.contexts["decoder"], "text_mask", row.ptr)

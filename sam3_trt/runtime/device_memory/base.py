@@ -34,6 +34,12 @@ from ...errors import Sam3TrtError
 PROVIDERS = ("torch", "cuda-python")
 
 
+#: Alignment TensorRT requires of every tensor address it is given (``IExecutionContext.set_tensor_address``).
+#: Fresh allocations have it (``cudaMalloc*`` and torch's caching allocator align to at least 256 bytes); a
+#: view into a batch row need not (``text_mask[1]`` of a ``[P, 32]`` bool output starts 32 bytes in).
+TENSOR_ALIGNMENT = 256
+
+
 class CudaError(Sam3TrtError):
     """A CUDA call failed; the message names the call and CUDA's error name."""
 

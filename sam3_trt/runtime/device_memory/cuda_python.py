@@ -23,7 +23,7 @@ import numpy as np
 
 from ... import device
 from ...errors import Sam3TrtError
-from .base import CudaError, DeviceMemory, Timer, numpy_dtype
+from .base import TENSOR_ALIGNMENT, CudaError, DeviceMemory, Timer, numpy_dtype
 
 
 def check(result: Any, call: str) -> Any:
@@ -283,6 +283,8 @@ class CudaPythonMemory(DeviceMemory):
                 )
             if value.dtype != want:
                 raise Sam3TrtError(f"device array has dtype {value.dtype}, the engine expects {want}")
+            if value.ptr % TENSOR_ALIGNMENT:  # a row view (text_mask[1] starts 32 bytes in): copy it aligned
+                return self._copy(value)
             return value
         from ..arrays import to_numpy
 
@@ -299,6 +301,17 @@ class CudaPythonMemory(DeviceMemory):
             f"cudaMemcpyAsync(host to device, {host.nbytes} bytes)",
         )
         # from pageable host memory CUDA stages the data before cudaMemcpyAsync returns, so `host` may go
+        return out
+
+    def _copy(self, array: DeviceArray) -> DeviceArray:
+        """``array`` in a new allocation (aligned), copied on the backend's stream."""
+        out = self._allocate(array.shape, array.dtype)
+        check(
+            self.rt.cudaMemcpyAsync(
+                out.ptr, array.ptr, array.nbytes, self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice, self.stream_handle
+            ),
+            f"cudaMemcpyAsync(device to device, {array.nbytes} bytes)",
+        )
         return out
 
     def stack(self, arrays: Sequence[DeviceArray]) -> DeviceArray:

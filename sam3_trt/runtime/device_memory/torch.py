@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import Sam3TrtError
-from .base import DeviceMemory, Timer
+from .base import TENSOR_ALIGNMENT, DeviceMemory, Timer
 
 
 def torch_device(index: int) -> Any:
@@ -116,7 +116,10 @@ class TorchMemory(DeviceMemory):
         want = getattr(torch, dtype)
         tensor = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(value))
         # a copy, when needed, runs on the caller's stream, before wait_for_caller's event
-        return tensor.to(device=self.device, dtype=want).contiguous()
+        out = tensor.to(device=self.device, dtype=want).contiguous()
+        if out.storage_offset() and out.data_ptr() % TENSOR_ALIGNMENT:  # a row view: TensorRT needs alignment
+            out = out.clone()
+        return out
 
     def empty(self, shape: Sequence[int], dtype: str) -> Any:
         return self._torch.empty(tuple(shape), dtype=getattr(self._torch, dtype), device=self.device)
