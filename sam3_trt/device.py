@@ -121,10 +121,12 @@ def _from_nvidia_smi() -> GpuInfo:
 
 def gpu_info() -> GpuInfo:
     """Probe the local GPUs without loading TensorRT (safe on machines with no driver)."""
-    answers = [probe() for probe in (_from_cuda_python, _from_torch)]
-    for info in answers:
+    answers = []
+    for probe in (_from_cuda_python, _from_torch):  # torch is imported only when cuda-python found no GPU
+        info = probe()
         if info is not None and info.available:
             return info
+        answers.append(info)
     smi = _from_nvidia_smi()
     if smi.available:
         return smi

@@ -368,7 +368,11 @@ def build_config(trt: Any, builder: Any, graph: str, target: Target, opts: Build
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_gb * (1 << 30)))
     if target.flavour == "rtx":
         config.num_compute_capabilities = 1
-        config.set_compute_capability(getattr(trt.ComputeCapability, target.sm.upper()), 0)
+        if not config.set_compute_capability(getattr(trt.ComputeCapability, target.sm.upper()), 0):
+            raise Sam3TrtError(
+                f"TensorRT for RTX {trt.__version__} refused compute capability {target.sm} for {graph}: "
+                "choose another --gpu target (docs: engines, Targets)"
+            )
     else:
         if opts.hardware_compatible:
             config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
