@@ -145,13 +145,20 @@ def measure_call_costs(
 
 
 def budget_problems(costs: list[CallCost], batch_size: int = 16) -> list[str]:
-    """Every budget of :data:`BUDGETS` that ``costs`` exceed, one line each (empty when all hold)."""
+    """Every budget of :data:`BUDGETS` that ``costs`` exceed, one line each (empty when all hold).
+
+    Args:
+        costs: From :func:`measure_call_costs`.
+        batch_size: Prompts of its batch call (``"N-prompt batch"`` calls take the 16-prompt budget, per prompt).
+    """
     problems: list[str] = []
     for cost in costs:
         budget = BUDGETS.get(cost.call, {})
         limits: dict[str, tuple[int, int]] = {}  # what -> (value, limit)
-        if cost.call in PROMPT_CALLS:
-            prompts = batch_size if cost.call == "16-prompt batch" else 1
+        batched = cost.call.endswith("-prompt batch")
+        budget = BUDGETS.get("16-prompt batch", {}) if batched else budget
+        if cost.call in PROMPT_CALLS or batched:
+            prompts = batch_size if batched else 1
             limits["device-to-host bytes"] = (cost.device_to_host_bytes, cost.kept * MASK_ROW_BYTES + prompts * 2**20)
         if "device_to_host_bytes" in budget:
             limits["device-to-host bytes"] = (cost.device_to_host_bytes, budget["device_to_host_bytes"])
