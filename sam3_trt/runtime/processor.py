@@ -385,8 +385,6 @@ def best_score(raw: dict) -> float:
     """Highest ``sigmoid(logit) * sigmoid(presence)`` over the queries of one prompt's raw outputs."""
     from .arrays import to_numpy
 
-    if is_device_array(raw["pred_logits"]):
-        raw = {k: raw[k].numpy() for k in ("pred_logits", "presence_logit")}
     logits = to_numpy(raw["pred_logits"]).astype(np.float64)
     presence = to_numpy(raw["presence_logit"]).astype(np.float64).reshape(())
     return float((1 / (1 + np.exp(-logits))).max() / (1 + np.exp(-presence)))

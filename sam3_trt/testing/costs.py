@@ -174,5 +174,5 @@ def budget_problems(costs: list[CallCost], batch_size: int = 16) -> list[str]:
     return problems
 
 
-#: The calls that run the decoder (and so copy results back).
-PROMPT_CALLS = ("first prompt", "extra prompt", "repeated prompt", "16-prompt batch")
+#: The one-prompt calls that run the decoder (and so copy results back); batch calls are named "N-prompt batch".
+PROMPT_CALLS = ("first prompt", "extra prompt", "repeated prompt")
