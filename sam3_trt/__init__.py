@@ -13,6 +13,7 @@ Stages, one folder each (a stage uses another's public names only):
 * :mod:`sam3_trt.calibration`: data-driven FP16 keep-lists and INT8/FP8 Q/DQ graphs.
 * :mod:`sam3_trt.runtime`: the image processor, its backends (ONNX Runtime, TensorRT, eager) and ``segment``.
 * :mod:`sam3_trt.video`: the video predictor, tracker steps on graphs, ``track`` and ``bench-video``.
+* :mod:`sam3_trt.datasets`: ``label`` whole image sets into COCO files (resumable shards) and ``eval`` runs.
 * :mod:`sam3_trt.serving`: Triton Inference Server (PyTriton), its client and model repositories.
 * :mod:`sam3_trt.checks`: parity against eager, bench, inspect, doctor and the staged GPU check.
 * :mod:`sam3_trt.offline`: the wheel bundle for GPU machines without network.

@@ -26,6 +26,8 @@ def bar_chart(
     title: str,
     unit: str = "ms",
     subtitle: str = "",
+    linear_max: float | None = None,
+    digits: int = 1,
 ) -> None:
     """Horizontal grouped bars on a log scale (stage times span 1 ms to a minute), values printed.
 
@@ -36,6 +38,8 @@ def bar_chart(
         title: Title line.
         unit: Value unit for labels.
         subtitle: Second line (the machine).
+        linear_max: A linear scale from 0 to this value instead (scores such as AP in [0, 1]).
+        digits: Decimals of the printed values on the log scale.
     """
     from PIL import Image, ImageDraw
 
@@ -57,17 +61,20 @@ def bar_chart(
         for s, name in enumerate(names):
             value = series[name][g]
             y = y0 + 4 + s * bar_h
-            if value is None or value <= 0:
+            if value is None or (value <= 0 and linear_max is None):
                 draw.text((left + 2, y), "-", fill="gray")
                 continue
-            length = max(2, int(plot_w * (math.log10(value) - lo) / span))
+            if linear_max is not None:
+                length, label = max(2, int(plot_w * min(value, linear_max) / linear_max)), f"{value:.3f} {unit}"
+            else:
+                length, label = max(2, int(plot_w * (math.log10(value) - lo) / span)), f"{value:.{digits}f} {unit}"
             draw.rectangle([left, y, left + length, y + bar_h - 2], fill=SERIES_COLOURS[s % len(SERIES_COLOURS)])
-            draw.text((left + length + 4, y - 1), f"{value:.1f} {unit}", fill="black")
+            draw.text((left + length + 4, y - 1), label, fill="black")
     legend_y = top + row_h * len(groups) + 6
     for s, name in enumerate(names):
         y = legend_y + 16 * s
         draw.rectangle([left, y, left + 12, y + 10], fill=SERIES_COLOURS[s % len(SERIES_COLOURS)])
-        draw.text((left + 18, y - 1), f"{name} (log scale)", fill="black")
+        draw.text((left + 18, y - 1), name if linear_max is not None else f"{name} (log scale)", fill="black")
     img.save(path)
 
 

@@ -12,7 +12,7 @@ import sys
 import click
 
 from .. import __version__
-from . import checks, engines, export, image, offline, serving, video
+from . import checks, datasets, engines, export, image, offline, serving, video
 from .common import Ui
 
 
@@ -40,7 +40,7 @@ def route_tensorrt_log(quiet: bool, verbose: bool) -> None:
         LOG.propagate = False
 
 
-for _module in (checks, engines, export, image, offline, serving, video):
+for _module in (checks, datasets, engines, export, image, offline, serving, video):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

@@ -13,7 +13,7 @@ CHECK = REPO / "tools" / "check_private_imports.py"
 
 #: The shared core: the only modules allowed at the package's top level (docs/architecture.md).
 CORE = {"__init__", "specs", "tolerances", "compare", "manifest", "errors", "device", "ort", "rle", "paths"}
-STAGES = {"assets", "export", "engines", "calibration", "runtime", "video", "serving", "checks", "offline", "cli",
+STAGES = {"assets", "export", "engines", "calibration", "runtime", "video", "serving", "checks", "offline", "cli", "datasets",
           "testing"}  # fmt: skip
 
 
