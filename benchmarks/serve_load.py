@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from sam3_trt.manifest import read_manifest
+from sam3_trt.serving.metrics import read_counters, summarize
 from sam3_trt.serving.server import free_ports
 
 #: The distinct requests the clients rotate over: (image variant, prompts). Thresholds stay low so every
@@ -78,10 +79,17 @@ def _expected(artifacts: Path, images: list[bytes], threads: int) -> list[list[d
 
     from sam3_trt import Sam3Processor
     from sam3_trt.runtime.segment import detect
+    from sam3_trt.serving.handler import MAX_DETECTIONS
 
+    # the server keeps its --max-detections best (default MAX_DETECTIONS) by score: the reference does the same
     with Sam3Processor(artifacts, backend="onnxruntime", threads=threads, confidence_threshold=THRESHOLD) as proc:
         return [
-            detect(proc, proc.set_image(np.asarray(Image.open(io.BytesIO(images[v])).convert("RGB"))), prompts)[0]
+            detect(
+                proc,
+                proc.set_image(np.asarray(Image.open(io.BytesIO(images[v])).convert("RGB"))),
+                prompts,
+                max_detections=MAX_DETECTIONS,
+            )[0]
             for v, prompts in CASES
         ]
 
@@ -204,7 +212,9 @@ def main() -> None:
         results = []
         for clients in levels:
             print(f"serve_load: {clients} client(s) x {args.requests} requests", file=sys.stderr)
+            before = read_counters(endpoints["metrics"])
             result = _level(endpoints["http"], clients, args.requests, images, expected)
+            result["triton"] = summarize(before, read_counters(endpoints["metrics"]))  # Triton's own counters
             result["server_rss_mb"] = _tree_rss_mb(server.pid)
             results.append(result)
             print(json.dumps(result), file=sys.stderr)
@@ -247,22 +257,25 @@ def main() -> None:
 
 def markdown(report: dict[str, Any]) -> str:
     """Markdown table of the run (for its dated page under docs/results/)."""
-    rows = ["| clients | requests | throughput (req/s) | p50 (ms) | p95 (ms) | p99 (ms) | errors | mismatches | server RSS (MB) |",
-            "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    rows = ["| clients | requests | throughput (req/s) | p50 (ms) | p95 (ms) | p99 (ms) | errors | mismatches | server RSS (MB) "
+            "| Triton: mean batch | queue (ms) | compute (ms) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in report["levels"]:
         lat = r["latency_ms"]
         rows.append(
             f"| {r['clients']} | {r['requests']} | {r['throughput_rps']:.2f} | {lat['p50']:,.0f} | {lat['p95']:,.0f} "
-            f"| {lat['p99']:,.0f} | {r['errors']} | {r['mismatches']} | {r['server_rss_mb']:,.0f} |"
+            f"| {lat['p99']:,.0f} | {r['errors']} | {r['mismatches']} | {r['server_rss_mb']:,.0f} "
+            f"| {_cell(r['triton']['mean_batch'])} | {_cell(r['triton']['queue_ms'])} | {_cell(r['triton']['compute_ms'])} |"
         )
     soak = report["soak"]
     if soak["rounds"]:
-        rows.append(f"| soak: {soak['clients']} x {len(soak['rounds'])} rounds | | | | | | | | |")
+        rows.append(f"| soak: {soak['clients']} x {len(soak['rounds'])} rounds | | | | | | | | | | | |")
         for i, r in enumerate(soak["rounds"], 1):
             lat = r["latency_ms"]
             rows.append(
                 f"| {r['clients']} (round {i}) | {r['requests']} | {r['throughput_rps']:.2f} | {lat['p50']:,.0f} "
-                f"| {lat['p95']:,.0f} | {lat['p99']:,.0f} | {r['errors']} | {r['mismatches']} | {r['server_rss_mb']:,.0f} |"
+                f"| {lat['p95']:,.0f} | {lat['p99']:,.0f} | {r['errors']} | {r['mismatches']} | {r['server_rss_mb']:,.0f} "
+                "| | | |"
             )
     rss = report["server_rss_mb"]
     m = report["machine"]
@@ -272,6 +285,10 @@ def markdown(report: dict[str, Any]) -> str:
         + f"{report['instances']} instance(s), {report['weights'].get('variant')} {report['weights'].get('kind')} weights, "
         + f"{report['image_size'][0]}x{report['image_size'][1]} images. Machine: {m['cpu']}, {m['cpu_count']} cores, no GPU.\n"
     )
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
 
 
 def _figure(report: dict[str, Any], path: Path) -> None:

@@ -104,6 +104,33 @@ def test_bad_request_is_one_line_naming_the_input(case):
     assert expected in message and "\n" not in message, message
 
 
+def test_triton_counters_are_read_per_model_and_summarised_between_two_reads():
+    from sam3_trt.serving.metrics import parse_counters, summarize
+
+    def text(success, execs, count, queue_us, infer_us):
+        return "\n".join([
+            "# HELP nv_inference_request_success Number of successful inference requests, all batch sizes",
+            "# TYPE nv_inference_request_success counter",
+            f'nv_inference_request_success{{model="sam3",version="1"}} {success}',
+            'nv_inference_request_success{model="other",version="1"} 999',
+            f'nv_inference_exec_count{{model="sam3",version="1"}} {execs}',
+            f'nv_inference_count{{model="sam3",version="1"}} {count}',
+            f'nv_inference_queue_duration_us{{model="sam3",version="1"}} {queue_us}',
+            f'nv_inference_compute_infer_duration_us{{model="sam3",version="1"}} {infer_us}',
+            f'nv_inference_request_duration_us{{model="sam3",version="1"}} {queue_us + infer_us + 100}',
+            'nv_gpu_utilization{gpu_uuid="GPU-0"} 0.5',
+        ])  # fmt: skip
+
+    before = parse_counters(text(10, 8, 10, 5000, 80000), "sam3")
+    assert before["nv_inference_request_success"] == 10 and before["nv_inference_request_failure"] == 0
+    after = parse_counters(text(26, 12, 26, 21000, 240000), "sam3")
+    got = summarize(before, after)
+    # 16 requests in 4 executions: batches of 4; 16 ms queued and 160 ms computed over 16 requests
+    assert got == {"requests": 16, "failures": 0, "executions": 4, "mean_batch": 4.0, "request_ms": 11.0,
+                   "queue_ms": 1.0, "compute_ms": 10.0}  # fmt: skip
+    assert summarize(after, after)["mean_batch"] is None and summarize(after, after)["queue_ms"] is None
+
+
 def test_limits_and_contract_are_checked():
     with pytest.raises(Sam3TrtError, match="--max-prompts 0"):
         ServeLimits(max_prompts=0).check()
@@ -474,6 +501,12 @@ def test_serve_answers_http_and_grpc_like_the_processor_and_survives_bad_request
             assert error and words in error and "\n" not in error, (name, error)
             assert result["bad"][name].get("next_good", True), name
         assert 'nv_inference_request_success{model="sam3",version="1"}' in result["metrics"]
+        from sam3_trt.serving.metrics import parse_counters, summarize
+
+        counters = parse_counters(result["metrics"], "sam3")  # real Triton output through the parser
+        since_start = summarize({}, counters)
+        assert since_start["requests"] >= 3 and since_start["executions"] >= 1 and since_start["mean_batch"] >= 1
+        assert since_start["failures"] >= 1 and 0 < since_start["compute_ms"] <= since_start["request_ms"]
         # the CLI client over gRPC, as a user runs it
         cli = subprocess.run(
             [python, "-m", "sam3_trt.cli", "client", endpoints[0]["grpc"], str(image), "--threshold", "0.3",
