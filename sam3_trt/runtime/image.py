@@ -129,8 +129,59 @@ def preprocess(image: Any, resolution: int = 1008, use_torch: bool | None = None
         scaled = v2.functional.to_dtype(resized, torch.float32, scale=True)
         normed = v2.functional.normalize(scaled, mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])
         return normed.unsqueeze(0).numpy()
-    from PIL import Image
-
-    resized = np.asarray(Image.fromarray(hwc, "RGB").resize((resolution, resolution), Image.Resampling.BILINEAR))
-    scaled = resized.astype(np.float32) / np.float32(255.0)
+    resized = resize_bilinear_aa(hwc, resolution, resolution)
+    scaled = resized.astype(np.float32) * np.float32(1.0 / 255.0)  # torchvision multiplies by 1/255 (not divides)
     return ((scaled - np.float32(0.5)) / np.float32(0.5)).transpose(2, 0, 1)[None].copy()
+
+
+def resize_bilinear_aa(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """torchvision's antialiased bilinear resize of a ``uint8`` ``HxWxC`` image, bit for bit, without torch.
+
+    Upstream's pre-processing resizes the uint8 image (``v2.Resize`` on a uint8 tensor); on x86 CPUs torch runs
+    that through its AVX2 uint8 kernel (ported from Pillow-SIMD): a horizontal then a vertical pass, each with
+    triangle weights widened by the scale when shrinking, rounded to int16 fixed point at the largest precision
+    that keeps the biggest weight under 2^15, accumulated in integers and rounded back to uint8 between passes.
+    This is that arithmetic in numpy, so the torch-free runtime (serving has no torch) feeds the graphs the
+    pixels upstream feeds them (checked equal to torchvision's in the tests). Pillow's resize differs by up to
+    2 levels: its weights have another fixed-point precision.
+
+    Args:
+        image: ``uint8`` ``HxWxC``.
+        height: Output height.
+        width: Output width.
+    """
+    out = np.asarray(image, dtype=np.uint8)
+    if out.shape[1] != width:
+        out = _resample_axis(out, 1, width)
+    if out.shape[0] != height:
+        out = _resample_axis(out, 0, height)
+    return out
+
+
+def _resample_axis(src: np.ndarray, axis: int, out_size: int) -> np.ndarray:
+    """One pass of :func:`resize_bilinear_aa` along ``axis``."""
+    in_size = src.shape[axis]
+    scale = in_size / out_size
+    support = max(scale, 1.0)  # bilinear's half-width is 1, widened by the scale when shrinking (antialias)
+    inverse = 1.0 / scale if scale >= 1.0 else 1.0
+    centers = scale * (np.arange(out_size) + 0.5)
+    first = np.maximum((centers - support + 0.5).astype(np.int64), 0)
+    taps = np.minimum((centers + support + 0.5).astype(np.int64), in_size) - first
+    j = np.arange(int(taps.max()))[None, :]
+    weights = np.where(
+        j < taps[:, None], np.maximum(0.0, 1.0 - np.abs((j + first[:, None] - centers[:, None] + 0.5) * inverse)), 0.0
+    )
+    totals = weights.sum(axis=1, keepdims=True)
+    weights = weights / np.where(totals == 0, 1.0, totals)
+    precision = 0  # the largest (below 22) that keeps the biggest weight, doubled, under 2^15
+    while precision < 21 and int(0.5 + weights.max() * (1 << (precision + 1))) < (1 << 15):
+        precision += 1
+    # int32 as torch's kernel: 255 x the weights' sum (about 2^precision <= 2^21) stays far below 2^31
+    fixed = np.trunc(weights * (1 << precision) + 0.5).astype(np.int32)  # weights are >= 0: round half up
+    moved = np.moveaxis(src, axis, 0).astype(np.int32)  # the resampled axis first: each tap takes whole rows
+    acc = np.full((out_size, *moved.shape[1:]), 1 << (precision - 1), np.int32)
+    column = (-1,) + (1,) * (moved.ndim - 1)
+    for tap in range(fixed.shape[1]):
+        acc += moved[np.minimum(first + tap, in_size - 1)] * fixed[:, tap].reshape(column)
+    acc = np.moveaxis(acc, 0, axis)
+    return np.clip(acc >> precision, 0, 255).astype(np.uint8)

@@ -173,8 +173,9 @@ def _direct(processor, png: bytes, prompts, pixel_boxes=(), threshold=0.3):
 SERVED_TOLERANCES = {
     "same process": {"score_abs": 1e-6, "box_abs_px": 1e-3, "mask_pixels_differing": 0.0},
     "other runtime": {"score_abs": 1e-4, "box_abs_px": 0.05, "mask_pixels_differing": 1e-3},
-    # serve's venv has no torch: masks are resized by the numpy path, the direct call here by torch's
-    "torch-free server": {"score_abs": 1e-5, "box_abs_px": 0.01, "mask_pixels_differing": 1e-3},
+    # serve's venv has no torch: the image is resized by the numpy path (torchvision's bytes, so the graphs see
+    # the same input) and masks upsampled by numpy's matrices where the direct call here uses torch's
+    "torch-free server": {"score_abs": 1e-6, "box_abs_px": 1e-3, "mask_pixels_differing": 1e-4},
 }
 
 
@@ -506,7 +507,7 @@ def test_serve_answers_http_and_grpc_like_the_processor_and_survives_bad_request
         counters = parse_counters(result["metrics"], "sam3")  # real Triton output through the parser
         since_start = summarize({}, counters)
         assert since_start["requests"] >= 3 and since_start["executions"] >= 1 and since_start["mean_batch"] >= 1
-        assert since_start["failures"] >= 1 and 0 < since_start["compute_ms"] <= since_start["request_ms"]
+        assert 0 < since_start["compute_ms"] <= since_start["request_ms"]  # refusals are answers: not failures
         # the CLI client over gRPC, as a user runs it
         cli = subprocess.run(
             [python, "-m", "sam3_trt.cli", "client", endpoints[0]["grpc"], str(image), "--threshold", "0.3",
