@@ -8,6 +8,7 @@ import click
 
 from .common import (
     Ui,
+    artifacts_option,
     echo_json,
     figure_option,
     handle_errors,
@@ -30,11 +31,7 @@ from .common import (
 @path_option(
     "--image-root", help="Folder a COCO images file's file_name entries are relative to (default: its folder)."
 )
-@path_option(
-    "--artifacts",
-    help="Export folder or engine folder (with --backend torch: the export whose weights run eagerly).",
-    required=True,
-)
+@artifacts_option("Export folder or engine folder (with --backend torch: the export whose weights run eagerly).")
 @click.option(
     "--backend",
     type=click.Choice(["auto", "onnxruntime", "tensorrt", "torch"]),
