@@ -154,6 +154,14 @@ def full_export(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def image_set(tmp_path_factory):
+    """The drawn image set of the dataset tests: 20 usable images and 3 bad files (read-only for tests)."""
+    from sam3_trt.testing.drawn_images import draw_image_set
+
+    return draw_image_set(tmp_path_factory.mktemp("drawn") / "images")
+
+
+@pytest.fixture(scope="session")
 def tiny_tracker():
     """The tiny tracker (same classes as upstream's, one memory-attention layer), random weights, seed 0."""
     from sam3_trt.export.tracker_model import build_tracker

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from drawn import BAD_IMAGES
 
 from sam3_trt.datasets.inputs import collect_images, plan_tasks, read_per_image, read_prompts, tasks_digest
 from sam3_trt.datasets.label import LabelSettings, parse_shard
 from sam3_trt.errors import Sam3TrtError
+from sam3_trt.testing.drawn_images import BAD_IMAGES
 
 
 def test_a_folder_a_glob_a_list_and_a_coco_file_name_the_same_images_in_one_order(image_set, tmp_path):

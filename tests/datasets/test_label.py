@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from drawn import BAD_IMAGES
 
 from sam3_trt.datasets.evaluate import evaluate, report_figure, report_markdown
 from sam3_trt.datasets.label import LabelSettings, label
 from sam3_trt.datasets.shards import shard_path
 from sam3_trt.errors import Sam3TrtError
+from sam3_trt.testing.drawn_images import BAD_IMAGES
 from sam3_trt.testing.label_double import LabelProcessorDouble
 
 REPO = Path(__file__).resolve().parents[2]

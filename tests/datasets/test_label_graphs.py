@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from drawn import BAD_IMAGES
 
 from sam3_trt.cli import main
+from sam3_trt.testing.drawn_images import BAD_IMAGES
 
 pytest.importorskip("torch")
 

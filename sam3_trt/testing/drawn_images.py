@@ -1,4 +1,4 @@
-"""The drawn image set of the dataset tests (imported by their conftest and by tests that name its bad files)."""
+"""A drawn image set for the dataset tests: varied sizes and layouts, and files no decoder can use."""
 
 from __future__ import annotations
 
