@@ -129,6 +129,42 @@ def test_eager_reference_run_scores_ap_1_and_a_changed_weight_shows_where(graph_
     assert changed["worst_images"][0]["missed"] > 0 and changed["worst_images"][0]["extra"] == 0
 
 
+def test_per_image_boxes_reach_the_graphs_as_upstreams_box_prompts(tiny_export, image_set, tmp_path):
+    """A --per-image line's pixel box runs as the processor's box prompt (normalised cx, cy, w, h worked out
+    here by hand) with the line's prompt; the same image without the box scores otherwise (the box is used)."""
+    from PIL import Image
+
+    from sam3_trt import Sam3Processor
+    from sam3_trt.datasets.label import LabelSettings, label
+
+    export, _ = tiny_export
+    name, box = "b/c/img07.jpg", [10.0, 20.0, 60.0, 90.0]
+    listing = tmp_path / "one.txt"
+    listing.write_text(f"{image_set / name}\n")
+    (tmp_path / "per.jsonl").write_text(
+        json.dumps({"image": str(image_set / name), "prompts": ["cat"], "boxes": [box]})
+    )
+    settings = LabelSettings(threshold=0.0, max_detections=5, batch=1, shard_size=1)
+    label(listing, tmp_path / "boxed", export, per_image=tmp_path / "per.jsonl", settings=settings)
+    label(listing, tmp_path / "plain", export, prompts=["cat"], settings=settings)
+    scores = {
+        run: [r["score"] for r in json.loads((tmp_path / run / "results.json").read_text())]
+        for run in ("boxed", "plain")
+    }
+    image = Image.open(image_set / name)
+    width, height = image.size
+    processor = Sam3Processor(export, confidence_threshold=0.0)
+    state = processor.set_image(image)
+    x0, y0, x1, y1 = box
+    processor.add_geometric_prompt(
+        [(x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width, (y1 - y0) / height], True, state
+    )
+    direct = processor.set_text_prompt("cat", state)
+    expected = sorted((float(v) for v in direct["scores"]), reverse=True)[:5]
+    np.testing.assert_allclose(scores["boxed"], expected, rtol=0, atol=1e-6)
+    assert np.abs(np.subtract(scores["boxed"], scores["plain"])).max() > 1e-3
+
+
 def test_eval_command_writes_json_markdown_and_figure(graph_run, tmp_path):
     from PIL import Image
 
