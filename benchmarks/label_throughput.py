@@ -93,7 +93,7 @@ def chart(report: dict, path: Path) -> None:
         path,
         "sam3-trt label vs a plain loop over upstream's eager Sam3Processor (same images, same prompts)",
         unit="",
-        subtitle=f"{report['machine']}; {report['images']} images 640x480 at threshold 0.5 (images/s); "
+        subtitle=f"{report['machine']}; {report['images']} images of about 640x480 at threshold 0.5 (images/s); "
         f"{report['large']['count']} of {report['large']['megapixels']:g} MP at threshold 0 (peak RSS)",
         digits=2,
     )
@@ -103,7 +103,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--export", type=Path, help="export folder (the tiny one on a CPU)")
     parser.add_argument("--redraw", type=Path, help="only redraw the PNG of this saved JSON")
-    parser.add_argument("--images", type=int, default=12, help="drawn 640x480 images for the speed pair")
+    parser.add_argument(
+        "--images", type=int, default=12, help="drawn images (480 high, 640 + 16 i wide) for the speed pair"
+    )
     parser.add_argument("--large", type=int, default=2, help="drawn large photos for the memory pair")
     parser.add_argument("--large-mp", type=float, default=4.0, help="megapixels of each large photo")
     parser.add_argument("--out", type=Path, help="folder for label_throughput.json and .png")
@@ -127,8 +129,9 @@ def main() -> None:
             }
             print(name, json.dumps(runs[name]), file=sys.stderr)
     report = {
-        "what": "images/s (640x480, 3 prompts, threshold 0.5) and peak RSS (large photos, threshold 0, at most "
-        "100 detections written per prompt) of each side in its own process",
+        "what": "images/s (480 high, 640 to 640 + 16 (n-1) wide, 3 prompts, threshold 0.5) and peak RSS (large photos, "
+        "threshold 0; masks written: label at most 100 per image, the eager loop at most 100 per prompt) of each "
+        "side in its own process",
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.processor() or platform.machine()}, {platform.system()}",
         "export": str(args.export),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,17 @@ def check_output_folder(folder: Path, option: str, create: bool = True) -> None:
         raise Sam3TrtError(
             f"{option}: cannot write in {folder} ({exc.strerror or exc}); choose a writable folder"
         ) from None
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it and a rename: a reader, or a run resumed
+    after a crash, finds all of it or nothing (the temporary file is ``.NAME.PID.tmp``, hidden)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def write_json(path: Path | None, data: Any) -> None:

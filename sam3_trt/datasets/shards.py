@@ -16,29 +16,19 @@ equal an uninterrupted run's. The final files are written only when every shard 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import Sam3TrtError
+from ..paths import write_atomic
 
 RUN_FORMAT = "sam3-trt-label/1"
 RUN_FILE = "run.json"
 SHARD_DIR = "shards"
 #: Fields of ``run.json`` a re-run into the same folder must match.
 IDENTITY_KEYS = ("format", "work_sha256", "images", "categories", "settings", "artifacts")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (readers see all of it or nothing)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def shard_path(out_dir: Path, index: int) -> Path:

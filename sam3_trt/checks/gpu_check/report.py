@@ -8,13 +8,13 @@ stage shows ``running`` only while it runs, and a stage stopped by the deadline 
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from ...errors import Sam3TrtError
+from ...paths import write_atomic
 
 REPORT_FILE = "gpu-check.json"
 SUMMARY_FILE = "summary.md"
@@ -26,12 +26,6 @@ STATUSES = ("running", "ok", "failed", "error", "stopped", "skipped", "needs-gpu
 
 #: Stages with these statuses are not run again by ``--resume``.
 FINAL = ("ok", "failed")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class CheckReport:
@@ -133,8 +127,8 @@ class CheckReport:
     # -- files ---------------------------------------------------------------------------------------
     def write(self) -> None:
         with self._lock:
-            _write_atomic(self.path, json.dumps(self.data, indent=1, default=str) + "\n")
-            _write_atomic(self.folder / SUMMARY_FILE, summary_md(self.data))
+            write_atomic(self.path, json.dumps(self.data, indent=1, default=str) + "\n")
+            write_atomic(self.folder / SUMMARY_FILE, summary_md(self.data))
 
 
 def _now() -> str:
