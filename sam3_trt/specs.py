@@ -424,13 +424,52 @@ TRACKER_MEMORY_ENCODER = GraphSpec(
     dims=(_O, _S),
 )
 
-#: The video graphs: the vision graph with the tracker's neck, then the tracker's three graphs. The text
-#: encoder and decoder of :data:`SPECS` are reused per frame.
+INTERACTIVE_MASK_HEAD = GraphSpec(
+    name="interactive_mask_head",
+    doc=(
+        "Clicks and boxes on one image (upstream predict_inst: SAM3InteractiveImagePredictor._predict): the "
+        "tracker's prompt encoder and mask decoder without memory (no-memory embedding added) over the tracker "
+        "neck levels of video_vision_encoder, for O prompt sets; raw logits of all four mask tokens (token 0 "
+        "replaced by the stability fallback, as upstream's single-mask output), nothing replaced for absent objects."
+    ),
+    inputs=(
+        TensorSpec("tracker_fpn0", "float32", (1, D_MODEL, LOW_RES, LOW_RES), "tracker neck level 0 (no conv_s0 yet)"),
+        TensorSpec("tracker_fpn1", "float32", (1, D_MODEL, 144, 144), "tracker neck level 1 (no conv_s1 yet)"),
+        TensorSpec("tracker_fpn2", "float32", (1, D_MODEL, 72, 72), "tracker neck level 2"),
+        TensorSpec(
+            "point_coords", "float32", ("O", "K", 2), "x, y in pixels of the 1008x1008 input (box corners first)"
+        ),
+        TensorSpec("point_labels", "int32", ("O", "K"), "1 positive, 0 negative, 2/3 box corners"),
+        TensorSpec("mask_input", "float32", ("O", 1, LOW_RES, LOW_RES), "low-res logits of a previous call"),
+        TensorSpec("use_mask_input", "bool", ("O",), "False: no mask input (mask_input ignored)"),
+    ),
+    outputs=(
+        TensorSpec(
+            "low_res_masks",
+            "float32",
+            ("O", 4, LOW_RES, LOW_RES),
+            "mask logits: [0] single-mask output (stability fallback), [1:] the three multimask outputs",
+        ),
+        TensorSpec("iou_predictions", "float32", ("O", 4), "predicted IoU of the four masks, same order"),
+        TensorSpec("object_score_logits", "float32", ("O", 1), "> 0: the head sees an object"),
+    ),
+    dims=(_O, _K),
+)
+
+#: The video graphs: the vision graph with the tracker's neck, then the tracker's graphs. The text encoder
+#: and decoder of :data:`SPECS` are reused per frame; the interactive head serves clicks on images.
 VIDEO_SPECS: dict[str, GraphSpec] = {
-    s.name: s for s in (VIDEO_VISION_ENCODER, TRACKER_MEMORY_ATTENTION, TRACKER_MASK_HEAD, TRACKER_MEMORY_ENCODER)
+    s.name: s
+    for s in (
+        VIDEO_VISION_ENCODER,
+        TRACKER_MEMORY_ATTENTION,
+        TRACKER_MASK_HEAD,
+        TRACKER_MEMORY_ENCODER,
+        INTERACTIVE_MASK_HEAD,
+    )
 }
 #: The graphs exported from the tracker itself (the vision graph comes from the image model).
-TRACKER_GRAPHS = ("tracker_memory_attention", "tracker_mask_head", "tracker_memory_encoder")
+TRACKER_GRAPHS = ("tracker_memory_attention", "tracker_mask_head", "tracker_memory_encoder", "interactive_mask_head")
 
 
 #: Every graph a backend can run: the image graphs and the video graphs.

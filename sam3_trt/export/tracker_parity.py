@@ -172,11 +172,53 @@ def memory_encoder_case(tracker: Any, sizes: dict[str, int], case: str, seed: in
     return feeds, expected
 
 
+def interactive_case(tracker: Any, sizes: dict[str, int], case: str, seed: int, gen: Any) -> tuple[dict, dict]:
+    """``interactive_mask_head`` against the mask decoder called as ``SAM3InteractiveImagePredictor._predict``
+    calls it (features as the image processor leaves them: ``conv_s0`` / ``conv_s1`` applied, ``no_mem_embed``
+    added; the image repeated when several prompt sets run), once with ``multimask_output`` and once without.
+    ``case``: ``"points"``, ``"box_points"`` (corner labels 2, 3 first) or ``"mask_input"`` (with points)."""
+    import torch
+
+    sets = sizes["O"]
+    spec = VIDEO_SPECS["interactive_mask_head"]
+    feeds = {k: torch.from_numpy(v) for k, v in spec.example_inputs(sizes, seed=seed).items()}
+    if case == "box_points":
+        feeds["point_labels"][:, :2] = torch.tensor([2, 3], dtype=torch.int32)
+    feeds["use_mask_input"][:] = case == "mask_input"
+    feeds["mask_input"] = (feeds["mask_input"] * 16).clamp(-32.0, 32.0)  # as a previous call returns them
+    decoder, encoder = tracker.sam_mask_decoder, tracker.sam_prompt_encoder
+    embed = feeds["tracker_fpn2"] + tracker.no_mem_embed.reshape(1, -1, 1, 1)
+    high_res = [decoder.conv_s0(feeds["tracker_fpn0"]), decoder.conv_s1(feeds["tracker_fpn1"])]
+    sparse, dense = encoder(
+        points=(feeds["point_coords"], feeds["point_labels"]),
+        boxes=None,
+        masks=feeds["mask_input"] if case == "mask_input" else None,
+    )
+    outs = {}
+    for multimask in (False, True):
+        outs[multimask] = decoder(
+            image_embeddings=embed,
+            image_pe=encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+            repeat_image=sets > 1,
+            high_res_features=high_res,
+        )
+    expected = {
+        "low_res_masks": torch.cat([outs[False][0], outs[True][0]], dim=1),
+        "iou_predictions": torch.cat([outs[False][1], outs[True][1]], dim=1),
+        "object_score_logits": outs[True][3],
+    }
+    return feeds, expected
+
+
 #: Tracker graph -> the function that makes its reference case.
 CASE_BUILDERS = {
     "tracker_memory_attention": memory_attention_case,
     "tracker_mask_head": mask_head_case,
     "tracker_memory_encoder": memory_encoder_case,
+    "interactive_mask_head": interactive_case,
 }
 
 
@@ -189,7 +231,8 @@ def reference_case(tracker: Any, graph: str, sizes: dict[str, int], case: str = 
         sizes: Dynamic sizes (``O``, ``M``, ``Q``, ``K``, ``S``) of the case.
         case: Mask head: ``"multimask"``, ``"single"`` (an object's first frame), ``"mask_prompt"``, or
             ``"refine"`` / ``"refine_multimask"`` (clicks with the object's earlier logits); memory encoder:
-            ``"binarize"``, ``"sigmoid"`` (after a tracker step) or ``"video_update"``.
+            ``"binarize"``, ``"sigmoid"`` (after a tracker step) or ``"video_update"``; interactive head:
+            ``"points"``, ``"box_points"`` or ``"mask_input"``.
         seed: Seed of the random features.
 
     Returns:
@@ -233,6 +276,12 @@ PARITY_CASES: dict[str, tuple[tuple[str, dict[str, int], str], ...]] = {
         ("O1_K1_refine_multimask", {"O": 1, "K": 1}, "refine_multimask"),
         ("O16_K16_multimask", {"O": 16, "K": 16}, "multimask"),
         ("O16_K16_refine", {"O": 16, "K": 16}, "refine"),
+    ),
+    "interactive_mask_head": (
+        ("O1_K1_points", {"O": 1, "K": 1}, "points"),
+        ("O2_K4_box_points", {"O": 2, "K": 4}, "box_points"),
+        ("O1_K2_mask_input", {"O": 1, "K": 2}, "mask_input"),
+        ("O16_K16_points", {"O": 16, "K": 16}, "points"),
     ),
     "tracker_memory_encoder": (
         ("O1_S288_binarize", {"O": 1, "S": 288}, "binarize"),

@@ -1,4 +1,4 @@
-"""SAM3's video tracker as three graphs (memory attention, mask head, memory encoder), and the video vision graph.
+"""SAM3's video tracker as graphs (memory attention, mask head, memory encoder), its image click head, and the video vision graph.
 
 Each graph is a named ``torch.nn.Module`` over upstream's tracker (or image model), importable and testable by
 name; :func:`tracker_wrappers` gives the three tracker graphs keyed by graph name.
@@ -19,6 +19,7 @@ replaces, called as upstream calls it:
   pointer, object score), with upstream's multimask choice made in the graph from a flag input; for a
   mask prompt (1152, as ``add_new_mask`` gives it) the pointer is ``_use_mask_as_output``'s.
 * ``tracker_memory_encoder`` = ``_encode_new_memory`` (features + predicted mask -> spatial memory).
+* ``interactive_mask_head`` = the image model's ``predict_inst`` (clicks and boxes on one image, no memory).
 
 Constant inputs upstream recomputes per call (the sine position encodings of the 72x72 grid) are baked
 into the graphs. Two export-only changes: rotary position encoding on its real formulation
@@ -179,6 +180,58 @@ class MaskHead(nn.Module):
         return low_res_masks, iou, multimasks, iou_pred, obj_ptr, object_score_logits
 
 
+class InteractiveMaskHead(nn.Module):
+    """Upstream's ``predict_inst`` network part (``SAM3InteractiveImagePredictor._predict``) for O prompt sets.
+
+    The image model's processor gives the predictor the tracker neck's levels with ``conv_s0`` / ``conv_s1``
+    applied and ``no_mem_embed`` added to the top level; the graph does both, then the prompt encoder (points
+    padded with one ``-1`` point, as upstream pads when no box is passed separately: boxes arrive as corner
+    points 2/3) and the mask decoder with the image repeated per prompt set. It returns all four tokens' logits,
+    token 0 already replaced by upstream's stability fallback (``_dynamic_multimask_via_stability``), so the
+    host picks ``[:, 1:]`` (multimask) or ``[:, :1]`` without a second run. Unlike ``tracker_mask_head`` nothing
+    is replaced for an absent object: ``predict_inst`` returns the logits as they are.
+    """
+
+    def __init__(self, tracker: Any) -> None:
+        super().__init__()
+        self.tracker = tracker
+
+    def forward(
+        self,
+        tracker_fpn0: torch.Tensor,
+        tracker_fpn1: torch.Tensor,
+        tracker_fpn2: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        use_mask_input: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        t = self.tracker
+        decoder, encoder = t.sam_mask_decoder, t.sam_prompt_encoder
+        sets = point_coords.shape[0]
+        image_embed = (tracker_fpn2 + t.no_mem_embed.reshape(1, -1, 1, 1)).expand(sets, -1, -1, -1)
+        high_res = [
+            decoder.conv_s0(tracker_fpn0).expand(sets, -1, -1, -1),
+            decoder.conv_s1(tracker_fpn1).expand(sets, -1, -1, -1),
+        ]
+        sparse = encoder._embed_points(point_coords, point_labels, pad=True)
+        side = encoder.image_embedding_size
+        no_mask = encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(sets, -1, side[0], side[1])
+        dense = torch.where(use_mask_input[:, None, None, None], encoder.mask_downscaling(mask_input), no_mask)
+        masks, iou_pred, _, object_score_logits = decoder.predict_masks(
+            image_embeddings=image_embed,
+            image_pe=encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            repeat_image=False,
+            high_res_features=high_res,
+        )
+        single_mask, single_iou = decoder._dynamic_multimask_via_stability(masks, iou_pred)
+        low_res_masks = torch.cat([single_mask, masks[:, 1:]], dim=1)
+        iou_predictions = torch.cat([single_iou, iou_pred[:, 1:]], dim=1)
+        return low_res_masks, iou_predictions, object_score_logits
+
+
 class MemoryEncoder(nn.Module):
     """Spatial memory of O objects from one frame's features and their mask logits."""
 
@@ -236,6 +289,7 @@ TRACKER_WRAPPERS: dict[str, type[nn.Module]] = {
     "tracker_memory_attention": MemoryAttention,
     "tracker_mask_head": MaskHead,
     "tracker_memory_encoder": MemoryEncoder,
+    "interactive_mask_head": InteractiveMaskHead,
 }
 
 

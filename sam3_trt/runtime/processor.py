@@ -48,13 +48,15 @@ from typing import Any
 import numpy as np
 
 from ..errors import Sam3TrtError
-from ..specs import CONTEXT_LENGTH, RESOLUTION, SPECS
+from ..specs import ALL_SPECS, CONTEXT_LENGTH, RESOLUTION, SPECS
 from .arrays import installed
 from .backends import Backend, OnnxRuntimeBackend, TensorRTBackend, TorchBackend
 from .image import preprocess, to_uint8_hwc
 from .tokenizer import Tokenizer
 
 RESULT_KEYS = ("masks_logits", "masks", "boxes", "scores")
+#: The graph clicks run on (:mod:`.interactive`).
+INTERACTIVE_GRAPH = "interactive_mask_head"
 #: Decoder outputs of which only the kept queries' rows are copied back.
 KEPT = ("pred_boxes", "pred_masks")
 #: Text sam3 uses when only boxes are given.
@@ -90,6 +92,9 @@ class Sam3Processor:
         max_detections: Keep at most this many detections per prompt, the best scores, chosen before any mask
             is upsampled (``None``: all above the threshold, as upstream). Results hold full-size masks, so
             this bounds their memory whatever the threshold.
+        interactive: Also serve clicks (:meth:`predict_inst`): images are encoded by the vision graph that
+            gives the tracker neck's levels too (one ViT pass), which a folder exported with ``--video`` has.
+            Upstream's ``build_sam3_image_model(enable_inst_interactivity=True)``.
     """
 
     def __init__(
@@ -105,6 +110,7 @@ class Sam3Processor:
         device_memory: str = "auto",
         verify: bool = True,
         max_detections: int | None = None,
+        interactive: bool = False,
     ) -> None:
         if resolution != RESOLUTION:
             raise Sam3TrtError(
@@ -121,6 +127,17 @@ class Sam3Processor:
         self._text_cache: collections.OrderedDict[str, tuple[Any, Any]] = collections.OrderedDict()
         self._text_cache_size = max(1, int(text_cache_size))
         self._lock = threading.Lock()
+        self.interactive = bool(interactive)
+        self._vision_graph = "vision_encoder"
+        if self.interactive:
+            missing = [g for g in ("video_vision_encoder", INTERACTIVE_GRAPH) if not _can_run(self.backend, g)]
+            if missing:
+                where = getattr(self.backend, "folder", None) or f"the {self.backend.name} backend"
+                raise Sam3TrtError(
+                    f"interactive=True: {where} has no {' or '.join(missing)} graph; clicks need an export made "
+                    "with `sam3-trt export --video` (it carries the tracker neck and the click head), or its engines"
+                )
+            self._vision_graph = "video_vision_encoder"
 
     # -- images ---------------------------------------------------------------------------------
     def set_image(self, image: Any, state: dict | None = None) -> dict:
@@ -152,12 +169,12 @@ class Sam3Processor:
         if len(states) != len(images):
             raise Sam3TrtError(f"got {len(states)} states for {len(images)} images")
         prepared = [to_uint8_hwc(im) for im in images]  # validate every image before touching any state
-        max_batch = SPECS["vision_encoder"].dim("B").max
+        max_batch = ALL_SPECS[self._vision_graph].dim("B").max
         out: list[dict] = []
         for start in range(0, len(prepared), max_batch):
             chunk = prepared[start : start + max_batch]
             pixels = np.concatenate([preprocess(im, self.resolution) for im in chunk])
-            feats = self.backend.run("vision_encoder", {"pixel_values": pixels})
+            feats = self.backend.run(self._vision_graph, {"pixel_values": pixels})
             for i, im in enumerate(chunk):
                 st = states[start + i]
                 st = {} if st is None else st
@@ -165,6 +182,9 @@ class Sam3Processor:
                 st["original_height"], st["original_width"] = int(im.shape[0]), int(im.shape[1])
                 fpn = [self._state_tensor(self._keep(feats[name][i : i + 1])) for name in ("fpn0", "fpn1", "fpn2")]
                 st["backbone_out"] = {"backbone_fpn": fpn, "vision_features": fpn[-1]}
+                if self.interactive:  # the tracker neck's levels, before the click head's conv_s0 / conv_s1
+                    levels = [self._keep(feats[f"tracker_fpn{k}"][i : i + 1]) for k in range(3)]
+                    st["backbone_out"]["sam2_backbone_out"] = {"backbone_fpn": levels}
                 out.append(st)
         return out
 
@@ -368,6 +388,121 @@ class Sam3Processor:
         t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
         return t.to(self.device)
 
+    # -- clicks ---------------------------------------------------------------------------------
+    def predict_inst(
+        self,
+        inference_state: dict,
+        point_coords: Any = None,
+        point_labels: Any = None,
+        box: Any = None,
+        mask_input: Any = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        normalize_coords: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks for clicks and/or a box on the state's image: upstream's ``model.predict_inst(state, ...)``.
+
+        Args:
+            inference_state: A state from :meth:`set_image` of a processor made with ``interactive=True``.
+            point_coords: ``[N, 2]`` x, y (or ``[B, N, 2]``: B prompt sets, one graph run).
+            point_labels: ``[N]`` (or ``[B, N]``): 1 positive, 0 negative.
+            box: ``[4]`` (or ``[B, 4]``) x0, y0, x1, y1.
+            mask_input: ``[1, 288, 288]`` low-res logits of a previous call (the refine loop).
+            multimask_output: Three masks (ambiguous single clicks) or one.
+            return_logits: Full-size logits instead of 0/1 masks.
+            normalize_coords: Coordinates are pixels of the image (``True``) or already in [0, 1].
+
+        Returns:
+            ``(masks [C, H, W], iou_predictions [C], low_res_masks [C, 288, 288])`` float32 numpy arrays, a
+            leading ``B`` for several prompt sets, as upstream's. Bad prompts raise one line and change nothing.
+        """
+        from .interactive import check_prompts, finish
+
+        self._check_interactive(inference_state, "predict_inst")
+        hw = (inference_state["original_height"], inference_state["original_width"])
+        feeds = check_prompts(point_coords, point_labels, box, mask_input, hw, normalize_coords)
+        levels = inference_state["backbone_out"]["sam2_backbone_out"]["backbone_fpn"]
+        feeds.update({f"tracker_fpn{k}": level for k, level in enumerate(levels)})
+        with self._lock:
+            out = self.backend.run(INTERACTIVE_GRAPH, feeds)
+            return finish(out, hw, bool(multimask_output), bool(return_logits))
+
+    def predict_inst_batch(
+        self,
+        inference_states: Sequence[dict],
+        point_coords_batch: Sequence[Any] | None = None,
+        point_labels_batch: Sequence[Any] | None = None,
+        box_batch: Sequence[Any] | None = None,
+        mask_input_batch: Sequence[Any] | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        normalize_coords: bool = True,
+    ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+        """:meth:`predict_inst` per image: upstream's ``predict_inst_batch`` (lists of per-image results).
+
+        Args:
+            inference_states: The states :meth:`set_image_batch` returned (one per image; upstream takes its
+                single batch state).
+            point_coords_batch: One entry per image (or ``None``), as ``point_coords``.
+            point_labels_batch: One entry per image, as ``point_labels``.
+            box_batch: One entry per image, as ``box``.
+            mask_input_batch: One entry per image, as ``mask_input``.
+            multimask_output: As in :meth:`predict_inst`.
+            return_logits: As in :meth:`predict_inst`.
+            normalize_coords: As in :meth:`predict_inst`.
+        """
+        from .interactive import check_batch_lists, check_prompts
+
+        if isinstance(inference_states, dict):
+            raise Sam3TrtError(
+                "predict_inst_batch takes the list of states set_image_batch returned (one per image), got one state"
+            )
+        states = list(inference_states)
+        lists = {
+            "point_coords_batch": point_coords_batch,
+            "point_labels_batch": point_labels_batch,
+            "box_batch": box_batch,
+            "mask_input_batch": mask_input_batch,
+        }
+        check_batch_lists(lists, len(states))
+        per_image = [{k: (v[i] if v is not None else None) for k, v in lists.items()} for i in range(len(states))]
+        for i, (state, p) in enumerate(zip(states, per_image, strict=True)):  # every image checked before any run
+            self._check_interactive(state, f"predict_inst_batch image {i}")
+            hw = (state["original_height"], state["original_width"])
+            check_prompts(
+                p["point_coords_batch"],
+                p["point_labels_batch"],
+                p["box_batch"],
+                p["mask_input_batch"],
+                hw,
+                normalize_coords,
+            )
+        results = [
+            self.predict_inst(
+                state,
+                p["point_coords_batch"],
+                p["point_labels_batch"],
+                p["box_batch"],
+                p["mask_input_batch"],
+                multimask_output,
+                return_logits,
+                normalize_coords,
+            )
+            for state, p in zip(states, per_image, strict=True)
+        ]
+        masks, ious, low_res = (list(x) for x in zip(*results, strict=True))
+        return masks, ious, low_res
+
+    def _check_interactive(self, state: Any, call: str) -> None:
+        _check_image(state, call)
+        if not self.interactive:
+            raise Sam3TrtError(
+                f"{call}: this processor was made without clicks; pass interactive=True (with a folder exported "
+                "with `sam3-trt export --video`)"
+            )
+        if "sam2_backbone_out" not in state["backbone_out"]:
+            raise Sam3TrtError(f"{call}: the state's image was encoded by another processor; call set_image again")
+
     # -- resources ------------------------------------------------------------------------------
     def close(self) -> None:
         """Free the backend's sessions, engines and device memory."""
@@ -408,6 +543,16 @@ def check_max_detections(value: Any, name: str = "max_detections") -> int | None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise Sam3TrtError(f"{name} {value!r}: use a whole number >= 1 (or None for no limit)")
     return int(value)
+
+
+def _can_run(backend: Backend, graph: str) -> bool:
+    """Whether ``backend`` holds ``graph`` (an ONNX Runtime backend lists every graph: its file must exist)."""
+    if graph not in backend.graphs:
+        return False
+    folder = getattr(backend, "folder", None)
+    if backend.name == "onnxruntime" and folder is not None:
+        return (Path(folder) / ALL_SPECS[graph].onnx_file).is_file()
+    return True
 
 
 def _copy(x: Any) -> Any:

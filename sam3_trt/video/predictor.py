@@ -37,8 +37,12 @@ from .tracker import GraphTracker, neck_positions
 from .tracker import feature_cache as build_feature_cache
 from .window import DEFAULT_MEMORY_WINDOW, MemoryWindow, dropped_frames, forget, held_bytes, held_frames
 
-#: Graphs a graph-backed video predictor runs.
-VIDEO_PREDICTOR_GRAPHS: tuple[str, ...] = ("text_encoder", "decoder", *VIDEO_SPECS)
+#: Graphs a graph-backed video predictor runs (the image click head of a video export is the processor's).
+VIDEO_PREDICTOR_GRAPHS: tuple[str, ...] = (
+    "text_encoder",
+    "decoder",
+    *(g for g in VIDEO_SPECS if g != "interactive_mask_head"),
+)
 
 
 def _on_cuda(model: Any) -> bool:

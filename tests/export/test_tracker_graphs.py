@@ -130,19 +130,22 @@ def test_full_size_tracker_graphs_match_upstream_at_profile_min_and_max(tmp_path
     from sam3_trt.export.tracker_parity import PARITY_CASES, tracker_parity
     from sam3_trt.specs import TRACKER_GRAPHS
 
+    # the video graphs; the image click head runs the same prompt encoder and mask decoder modules as
+    # tracker_mask_head, so CI checks it at tiny size only (its full-size export is in `make test-full`)
+    graphs = [g for g in TRACKER_GRAPHS if g != "interactive_mask_head"]
     tracker = build_tracker("full", seed=0)
     assert 11_000_000 < sum(p.numel() for p in tracker.parameters()) < 13_000_000  # upstream's tracker
-    export_tracker(tracker, tmp_path)
-    report = tracker_parity(tracker, tmp_path)
+    export_tracker(tracker, tmp_path, graphs=graphs)
+    report = tracker_parity(tracker, tmp_path, graphs=graphs)
     print("full-size tracker parity:", {c.case: max(o.max_abs for o in c.checks) for c in report.cases})
     assert report.passed, report.failures()
-    assert len(report.cases) == sum(len(cases) for cases in PARITY_CASES.values())
+    assert len(report.cases) == sum(len(PARITY_CASES[g]) for g in graphs)
     from sam3_trt.engines.parse import rtx_available
 
     if not rtx_available():
         pytest.skip("parity passed; the parse needs tensorrt_rtx (pip install 'sam3-trt[rtx]')")
-    rtx = rtx_parse_checks(tmp_path, TRACKER_GRAPHS)
-    assert rtx["status"] == "passed" and set(rtx["graphs"]) == set(TRACKER_GRAPHS), rtx
+    rtx = rtx_parse_checks(tmp_path, graphs)
+    assert rtx["status"] == "passed" and set(rtx["graphs"]) == set(graphs), rtx
     assert all(r["ok"] and not r["errors"] for r in rtx["graphs"].values()), rtx
 
 

@@ -16,6 +16,7 @@ CASES = {
     "MemoryAttention": ("tracker_memory_attention", {"O": 1, "M": 1, "Q": 1}, ""),
     "MaskHead": ("tracker_mask_head", {"O": 3, "K": 2}, "multimask"),
     "MemoryEncoder": ("tracker_memory_encoder", {"O": 3, "S": 288}, "video_update"),
+    "InteractiveMaskHead": ("interactive_mask_head", {"O": 2, "K": 3}, "mask_input"),
 }
 
 

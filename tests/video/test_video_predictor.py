@@ -213,6 +213,42 @@ def test_free_running_on_tensorrt_engines_matches_upstream(
     _assert_same_outputs(eager, out)
 
 
+def test_clicks_on_tensorrt_engines_match_onnx_runtime(video_engines, tracker_export):
+    """``Sam3Processor(..., interactive=True).predict_inst`` on the engines of a video export (through the doubles:
+    each engine runs as the graph it was built from), with torch and with cuda-python device memory, equals the
+    same call on ONNX Runtime (which tests/runtime/test_interactive.py checks against upstream's eager
+    ``predict_inst``): one vision pass gives the tracker levels, one click-head run per call."""
+    from sam3_trt import Sam3Processor
+    from sam3_trt.assets.images import demo_image
+    from sam3_trt.compare import check_outputs
+    from sam3_trt.testing import gpu_doubles
+    from sam3_trt.tolerances import TOLERANCES
+
+    folder, _ = video_engines
+    image = demo_image(420, 300)
+    prompt = {
+        "point_coords": np.array([[150.0, 120.0], [300.0, 200.0]]),
+        "point_labels": np.array([1, 0]),
+        "box": np.array([60.0, 40.0, 260.0, 230.0]),
+        "return_logits": True,
+    }
+    names = ("masks", "iou_predictions", "low_res_masks")
+    with Sam3Processor(tracker_export[0], backend="onnxruntime", interactive=True) as cpu:
+        expected = dict(zip(names, cpu.predict_inst(cpu.set_image(image), **prompt), strict=True))
+    for memory in ("torch", "cuda-python"):
+        with gpu_doubles(folder, tracker_export[0], memory=memory):
+            with Sam3Processor(folder, interactive=True) as gpu:
+                assert gpu.backend.name == "tensorrt"
+                got = dict(zip(names, gpu.predict_inst(gpu.set_image(image), **prompt), strict=True))
+                calls = dict(gpu.backend.calls)
+        assert (
+            calls["video_vision_encoder"] == 1 and calls["interactive_mask_head"] == 1 and calls["vision_encoder"] == 0
+        )
+        assert {k: v.shape for k, v in got.items()} == {k: v.shape for k, v in expected.items()}
+        checks = check_outputs(expected, got, TOLERANCES["fp32"]["predict_inst"])
+        assert all(c.passed for c in checks), (memory, [c for c in checks if not c.passed])
+
+
 def test_fp16_pass_and_engine_build_carry_the_video_graphs(tracker_export, tmp_path):
     """``make engines`` on a --video export: the FP16 pass converts and checks the tracker graphs too (its
     folder verifies: every graph its manifest lists is there), and TensorRT for RTX builds all of them."""

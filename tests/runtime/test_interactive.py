@@ -1,0 +1,209 @@
+"""Clicks on images: ``Sam3Processor.predict_inst`` on the graphs against upstream's eager ``model.predict_inst``.
+
+The reference is upstream's own interactive image predictor (``SAM3InteractiveImagePredictor`` over the tiny
+tracker, random weights, seed 0, attached to the tiny image model with the tracker's neck, as
+``build_sam3_image_model(enable_inst_interactivity=True)`` attaches it), called through upstream's
+``Sam3Processor.set_image`` and ``Sam3Image.predict_inst``. The candidate is ``sam3_trt.Sam3Processor`` over the
+same weights' export (``--video``: the vision graph with the tracker neck and the ``interactive_mask_head``
+graph) on ONNX Runtime. Random weights prove the arithmetic is upstream's, not real-weight mask quality.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sam3")
+
+from sam3_trt import Sam3Processor  # noqa: E402
+from sam3_trt.assets.images import demo_image  # noqa: E402
+from sam3_trt.compare import check_outputs  # noqa: E402
+from sam3_trt.errors import Sam3TrtError  # noqa: E402
+from sam3_trt.tolerances import TOLERANCES  # noqa: E402
+
+TOLS = TOLERANCES["fp32"]["predict_inst"]
+W, H = 420, 300  # non-square, smaller than the 1008 input and larger than the 288 masks
+
+#: (label, predict_inst prompt keywords), pixel coordinates of the W x H image.
+CASES = (
+    ("one positive click", {"point_coords": [[150.0, 120.0]], "point_labels": [1]}),
+    ("positive and negative clicks", {"point_coords": [[150.0, 120.0], [300.0, 200.0]], "point_labels": [1, 0]}),
+    ("box", {"box": [60.0, 40.0, 260.0, 230.0]}),
+    ("box with clicks", {"box": [60.0, 40.0, 260.0, 230.0], "point_coords": [[150.0, 120.0]], "point_labels": [0]}),
+    ("corners and edges", {"point_coords": [[0.0, 0.0], [W, H], [W, 0.0], [0.0, H / 2]], "point_labels": [1, 1, 0, 1]}),
+    ("two objects", {"point_coords": [[[150.0, 120.0]], [[330.0, 80.0]]], "point_labels": [[1], [1]]}),
+    ("two boxes", {"box": [[60.0, 40.0, 260.0, 230.0], [250.0, 20.0, 410.0, 290.0]]}),
+)
+
+
+@pytest.fixture(scope="module")
+def eager(detecting_video_model, tiny_tracker):
+    """Upstream's image model with its interactive predictor and upstream's processor, on CPU."""
+    from sam3.model.sam1_task_predictor import SAM3InteractiveImagePredictor
+
+    from sam3_trt.checks.detection_parity import upstream_processor
+
+    model = copy.deepcopy(detecting_video_model[0])
+    model.inst_interactive_predictor = SAM3InteractiveImagePredictor(copy.deepcopy(tiny_tracker)).eval()
+    with upstream_processor(model) as processor:
+        yield model, processor
+
+
+@pytest.fixture(scope="module")
+def clicks(tracker_export):
+    with Sam3Processor(tracker_export[0], backend="onnxruntime", interactive=True) as processor:
+        yield processor
+
+
+@pytest.fixture(scope="module")
+def image():
+    return demo_image(W, H)
+
+
+@pytest.fixture(scope="module")
+def states(eager, clicks, image):
+    _, processor = eager
+    with torch.inference_mode():
+        theirs = processor.set_image(image)
+    return theirs, clicks.set_image(image)
+
+
+def _run_eager(model, state, **kwargs):
+    from sam3_trt.export.patches import cpu_compat
+
+    with torch.inference_mode(), cpu_compat():
+        return model.predict_inst(state, **kwargs)
+
+
+def _compare(label, expected, got):
+    names = ("masks", "iou_predictions", "low_res_masks")
+    ref, cand = dict(zip(names, expected, strict=True)), dict(zip(names, got, strict=True))
+    assert {k: v.shape for k, v in cand.items()} == {k: v.shape for k, v in ref.items()}, label
+    assert all(v.dtype == np.float32 for v in cand.values()), label
+    checks = check_outputs(ref, cand, TOLS)
+    assert all(c.passed for c in checks), (label, [c for c in checks if not c.passed])
+    return checks
+
+
+@pytest.mark.parametrize("multimask", [True, False], ids=["multimask", "single"])
+def test_predict_inst_matches_upstream_on_every_prompt(eager, clicks, states, multimask):
+    model, _ = eager
+    theirs, ours = states
+    informative = 0
+    for label, prompt in CASES:
+        expected = _run_eager(model, theirs, multimask_output=multimask, return_logits=True, **prompt)
+        got = clicks.predict_inst(ours, multimask_output=multimask, return_logits=True, **prompt)
+        _compare(label, expected, got)
+        # 0/1 masks: equal wherever upstream's logit is farther from 0 than the logit tolerance
+        binary = clicks.predict_inst(ours, multimask_output=multimask, **prompt)[0]
+        reference = expected[0] > 0
+        decided = np.abs(expected[0]) > TOLS["masks"]["max_abs"]
+        assert set(np.unique(binary)) <= {0.0, 1.0}
+        assert np.array_equal(binary[decided] > 0, reference[decided]), label
+        informative += bool(((reference.mean(axis=(-1, -2)) > 0) & (reference.mean(axis=(-1, -2)) < 1)).any())
+    # random weights: some prompts give all-foreground masks; most must give masks with both values
+    assert informative >= len(CASES) // 2, informative
+
+
+def test_refine_loop_and_coordinates_in_0_1(eager, clicks, states):
+    """The annotation tool's loop: the best mask's low-res logits go back with the next click."""
+    model, _ = eager
+    theirs, ours = states
+    first = {"point_coords": np.array([[150.0, 120.0]]), "point_labels": np.array([1])}
+    e_masks, e_iou, e_low = _run_eager(model, theirs, multimask_output=True, return_logits=True, **first)
+    masks, iou, low = clicks.predict_inst(ours, multimask_output=True, return_logits=True, **first)
+    _compare("first click", (e_masks, e_iou, e_low), (masks, iou, low))
+    best = int(np.argmax(e_iou))
+    assert best == int(np.argmax(iou))
+    second = {
+        "point_coords": np.array([[150.0, 120.0], [300.0, 200.0]]),
+        "point_labels": np.array([1, 0]),
+        "multimask_output": False,
+        "return_logits": True,
+    }
+    expected = _run_eager(model, theirs, mask_input=e_low[best][None], **second)
+    got = clicks.predict_inst(ours, mask_input=low[best][None], **second)
+    _compare("refined", expected, got)
+    without = clicks.predict_inst(ours, **second)
+    assert np.abs(without[2] - got[2]).max() > 0.1  # the mask input changes the answer
+    # normalize_coords=False: coordinates already in [0, 1]
+    unit = {"point_coords": np.array([[150.0 / W, 120.0 / H]]), "point_labels": np.array([1]), "return_logits": True}
+    expected = _run_eager(model, theirs, normalize_coords=False, **unit)
+    _compare("normalised", expected, clicks.predict_inst(ours, normalize_coords=False, **unit))
+
+
+def test_predict_inst_batch_matches_upstream_on_two_images(eager, clicks):
+    model, processor = eager
+    images = [demo_image(W, H), demo_image(360, 360, variant=1)]
+    points = [np.array([[150.0, 120.0]]), np.array([[200.0, 180.0], [40.0, 40.0]])]
+    labels = [np.array([1]), np.array([1, 0])]
+    boxes = [None, np.array([20.0, 30.0, 300.0, 330.0])]
+    with torch.inference_mode():
+        theirs = processor.set_image_batch(images)
+    expected = _run_eager_batch(model, theirs, points, labels, boxes)
+    ours = clicks.set_image_batch(images)
+    got = clicks.predict_inst_batch(ours, points, labels, boxes, multimask_output=True, return_logits=True)
+    assert [m.shape for m in got[0]] == [(3, H, W), (3, 360, 360)]
+    for i in range(2):
+        _compare(f"image {i}", [e[i] for e in expected], [g[i] for g in got])
+
+
+def _run_eager_batch(model, state, points, labels, boxes):
+    from sam3_trt.export.patches import cpu_compat
+
+    with torch.inference_mode(), cpu_compat():
+        return model.predict_inst_batch(state, points, labels, boxes, None, multimask_output=True, return_logits=True)
+
+
+def test_the_comparison_can_fail(eager, clicks, states):
+    """A click one pixel off gives other logits, beyond the tolerance: the comparison above is not vacuous."""
+    model, _ = eager
+    theirs, ours = states
+    expected = _run_eager(model, theirs, point_coords=[[150.0, 120.0]], point_labels=[1], return_logits=True)
+    got = clicks.predict_inst(ours, point_coords=[[151.0, 120.0]], point_labels=[1], return_logits=True)
+    names = ("masks", "iou_predictions", "low_res_masks")
+    checks = check_outputs(dict(zip(names, expected, strict=True)), dict(zip(names, got, strict=True)), TOLS)
+    assert not all(c.passed for c in checks)
+
+
+BAD = (
+    ({"point_coords": [[np.nan, 10.0]], "point_labels": [1]}, "NaN"),
+    ({"point_coords": [[W + 5.0, 10.0]], "point_labels": [1]}, "outside the image"),
+    ({"point_coords": [[-1.0, 10.0]], "point_labels": [1]}, "outside the image"),
+    ({"point_coords": [[10.0, 10.0]], "point_labels": [2]}, "use 1 (positive) or 0"),
+    ({"point_coords": [[10.0, 10.0], [20.0, 20.0]], "point_labels": [1]}, "one label per point"),
+    ({"point_coords": [[10.0, 10.0]]}, "without point_labels"),
+    ({"box": [200.0, 40.0, 100.0, 230.0]}, "x1 > x0"),
+    ({"box": [1.0, 2.0, 3.0]}, "box must be [4]"),
+    ({"mask_input": np.zeros((1, 288, 288), np.float32)}, "mask_input alone"),
+    ({"point_coords": [[10.0, 10.0]], "point_labels": [1], "mask_input": np.zeros((1, 256, 256))}, "low_res_masks"),
+    ({"point_coords": [[1.0, 1.0]] * 17, "point_labels": [1] * 17}, "at most 16"),
+)
+
+
+def test_bad_prompts_get_one_line_and_change_nothing(clicks, states):
+    _, ours = states
+    before = {k: v for k, v in ours.items()}
+    calls = clicks.backend.calls["interactive_mask_head"]
+    for prompt, words in BAD:
+        with pytest.raises(Sam3TrtError, match=re.escape(words)) as info:
+            clicks.predict_inst(ours, **prompt)
+        assert "\n" not in str(info.value)
+    assert clicks.backend.calls["interactive_mask_head"] == calls  # refused before any graph ran
+    assert ours.keys() == before.keys() and all(ours[k] is before[k] for k in before)
+
+
+def test_processor_without_clicks_says_how_to_get_them(clicks, tiny_export, image):
+    with Sam3Processor(tiny_export[0], backend="onnxruntime") as plain:
+        state = plain.set_image(image)
+        with pytest.raises(Sam3TrtError, match="interactive=True"):
+            plain.predict_inst(state, point_coords=[[10.0, 10.0]], point_labels=[1])
+    with pytest.raises(Sam3TrtError, match="export --video"):
+        Sam3Processor(tiny_export[0], backend="onnxruntime", interactive=True)
+    # a state of a processor without the tracker levels is refused by one with them
+    with pytest.raises(Sam3TrtError, match="call set_image again"):
+        clicks.predict_inst(state, point_coords=[[10.0, 10.0]], point_labels=[1])
