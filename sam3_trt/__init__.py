@@ -3,7 +3,9 @@
 Public API (imported lazily: ``import sam3_trt`` needs only numpy; torch, sam3, onnxruntime and TensorRT load
 inside the functions that use them):
 
-* :class:`Sam3Processor` (:mod:`sam3_trt.runtime.processor`): upstream's image processor, on graphs or engines.
+* :class:`Sam3Processor` (:mod:`sam3_trt.runtime.processor`): upstream's image processor, on graphs or engines;
+  with ``interactive=True`` also upstream's clicks (``predict_inst``).
+* :class:`Sam3AutomaticMaskGenerator` (:mod:`sam3_trt.runtime.automatic`): SAM2's automatic masks on the click head.
 * :class:`Sam3VideoPredictor` (:mod:`sam3_trt.video.predictor`): upstream's video predictor, on graphs or engines.
 
 Stages, one folder each (a stage uses another's public names only):
@@ -31,11 +33,12 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Sam3Processor", "Sam3VideoPredictor", "__version__"]
+__all__ = ["Sam3AutomaticMaskGenerator", "Sam3Processor", "Sam3VideoPredictor", "__version__"]
 
 #: Public name -> the module that defines it (imported on first use).
 _LAZY = {
     "Sam3Processor": "sam3_trt.runtime.processor",
+    "Sam3AutomaticMaskGenerator": "sam3_trt.runtime.automatic",
     "Sam3VideoPredictor": "sam3_trt.video.predictor",
 }
 

@@ -424,6 +424,7 @@ TRACKER_MEMORY_ENCODER = GraphSpec(
     dims=(_O, _S),
 )
 
+_SETS = Dim("O", 1, 1, 64)  # prompt sets per click-head run: a batch of automatic-mask grid points
 INTERACTIVE_MASK_HEAD = GraphSpec(
     name="interactive_mask_head",
     doc=(
@@ -453,7 +454,7 @@ INTERACTIVE_MASK_HEAD = GraphSpec(
         TensorSpec("iou_predictions", "float32", ("O", 4), "predicted IoU of the four masks, same order"),
         TensorSpec("object_score_logits", "float32", ("O", 1), "> 0: the head sees an object"),
     ),
-    dims=(_O, _K),
+    dims=(_SETS, _K),
 )
 
 #: The video graphs: the vision graph with the tracker's neck, then the tracker's graphs. The text encoder

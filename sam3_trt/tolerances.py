@@ -145,6 +145,15 @@ TRACKING_TOLERANCES: dict[str, dict[str, float]] = {
 }
 
 
+#: Automatic masks against SAM2's ``SAM2AutomaticMaskGenerator`` run over upstream's eager interactive predictor
+#: (same weights, image and settings): the same number of masks, each matched one to one with a mask IoU of at
+#: least ``mask_iou_min`` (0/1 masks differ only where a logit is within the FP32 logit error of the
+#: threshold), predicted IoU and stability score within these absolute differences.
+AUTOMATIC_MASK_TOLERANCES: dict[str, dict[str, float]] = {
+    "fp32": {"mask_iou_min": 0.999, "predicted_iou_max_abs": 1e-4, "stability_score_max_abs": 1e-3},
+}
+
+
 def tolerance(graph: str, output: str, precision: str = "fp32", table: Mapping[str, Any] | None = None) -> Tol:
     """Tolerance row for ``output`` of ``graph`` at ``precision`` (falls back to the graph's ``""`` row).
 

@@ -155,30 +155,41 @@ def check_prompts(
     return feeds
 
 
-def fill_holes(logits: np.ndarray, max_area: float = MAX_HOLE_AREA, threshold: float = MASK_THRESHOLD) -> np.ndarray:
-    """Upstream's hole filling (``SAM2Transforms.postprocess_masks``): background components (logit <=
-    ``threshold``, 8-connected) of at most ``max_area`` pixels become ``threshold + 10``.
+def clean_low_res(
+    logits: np.ndarray, max_hole_area: float, max_sprinkle_area: float = 0.0, threshold: float = MASK_THRESHOLD
+) -> np.ndarray:
+    """Upstream's ``SAM2Transforms.postprocess_masks`` clean-up of low-res logits: 8-connected components of the
+    background (logit <= ``threshold``) of at most ``max_hole_area`` pixels become ``threshold + 10``, and
+    foreground components of at most ``max_sprinkle_area`` pixels become ``threshold - 10``; both found on the
+    logits as given, as upstream finds them.
 
     Args:
         logits: ``[..., H, W]`` low-res mask logits.
-        max_area: Largest hole filled (pixels of the low-res mask); 0 fills nothing.
+        max_hole_area: Largest hole filled (pixels of the low-res mask); 0 fills none.
+        max_sprinkle_area: Largest speck removed; 0 removes none.
         threshold: The mask threshold.
     """
-    if max_area <= 0:
+    if max_hole_area <= 0 and max_sprinkle_area <= 0:
         return logits
     from scipy import ndimage
 
     out = np.array(logits, dtype=np.float32, copy=True)
-    flat = out.reshape(-1, *out.shape[-2:])
     eight = np.ones((3, 3), bool)
-    for mask in flat:
-        labels, count = ndimage.label(mask <= threshold, structure=eight)
-        if not count:
-            continue
-        sizes = np.bincount(labels.ravel())
-        small = sizes <= max_area
-        small[0] = False  # the foreground, not a component
-        mask[small[labels]] = threshold + 10.0
+    for mask in out.reshape(-1, *out.shape[-2:]):
+        changes = []
+        for area, region, value in (
+            (max_hole_area, mask <= threshold, threshold + 10.0),
+            (max_sprinkle_area, mask > threshold, threshold - 10.0),
+        ):
+            if area <= 0:
+                continue
+            labels, count = ndimage.label(region, structure=eight)
+            if count:
+                small = np.bincount(labels.ravel()) <= area
+                small[0] = False  # pixels outside every component
+                changes.append((small[labels], value))
+        for where, value in changes:
+            mask[where] = value
     return out
 
 
@@ -197,29 +208,26 @@ def upsample_logits(logits: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def finish(
-    out: dict[str, Any],
+    low_res: np.ndarray,
+    iou: np.ndarray,
     image_hw: tuple[int, int],
-    multimask_output: bool,
     return_logits: bool,
     max_hole_area: float = MAX_HOLE_AREA,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The graph's outputs for B prompt sets -> upstream's ``(masks, iou_predictions, low_res_masks)``.
+    """The chosen tokens' low-res logits of B prompt sets -> upstream's ``(masks, iou_predictions, low_res_masks)``.
 
     Args:
-        out: ``interactive_mask_head`` outputs.
+        low_res: ``[B, C, 288, 288]`` logits (``Sam3Processor.predict_inst_low_res``).
+        iou: ``[B, C]`` predicted IoUs.
         image_hw: The image's height and width.
-        multimask_output: Three masks per set (tokens 1..3) or one (token 0, upstream's stability fallback).
         return_logits: Full-size logits instead of 0/1 masks.
-        max_hole_area: See :func:`fill_holes`.
+        max_hole_area: See :func:`clean_low_res`.
 
     Returns:
         numpy float32 arrays shaped as upstream's: ``[C, H, W]``, ``[C]``, ``[C, 288, 288]`` for one set,
         with a leading ``B`` for several (upstream squeezes axis 0 only).
     """
-    chosen = slice(1, 4) if multimask_output else slice(0, 1)
-    low_res = np.asarray(to_numpy(out["low_res_masks"]), np.float32)[:, chosen]
-    iou = np.asarray(to_numpy(out["iou_predictions"]), np.float32)[:, chosen]
-    masks = upsample_logits(fill_holes(low_res, max_hole_area), *image_hw)
+    masks = upsample_logits(clean_low_res(low_res, max_hole_area), *image_hw)
     if not return_logits:
         masks = (masks > MASK_THRESHOLD).astype(np.float32)
     low_res = np.clip(low_res, -LOW_RES_CLAMP, LOW_RES_CLAMP)

@@ -49,7 +49,7 @@ import numpy as np
 
 from ..errors import Sam3TrtError
 from ..specs import ALL_SPECS, CONTEXT_LENGTH, RESOLUTION, SPECS
-from .arrays import installed
+from .arrays import installed, to_float32
 from .backends import Backend, OnnxRuntimeBackend, TensorRTBackend, TorchBackend
 from .image import preprocess, to_uint8_hwc
 from .tokenizer import Tokenizer
@@ -416,16 +416,38 @@ class Sam3Processor:
             ``(masks [C, H, W], iou_predictions [C], low_res_masks [C, 288, 288])`` float32 numpy arrays, a
             leading ``B`` for several prompt sets, as upstream's. Bad prompts raise one line and change nothing.
         """
-        from .interactive import check_prompts, finish
+        from .interactive import finish
+
+        hw = (inference_state["original_height"], inference_state["original_width"])
+        low_res, iou = self.predict_inst_low_res(
+            inference_state, point_coords, point_labels, box, mask_input, multimask_output, normalize_coords
+        )
+        return finish(low_res, iou, hw, bool(return_logits))
+
+    def predict_inst_low_res(
+        self,
+        inference_state: dict,
+        point_coords: Any = None,
+        point_labels: Any = None,
+        box: Any = None,
+        mask_input: Any = None,
+        multimask_output: bool = True,
+        normalize_coords: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The click head's answer before any full-size mask is made: ``(low_res_logits [B, C, 288, 288] (not
+        clamped), iou_predictions [B, C])`` float32 numpy. Arguments as :meth:`predict_inst`; for callers that
+        upsample only what they keep (:class:`~sam3_trt.runtime.automatic.Sam3AutomaticMaskGenerator`)."""
+        from .interactive import check_prompts
 
         self._check_interactive(inference_state, "predict_inst")
         hw = (inference_state["original_height"], inference_state["original_width"])
         feeds = check_prompts(point_coords, point_labels, box, mask_input, hw, normalize_coords)
         levels = inference_state["backbone_out"]["sam2_backbone_out"]["backbone_fpn"]
         feeds.update({f"tracker_fpn{k}": level for k, level in enumerate(levels)})
+        chosen = slice(1, 4) if multimask_output else slice(0, 1)
         with self._lock:
             out = self.backend.run(INTERACTIVE_GRAPH, feeds)
-            return finish(out, hw, bool(multimask_output), bool(return_logits))
+            return _host_tokens(out["low_res_masks"], chosen), _host_tokens(out["iou_predictions"], chosen)
 
     def predict_inst_batch(
         self,
@@ -553,6 +575,14 @@ def _can_run(backend: Backend, graph: str) -> bool:
     if backend.name == "onnxruntime" and folder is not None:
         return (Path(folder) / ALL_SPECS[graph].onnx_file).is_file()
     return True
+
+
+def _host_tokens(x: Any, chosen: slice) -> np.ndarray:
+    """The chosen mask tokens of ``x`` as float32 on the host: only they are copied where the array type can
+    slice on the device (torch, numpy); the cuda-python layer's arrays come back whole, then are sliced."""
+    if is_device_array(x):
+        return to_float32(x)[:, chosen]
+    return to_float32(x[:, chosen])
 
 
 def _copy(x: Any) -> Any:

@@ -181,7 +181,7 @@ BAD = (
     ({"box": [1.0, 2.0, 3.0]}, "box must be [4]"),
     ({"mask_input": np.zeros((1, 288, 288), np.float32)}, "mask_input alone"),
     ({"point_coords": [[10.0, 10.0]], "point_labels": [1], "mask_input": np.zeros((1, 256, 256))}, "low_res_masks"),
-    ({"point_coords": [[1.0, 1.0]] * 17, "point_labels": [1] * 17}, "at most 16"),
+    ({"point_coords": [[1.0, 1.0]] * 17, "point_labels": [1] * 17}, "at most 64 sets of 16"),
 )
 
 
@@ -207,3 +207,148 @@ def test_processor_without_clicks_says_how_to_get_them(clicks, tiny_export, imag
     # a state of a processor without the tracker levels is refused by one with them
     with pytest.raises(Sam3TrtError, match="call set_image again"):
         clicks.predict_inst(state, point_coords=[[10.0, 10.0]], point_labels=[1])
+
+
+# -- automatic masks -------------------------------------------------------------------------------------
+
+#: Settings that keep dozens of masks on random weights: their low-res logits stay within about +-0.25, so
+#: SAM2's stability offset of 1.0 scores every mask 0, and every mask's box spans the image (so any NMS
+#: threshold below 1 leaves one mask). A 0.05 offset spreads stability scores over [0, 1]; the IoU and
+#: stability thresholds each drop about half of the 192 grid masks.
+KEEPING = {"pred_iou_thresh": 0.55, "stability_score_thresh": 0.3, "stability_score_offset": 0.05}
+
+
+def _sam2_generator(eager, tracker, **settings):
+    """SAM2's own generator, its predictor replaced by upstream SAM3's interactive predictor fed as
+    ``Sam3Image.predict_inst`` feeds it (features from upstream's ``Sam3Processor.set_image``)."""
+    from PIL import Image
+    from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+    from sam3.model.sam1_task_predictor import SAM3InteractiveImagePredictor
+
+    _, processor = eager
+    area = settings.get("min_mask_region_area", 0)
+
+    class FedByTheImageProcessor(SAM3InteractiveImagePredictor):
+        def set_image(self, image):
+            self.reset_predictor()
+            state = processor.set_image(Image.fromarray(image))
+            _, feats, _, _ = self.model._prepare_backbone_features(state["backbone_out"]["sam2_backbone_out"])
+            feats[-1] = feats[-1] + self.model.no_mem_embed
+            levels = [
+                f.permute(1, 2, 0).view(1, -1, *size)
+                for f, size in zip(feats[::-1], self._bb_feat_sizes[::-1], strict=True)
+            ][::-1]
+            self._features = {"image_embed": levels[-1], "high_res_feats": levels[:-1]}
+            self._orig_hw = [(state["original_height"], state["original_width"])]
+            self._is_image_set = True
+
+    generator = SAM2AutomaticMaskGenerator(tracker, output_mode="coco_rle", **settings)
+    # as SAM2's generator makes its own predictor: holes and specks cleaned up to min_mask_region_area
+    generator.predictor = FedByTheImageProcessor(tracker, max_hole_area=area, max_sprinkle_area=area).eval()
+    return generator
+
+
+def _matched(theirs, ours):
+    """Each SAM2 record paired with the unused record of ours whose mask overlaps it most: (theirs, ours, IoU)."""
+    from pycocotools import mask as mask_utils
+
+    def decode(records):
+        return [
+            mask_utils.decode({"size": r["segmentation"]["size"], "counts": r["segmentation"]["counts"]})
+            for r in records
+        ]
+
+    a, b = decode(theirs), decode(ours)
+    free = list(range(len(b)))
+    pairs = []
+    for i, m in enumerate(a):
+        ious = [np.logical_and(m, b[j]).sum() / max(np.logical_or(m, b[j]).sum(), 1) for j in free]
+        j = free.pop(int(np.argmax(ious)))
+        pairs.append((theirs[i], ours[j], float(max(ious))))
+    return pairs
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"points_per_side": 8, "box_nms_thresh": 1.0, **KEEPING},
+        {"points_per_side": 5, "box_nms_thresh": 0.7, "multimask_output": False, **KEEPING},
+        {"points_per_side": 4, "crop_n_layers": 1, "box_nms_thresh": 1.0, "crop_nms_thresh": 1.0, **KEEPING},
+        {
+            "points_per_side": 3,
+            "points_per_batch": 4,
+            "min_mask_region_area": 40,
+            "box_nms_thresh": 1.0,
+            "multimask_output": False,
+            **KEEPING,
+        },
+    ],
+    ids=["grid", "nms-single-mask", "crops", "small-regions-batches"],
+)
+def test_automatic_masks_match_sam2s_generator_over_upstream(eager, clicks, tiny_tracker, settings):
+    pytest.importorskip("sam2")
+    from sam3_trt.export.patches import cpu_compat
+    from sam3_trt.runtime.automatic import Sam3AutomaticMaskGenerator, crop_boxes
+    from sam3_trt.tolerances import AUTOMATIC_MASK_TOLERANCES
+
+    tol = AUTOMATIC_MASK_TOLERANCES["fp32"]
+    image = np.asarray(demo_image(W, H))
+    tracker = copy.deepcopy(tiny_tracker)
+    with torch.inference_mode(), cpu_compat():
+        theirs = _sam2_generator(eager, tracker, **settings).generate(image)
+    generator = Sam3AutomaticMaskGenerator(clicks, output_mode="coco_rle", **settings)
+    ours = generator.generate(image)
+    # random weights: every mask's box spans the image, so NMS below 1 keeps one; the others keep several
+    assert len(ours) == len(theirs) >= (1 if settings["box_nms_thresh"] < 1 else 8), (len(ours), len(theirs))
+    assert set(ours[0]) == set(theirs[0]) == {
+        "segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"
+    }  # fmt: skip
+    for t, o, iou in _matched(theirs, ours):
+        assert iou >= tol["mask_iou_min"], (t["point_coords"], o["point_coords"], iou)
+        assert abs(t["predicted_iou"] - o["predicted_iou"]) <= tol["predicted_iou_max_abs"]
+        assert abs(t["stability_score"] - o["stability_score"]) <= tol["stability_score_max_abs"]
+        assert np.allclose(t["point_coords"], o["point_coords"], atol=1e-3)
+        assert t["crop_box"] == o["crop_box"]
+        if iou == 1.0:  # the same pixels: the same box and area
+            assert t["bbox"] == o["bbox"] and t["area"] == o["area"]
+    # one click-head run per batch of grid points, per crop
+    boxes, layers = crop_boxes(H, W, generator.crop_n_layers, generator.crop_overlap_ratio)
+    batch = generator.points_per_batch
+    assert generator.last_runs == sum(-(-len(generator.point_grids[layer]) // batch) for layer in layers)
+    assert len({tuple(r["crop_box"]) for r in ours}) <= len(boxes)
+
+
+def test_automatic_mask_helpers_equal_sam2s(eager):
+    """The grid, crops, stability, boxes, crop-edge rule and NMS against SAM2's own functions (imported)."""
+    pytest.importorskip("sam2")
+    from sam2.utils import amg
+    from torchvision.ops import nms
+
+    from sam3_trt.runtime import automatic
+
+    for n in (1, 4, 7, 32):
+        assert np.array_equal(automatic.point_grid(n), amg.build_point_grid(n))
+    for hw, layers in (((300, 420), 1), ((1080, 1920), 2), ((500, 333), 3)):
+        assert automatic.crop_boxes(*hw, layers, 512 / 1500) == amg.generate_crop_boxes(hw, layers, 512 / 1500)
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(6, 40, 50)).astype(np.float32)
+    logits[2] = -5.0  # an empty mask: its box is 0s
+    expected = amg.calculate_stability_score(torch.from_numpy(logits), 0.0, 0.5).numpy()
+    assert np.allclose(automatic.stability_scores(logits, 0.0, 0.5), expected, equal_nan=True)
+    masks = logits > 0.8
+    assert np.array_equal(automatic.mask_boxes(masks), amg.batched_mask_to_box(torch.from_numpy(masks)).numpy())
+    boxes = rng.uniform(0, 200, size=(60, 4)).astype(np.float32)
+    boxes[:, 2:] = boxes[:, :2] + rng.uniform(5, 120, size=(60, 2))
+    scores = rng.random(60).astype(np.float32)
+    for threshold in (0.3, 0.7):
+        kept = nms(torch.from_numpy(boxes), torch.from_numpy(scores), threshold).numpy()
+        assert np.array_equal(automatic.box_nms(boxes, scores, threshold), kept)
+    crop, image_hw = [100, 0, 300, 200], (300, 420)
+    for box in (
+        [5.0, 5.0, 60.0, 60.0],
+        [150.0, 10.0, 199.0, 80.0],
+        [0.0, 0.0, 199.0, 199.0],
+        [30.0, 30.0, 150.0, 170.0],
+    ):
+        cut = amg.is_box_near_crop_edge(torch.tensor([box]), crop, [0, 0, image_hw[1], image_hw[0]])
+        assert automatic._cut_by_crop(np.array(box, np.float32), crop, image_hw) == bool(cut[0]), box
