@@ -1,4 +1,4 @@
-"""``sam3-trt segment``: one image, text and/or box prompts, an overlay and a detections JSON."""
+"""``sam3-trt segment``: one image, text and/or box prompts, clicks or everything; an overlay and a detections JSON."""
 
 from __future__ import annotations
 
@@ -32,6 +32,20 @@ from .common import (
 @click.option(
     "--max-detections", type=int, default=10, show_default=True, help="Best detections drawn and written (by score)."
 )
+@click.option(
+    "--point",
+    "points",
+    multiple=True,
+    help="Click x,y[,neg] in pixels of IMAGE (repeatable; upstream's predict_inst, with at most one --box; "
+    "needs an export made with --video).",
+)
+@click.option("--multimask", is_flag=True, help="With --point: the three candidate masks instead of one.")
+@click.option(
+    "--everything", is_flag=True, help="Automatic masks: every object without a prompt (needs a --video export)."
+)
+@click.option("--points-per-side", type=int, help="--everything: grid clicks per side  [default: 32]")
+@click.option("--pred-iou-thresh", type=float, help="--everything: keep predicted IoU above  [default: 0.8]")
+@click.option("--stability-thresh", type=float, help="--everything: keep stability at least  [default: 0.95]")
 @click.pass_obj
 @handle_errors
 def segment(
@@ -45,12 +59,47 @@ def segment(
     output: Path,
     json_path: Path | None,
     max_detections: int,
+    points: tuple[str, ...],
+    multimask: bool,
+    everything: bool,
+    points_per_side: int | None,
+    pred_iou_thresh: float | None,
+    stability_thresh: float | None,
 ) -> None:
-    """Segment IMAGE with text and/or box prompts; write an overlay PNG (and JSON)."""
-    from ..runtime.segment import segment_image
+    """Segment IMAGE with text and/or box prompts; write an overlay PNG (and JSON).
 
+    Or click objects (--point, upstream's predict_inst) or find every object (--everything, automatic masks):
+    both need an export made with --video.
+    """
+    from ..errors import Sam3TrtError
+    from ..runtime.segment import automatic_settings, segment_image
+
+    knobs = {"points_per_side": points_per_side, "pred_iou_thresh": pred_iou_thresh}
+    knobs["stability_score_thresh"] = stability_thresh
+    automatic = automatic_settings(everything, knobs)
+    if multimask and not points:
+        raise Sam3TrtError("--multimask chooses among a click's three masks: give --point x,y too")
+    given = click.get_current_context().get_parameter_source("threshold")
+    if (points or everything) and given is click.core.ParameterSource.COMMANDLINE:
+        raise Sam3TrtError(
+            "--threshold filters concept detections (--prompt/--box); clicks and --everything score masks by "
+            "predicted IoU: drop --threshold (--everything has --pred-iou-thresh)"
+        )
     summary = segment_image(
-        image, artifacts, output, prompts, boxes, backend, threshold, json_path, max_detections, progress=ui.progress
+        image,
+        artifacts,
+        output,
+        prompts,
+        boxes,
+        backend,
+        threshold,
+        json_path,
+        max_detections,
+        progress=ui.progress,
+        points=points,
+        multimask=multimask,
+        everything=everything,
+        automatic=automatic,
     )
     echo_json(summary)
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import Sam3TrtError
-from ..rle import compress_counts, mask_to_rle
+from ..rle import compress_counts, mask_to_rle, rle_to_mask
 from .image import to_uint8_hwc
 from .interactive import clean_low_res, upsample_logits
 
@@ -101,18 +101,6 @@ def box_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.n
             iou = inter / (areas[i] + areas - inter)
         suppressed |= iou > iou_threshold
     return np.array(keep, dtype=np.int64)
-
-
-def _rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
-    h, w = rle["size"]
-    flat = np.zeros(h * w, bool)
-    pos, value = 0, False
-    for count in rle["counts"]:
-        if value:
-            flat[pos : pos + count] = True
-        pos += count
-        value = not value
-    return flat.reshape(w, h).T
 
 
 def _batches(items: np.ndarray, size: int) -> Iterator[np.ndarray]:
@@ -308,7 +296,7 @@ class Sam3AutomaticMaskGenerator:
         if self.output_mode == "coco_rle":
             segmentation: Any = {"size": rle["size"], "counts": compress_counts(rle["counts"])}
         elif self.output_mode == "binary_mask":
-            segmentation = _rle_to_mask(rle)
+            segmentation = rle_to_mask(rle)
         else:
             segmentation = rle
         x0, y0, x1, y1 = (float(v) for v in f["box"])

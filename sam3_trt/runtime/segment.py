@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import Sam3TrtError
-from ..rle import mask_to_rle, rle_to_mask  # noqa: F401  (rle_to_mask: read back what segment writes)
+from ..rle import mask_to_rle, rle_to_mask
 from ..specs import SPECS
 from .arrays import to_numpy
 from .draw import pixel_box, render_overlay
@@ -48,6 +48,30 @@ def parse_pixel_box(text: str) -> tuple[list[float], bool]:
     except ValueError:
         raise Sam3TrtError(f"--box {text!r}: expected x0,y0,x1,y1[,neg] in pixels") from None
     return [x0, y0, x1, y1], positive
+
+
+def parse_point(text: str, width: int, height: int) -> tuple[list[float], int]:
+    """``"x,y[,neg|pos]"`` in pixels of the ``width x height`` image -> (``[x, y]``, label 1 or 0).
+
+    Raises:
+        Sam3TrtError: not two numbers, a third field other than neg/pos, not finite or outside the image.
+    """
+    parts = [p.strip() for p in text.split(",")]
+    label = 1
+    if len(parts) == 3:
+        if parts[2].lower() not in ("neg", "pos"):
+            raise Sam3TrtError(f"--point {text!r}: the third field must be 'neg' or 'pos'")
+        label = int(parts[2].lower() == "pos")
+        parts = parts[:2]
+    try:
+        x, y = (float(p) for p in parts)
+    except ValueError:
+        raise Sam3TrtError(f"--point {text!r}: expected x,y[,neg] in pixels") from None
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise Sam3TrtError(f"--point {text!r}: x and y must be finite pixel coordinates")
+    if not (0 <= x <= width and 0 <= y <= height):
+        raise Sam3TrtError(f"--point {text!r} lies outside the {width}x{height} image")
+    return [x, y], label
 
 
 def pixel_box_to_prompt(box: Sequence[float], width: int, height: int, name: str) -> list[float]:
@@ -202,10 +226,17 @@ def detections_json(
 
 
 def check_prompt_request(
-    prompts: Sequence[str], boxes: Sequence[str], threshold: float, output: Path | None, json_path: Path | None
+    prompts: Sequence[str],
+    boxes: Sequence[str],
+    threshold: float,
+    output: Path | None,
+    json_path: Path | None,
+    points: Sequence[str] = (),
+    everything: bool = False,
 ) -> None:
-    """What ``segment`` and ``client`` refuse before any work: a threshold outside [0, 1], no prompt and no box,
-    an overlay or JSON path that cannot be written (the overlay's suffix picks PNG, JPEG or WebP).
+    """What ``segment`` and ``client`` refuse before any work: a threshold outside [0, 1], no prompt at all,
+    prompts of two modes at once, an overlay or JSON path that cannot be written (the overlay's suffix picks
+    PNG, JPEG or WebP).
 
     Args:
         prompts: Text prompts.
@@ -213,13 +244,26 @@ def check_prompt_request(
         threshold: Score threshold.
         output: Overlay to write, if any.
         json_path: Detections JSON to write, if any.
+        points: Clicks as given (``x,y[,neg]``): with them, at most one box and no text prompt.
+        everything: Automatic masks: no other prompt.
     """
     from ..paths import check_output_file
     from .processor import check_threshold
 
     check_threshold(threshold, "--threshold")
-    if not prompts and not boxes:
-        raise Sam3TrtError("give at least one --prompt TEXT or --box x0,y0,x1,y1[,neg]")
+    if everything and (prompts or boxes or points):
+        raise Sam3TrtError("--everything finds every object by itself: drop --prompt, --box and --point")
+    if points and prompts:
+        raise Sam3TrtError(
+            "--point clicks one object (upstream's predict_inst); --prompt finds every instance of a concept: "
+            "run them as two commands"
+        )
+    if points and len(boxes) > 1:
+        raise Sam3TrtError(f"with --point give at most one --box (the clicks refine it), got {len(boxes)}")
+    if not (prompts or boxes or points or everything):
+        raise Sam3TrtError(
+            "give at least one --prompt TEXT, --box x0,y0,x1,y1[,neg] or --point x,y[,neg], or --everything"
+        )
     check_output_file(output, "--output", tuple(IMAGE_FORMATS))
     check_output_file(json_path, "--json", (".json",))
 
@@ -235,6 +279,10 @@ def segment_image(
     json_path: Path | None = None,
     max_detections: int = 10,
     progress: Callable[[str], None] | None = None,
+    points: Sequence[str] = (),
+    multimask: bool = False,
+    everything: bool = False,
+    automatic: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``sam3-trt segment``: every input checked first, then the prompts run, the overlay (and JSON) written.
 
@@ -249,6 +297,11 @@ def segment_image(
         json_path: Detections JSON (RLE masks) to write, if any.
         max_detections: Best detections drawn and written.
         progress: Called with progress lines.
+        points: Clicks ``x,y[,neg]`` in pixels (upstream's ``predict_inst``; with at most one box); needs an
+            export made with ``--video``. Scores are the masks' predicted IoUs.
+        multimask: With clicks: the three candidate masks instead of one.
+        everything: Automatic masks (:class:`~sam3_trt.runtime.automatic.Sam3AutomaticMaskGenerator`).
+        automatic: Keyword arguments for the generator (``points_per_side``, ``pred_iou_thresh``, ...).
 
     Returns:
         The summary line's fields: detections, drawn, best_score, output, json.
@@ -261,23 +314,35 @@ def segment_image(
     say = progress or (lambda _msg: None)
     if max_detections < 1:
         raise Sam3TrtError(f"--max-detections {max_detections}: use 1 or more")
-    check_prompt_request(prompts, boxes, threshold, output, json_path)
+    check_prompt_request(prompts, boxes, threshold, output, json_path, points, everything)
     picture = open_image(image)
     rgb = to_uint8_hwc(picture)
     height, width = rgb.shape[:2]
     parsed = [parse_box(b, width, height) for b in boxes]
+    clicks = [parse_point(p, width, height) for p in points]
     found = resolve_artifacts(artifacts)
     weights_dict = found.manifest.get("weights", {"kind": "unknown", "variant": "?"})
     weights = WeightsOrigin.from_dict(weights_dict).describe()
-    with Sam3Processor(found.folder, backend=backend, confidence_threshold=threshold) as processor:
+    interactive = bool(clicks or everything)
+    with Sam3Processor(
+        found.folder, backend=backend, confidence_threshold=threshold, interactive=interactive
+    ) as processor:
         say(f"backend {processor.backend.name}; {weights}")
-        # only the drawn detections reach full size: memory is bounded whatever the threshold and image size
-        detections, best, total = segment(processor, picture, prompts, parsed, max_detections)
+        if everything:
+            detections, best, total = everything_detections(processor, rgb, max_detections, automatic or {})
+        elif clicks:
+            pixel_boxes = [parse_pixel_box(b)[0] for b in boxes]
+            detections, best, total = click_detections(processor, picture, clicks, pixel_boxes, multimask)
+        else:
+            # only the drawn detections reach full size: memory is bounded whatever the threshold and image size
+            detections, best, total = segment(processor, picture, prompts, parsed, max_detections)
         info = {
             "image": str(image),
             "size": [width, height],
             "prompts": list(prompts),
             "boxes": list(boxes),
+            **({"points": list(points), "multimask": multimask} if points else {}),
+            **({"everything": automatic or {}} if everything else {}),
             "threshold": threshold,
             "backend": processor.backend.name,
             "precision": found.manifest.get("precision", {}).get("mode", "fp32"),
@@ -285,7 +350,9 @@ def segment_image(
             "weights_kind": weights_dict.get("kind"),
             "best_score": round(best, 6),
         }
-    if not detections:
+    if not detections and everything:
+        say("no mask passed the automatic-mask filters: lower --pred-iou-thresh or --stability-thresh")
+    elif not detections:
         say(
             f"no detection scored above --threshold {threshold}; the best score was {best:.3f}: "
             f"lower --threshold (e.g. --threshold {max(0.0, best - 0.01):.2f}) to see it"
@@ -298,3 +365,88 @@ def segment_image(
         "output": str(output),
         "json": str(json_path) if json_path else None,
     }
+
+
+def click_detections(
+    processor: Any,
+    image: Any,
+    clicks: Sequence[tuple[list[float], int]],
+    boxes: Sequence[Sequence[float]],
+    multimask: bool,
+) -> Detections:
+    """Clicks (and at most one pixel box) on one image as detections: one mask, or three with ``multimask``,
+    scored by predicted IoU (``prompt``: ``click`` or ``click k/3``)."""
+    state = processor.set_image(image)
+    coords = np.array([c for c, _ in clicks], np.float64)
+    labels = np.array([label for _, label in clicks], np.int64)
+    masks, ious, _ = processor.predict_inst(
+        state, point_coords=coords, point_labels=labels, box=boxes[0] if boxes else None, multimask_output=multimask
+    )
+    detections = []
+    for k, (mask, iou) in enumerate(zip(masks, ious, strict=True)):
+        binary = mask > 0
+        rows, cols = np.flatnonzero(binary.any(axis=1)), np.flatnonzero(binary.any(axis=0))
+        box = [float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)] if len(rows) else [0.0] * 4
+        name = f"click {k + 1}/{len(masks)}" if multimask else "click"
+        detections.append({"prompt": name, "score": float(iou), "box": box, "mask": binary})
+    return Detections(detections, max((d["score"] for d in detections), default=0.0), len(detections))
+
+
+def everything_detections(
+    processor: Any, image_rgb: np.ndarray, max_detections: int, settings: dict[str, Any]
+) -> Detections:
+    """Automatic masks as detections, best predicted IoU first (``prompt``: ``everything``); only the best
+    ``max_detections`` are decoded to full-size masks."""
+    from .automatic import Sam3AutomaticMaskGenerator
+
+    generator = Sam3AutomaticMaskGenerator(processor, output_mode="uncompressed_rle", **settings)
+    records = sorted(generator.generate(image_rgb), key=lambda r: -r["predicted_iou"])
+    detections = []
+    for r in records[:max_detections]:
+        x, y, w, h = r["bbox"]
+        detections.append(
+            {
+                "prompt": "everything",
+                "score": float(r["predicted_iou"]),
+                "box": [x, y, x + w, y + h],
+                "mask": rle_to_mask(r["segmentation"]),
+                "stability_score": r["stability_score"],
+                "point_coords": r["point_coords"],
+            }
+        )
+    best = max((r["predicted_iou"] for r in records), default=0.0)
+    return Detections(detections, float(best), len(records))
+
+
+#: ``segment --everything``'s generator settings when not given (SAM2's generator's defaults).
+AUTOMATIC_DEFAULTS = {"points_per_side": 32, "pred_iou_thresh": 0.8, "stability_score_thresh": 0.95}
+_AUTOMATIC_OPTIONS = {
+    "points_per_side": "--points-per-side",
+    "pred_iou_thresh": "--pred-iou-thresh",
+    "stability_score_thresh": "--stability-thresh",
+}
+
+
+def automatic_settings(everything: bool, given: dict[str, Any]) -> dict[str, Any] | None:
+    """The generator settings of ``segment --everything`` (defaults filled), checked; ``None`` without it.
+
+    Args:
+        everything: Whether ``--everything`` was given.
+        given: Setting name -> value given, ``None`` when not given.
+
+    Raises:
+        Sam3TrtError: a setting given without ``--everything`` (it would do nothing), or out of range.
+    """
+    named = {k: v for k, v in given.items() if v is not None}
+    if not everything:
+        if named:
+            options = ", ".join(_AUTOMATIC_OPTIONS[k] for k in named)
+            raise Sam3TrtError(f"{options} only apply with --everything; add it or drop them")
+        return None
+    settings = {**AUTOMATIC_DEFAULTS, **named}
+    if isinstance(settings["points_per_side"], bool) or settings["points_per_side"] < 1:
+        raise Sam3TrtError(f"--points-per-side {settings['points_per_side']}: use 1 or more")
+    for key in ("pred_iou_thresh", "stability_score_thresh"):
+        if not 0.0 <= float(settings[key]) <= 1.0:  # NaN fails this too
+            raise Sam3TrtError(f"{_AUTOMATIC_OPTIONS[key]} {settings[key]}: use a number in [0, 1]")
+    return settings

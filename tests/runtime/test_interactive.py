@@ -11,6 +11,7 @@ graph) on ONNX Runtime. Random weights prove the arithmetic is upstream's, not r
 from __future__ import annotations
 
 import copy
+import json
 import re
 
 import numpy as np
@@ -352,3 +353,87 @@ def test_automatic_mask_helpers_equal_sam2s(eager):
     ):
         cut = amg.is_box_near_crop_edge(torch.tensor([box]), crop, [0, 0, image_hw[1], image_hw[0]])
         assert automatic._cut_by_crop(np.array(box, np.float32), crop, image_hw) == bool(cut[0]), box
+
+
+# -- segment --point / --everything ---------------------------------------------------------------------
+
+
+def _segment(args, tmp_path):
+    """``sam3-trt segment`` in-process (CliRunner): exit code, output, and the JSON it wrote."""
+    from click.testing import CliRunner
+
+    from sam3_trt.cli import main
+
+    js = tmp_path / "out.json"
+    result = CliRunner().invoke(main, ["segment", *args, "--output", str(tmp_path / "out.png"), "--json", str(js)])
+    return result, (json.loads(js.read_text()) if js.exists() and result.exit_code == 0 else None)
+
+
+def test_segment_point_writes_the_clicked_masks(clicks, states, tracker_export, tmp_path):
+    """``segment --point`` runs upstream's predict_inst call: the JSON's masks are the processor's, decoded."""
+    from sam3_trt.rle import rle_to_mask
+
+    _, ours = states
+    image_path = tmp_path / "scene.png"
+    demo_image(W, H).save(image_path)
+    art = ["--artifacts", str(tracker_export[0])]
+    args = [str(image_path), "--point", "150,120", "--point", "300,200,neg", "--box", "60,40,260,230", *art]
+    for multimask in (False, True):
+        result, data = _segment([*args, *(["--multimask"] if multimask else [])], tmp_path)
+        assert result.exit_code == 0, result.output
+        masks, ious, _ = clicks.predict_inst(
+            ours, [[150.0, 120.0], [300.0, 200.0]], [1, 0], box=[60.0, 40.0, 260.0, 230.0], multimask_output=multimask
+        )
+        dets = data["detections"]
+        assert data["points"] == ["150,120", "300,200,neg"] and len(dets) == len(masks) == (3 if multimask else 1)
+        order = np.argsort(-ious, kind="stable")  # the JSON lists the best predicted IoU first
+        for det, k in zip(dets, order, strict=True):
+            assert abs(det["score"] - float(ious[k])) < 1e-6
+            assert np.array_equal(rle_to_mask(det["mask_rle"]), masks[k] > 0)
+
+
+def test_segment_everything_writes_the_generators_masks(clicks, tracker_export, tmp_path):
+    from sam3_trt.rle import rle_to_mask
+    from sam3_trt.runtime.automatic import Sam3AutomaticMaskGenerator
+
+    image_path = tmp_path / "scene.png"
+    demo_image(W, H).save(image_path)
+    settings = ["--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-thresh", "0"]
+    result, data = _segment(
+        [str(image_path), "--everything", *settings, "--artifacts", str(tracker_export[0])], tmp_path
+    )
+    assert result.exit_code == 0, result.output
+    records = Sam3AutomaticMaskGenerator(
+        clicks, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, output_mode="binary_mask"
+    ).generate(np.asarray(demo_image(W, H)))
+    records.sort(key=lambda r: -r["predicted_iou"])
+    assert data["detections_total"] == len(records) >= 1
+    assert data["everything"] == {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    for det, record in zip(data["detections"], records, strict=False):
+        assert abs(det["score"] - record["predicted_iou"]) < 1e-6
+        assert np.array_equal(rle_to_mask(det["mask_rle"]), record["segmentation"])
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--point", "10,10", "--prompt", "cat"], "run them as two commands"),
+        (["--point", "10,10", "--box", "1,1,5,5", "--box", "2,2,6,6"], "at most one --box"),
+        (["--point", "10"], "expected x,y[,neg]"),
+        (["--point", "10,10,maybe"], "'neg' or 'pos'"),
+        (["--point", f"{W + 1},10"], "outside the 420x300 image"),
+        (["--everything", "--prompt", "cat"], "drop --prompt"),
+        (["--prompt", "cat", "--points-per-side", "4"], "only apply with --everything"),
+        (["--everything", "--pred-iou-thresh", "2"], "--pred-iou-thresh 2.0"),
+        (["--multimask", "--prompt", "cat"], "give --point x,y too"),
+        (["--point", "10,10", "--threshold", "0.3"], "drop --threshold"),
+    ],
+)
+def test_segment_refuses_bad_click_requests_in_one_line(tiny_export, tmp_path, args, words):
+    """Refused before any model loads (a plain image export: nothing runs before the refusal)."""
+    image_path = tmp_path / "scene.png"
+    demo_image(W, H).save(image_path)
+    result, _ = _segment([str(image_path), *args, "--artifacts", str(tiny_export[0])], tmp_path)
+    assert result.exit_code == 2, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert words in line and line.startswith("error:"), result.output
