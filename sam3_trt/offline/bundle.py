@@ -37,6 +37,7 @@ BUNDLE_PACKAGES: tuple[tuple[str, str], ...] = (
     ("pycocotools", "2.0.11"),
     ("onnxconverter-common", "1.16.0"),
     ("click", "8.5.1"),
+    ("scipy", "1.17.1"),  # clicks and automatic masks: upstream's hole filling (connected components)
 )
 
 MANIFEST = "bundle.json"

@@ -171,7 +171,13 @@ def clean_low_res(
     """
     if max_hole_area <= 0 and max_sprinkle_area <= 0:
         return logits
-    from scipy import ndimage
+    try:
+        from scipy import ndimage
+    except ImportError:
+        raise Sam3TrtError(
+            "clicks fill holes in masks with scipy.ndimage, which is not installed: pip install scipy (a sam3-trt "
+            "dependency; `sam3-trt bundle` carries it for offline machines)"
+        ) from None
 
     out = np.array(logits, dtype=np.float32, copy=True)
     eight = np.ones((3, 3), bool)

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("tensorrt_rtx")
 
-BUNDLED_MODULES = ("tensorrt_rtx", "ftfy", "iopath", "pycocotools", "onnxconverter_common", "sam3", "sam3_trt")
+BUNDLED_MODULES = ("tensorrt_rtx", "ftfy", "iopath", "pycocotools", "onnxconverter_common", "scipy", "sam3", "sam3_trt")
 
 
 def test_offline_bundle_installs_without_the_index(tmp_path):
