@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import Sam3TrtError
 from ..rle import compress_counts, mask_to_rle, rle_to_mask
 from .image import to_uint8_hwc
-from .interactive import clean_low_res, upsample_logits
+from .interactive import MAX_SETS, clean_low_res, upsample_logits
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 #: A box within this many pixels of a crop edge (and not of the image edge) was cut by the crop (SAM's rule).
@@ -151,8 +151,6 @@ class Sam3AutomaticMaskGenerator:
         output_mode: str = "binary_mask",
         multimask_output: bool = True,
     ) -> None:
-        from ..specs import VIDEO_SPECS
-
         if not getattr(processor, "interactive", False):
             raise Sam3TrtError(
                 "Sam3AutomaticMaskGenerator needs Sam3Processor(folder, interactive=True) over an export made with "
@@ -162,9 +160,8 @@ class Sam3AutomaticMaskGenerator:
             raise Sam3TrtError("give exactly one of points_per_side and point_grids")
         if output_mode not in OUTPUT_MODES:
             raise Sam3TrtError(f"output_mode {output_mode!r}: use one of {', '.join(OUTPUT_MODES)}")
-        most = VIDEO_SPECS["interactive_mask_head"].dim("O").max
-        if not isinstance(points_per_batch, int) or not 1 <= points_per_batch <= most:
-            raise Sam3TrtError(f"points_per_batch {points_per_batch!r}: use 1..{most} (clicks per click-head run)")
+        if not isinstance(points_per_batch, int) or not 1 <= points_per_batch <= MAX_SETS:
+            raise Sam3TrtError(f"points_per_batch {points_per_batch!r}: use 1..{MAX_SETS} (clicks per click-head run)")
         if not isinstance(crop_n_layers, int) or crop_n_layers < 0:
             raise Sam3TrtError(f"crop_n_layers {crop_n_layers!r}: use a whole number >= 0")
         for name, value in (("box_nms_thresh", box_nms_thresh), ("crop_nms_thresh", crop_nms_thresh)):

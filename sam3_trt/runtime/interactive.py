@@ -23,14 +23,15 @@ from typing import Any
 import numpy as np
 
 from ..errors import Sam3TrtError
-from ..specs import LOW_RES, RESOLUTION, VIDEO_SPECS
+from ..specs import INTERACTIVE_MASK_HEAD, LOW_RES, RESOLUTION
 from .arrays import installed, to_numpy
 from .postprocess import bilinear_matrix
 
-GRAPH = "interactive_mask_head"
+#: The graph clicks run on.
+GRAPH = INTERACTIVE_MASK_HEAD.name
 #: Prompt sets (objects) and points per set (box corners count as two) one graph run takes.
-MAX_SETS = VIDEO_SPECS[GRAPH].dim("O").max
-MAX_POINTS = VIDEO_SPECS[GRAPH].dim("K").max
+MAX_SETS = INTERACTIVE_MASK_HEAD.dim("O").max
+MAX_POINTS = INTERACTIVE_MASK_HEAD.dim("K").max
 #: Upstream's interactive predictor defaults (``SAM3InteractiveImagePredictor.__init__``).
 MASK_THRESHOLD = 0.0
 MAX_HOLE_AREA = 256.0

@@ -52,11 +52,11 @@ from ..specs import ALL_SPECS, CONTEXT_LENGTH, RESOLUTION, SPECS
 from .arrays import installed, to_float32
 from .backends import Backend, OnnxRuntimeBackend, TensorRTBackend, TorchBackend
 from .image import preprocess, to_uint8_hwc
+from .interactive import GRAPH as INTERACTIVE_GRAPH
+from .interactive import check_batch_lists, check_prompts, finish
 from .tokenizer import Tokenizer
 
 RESULT_KEYS = ("masks_logits", "masks", "boxes", "scores")
-#: The graph clicks run on (:mod:`.interactive`).
-INTERACTIVE_GRAPH = "interactive_mask_head"
 #: Decoder outputs of which only the kept queries' rows are copied back.
 KEPT = ("pred_boxes", "pred_masks")
 #: Text sam3 uses when only boxes are given.
@@ -416,8 +416,6 @@ class Sam3Processor:
             ``(masks [C, H, W], iou_predictions [C], low_res_masks [C, 288, 288])`` float32 numpy arrays, a
             leading ``B`` for several prompt sets, as upstream's. Bad prompts raise one line and change nothing.
         """
-        from .interactive import finish
-
         hw = (inference_state["original_height"], inference_state["original_width"])
         low_res, iou = self.predict_inst_low_res(
             inference_state, point_coords, point_labels, box, mask_input, multimask_output, normalize_coords
@@ -437,13 +435,31 @@ class Sam3Processor:
         """The click head's answer before any full-size mask is made: ``(low_res_logits [B, C, 288, 288] (not
         clamped), iou_predictions [B, C])`` float32 numpy. Arguments as :meth:`predict_inst`; for callers that
         upsample only what they keep (:class:`~sam3_trt.runtime.automatic.Sam3AutomaticMaskGenerator`)."""
-        from .interactive import check_prompts
+        return self._run_clicks(
+            self._click_feeds(
+                inference_state, "predict_inst", point_coords, point_labels, box, mask_input, normalize_coords
+            ),
+            multimask_output,
+        )
 
-        self._check_interactive(inference_state, "predict_inst")
-        hw = (inference_state["original_height"], inference_state["original_width"])
+    def _click_feeds(
+        self,
+        state: Any,
+        call: str,
+        point_coords: Any,
+        point_labels: Any,
+        box: Any,
+        mask_input: Any,
+        normalize_coords: bool,
+    ) -> dict[str, Any]:
+        """The click head's feeds for one state's prompts, every value checked (nothing runs here)."""
+        self._check_interactive(state, call)
+        hw = (state["original_height"], state["original_width"])
         feeds = check_prompts(point_coords, point_labels, box, mask_input, hw, normalize_coords)
-        levels = inference_state["backbone_out"]["sam2_backbone_out"]["backbone_fpn"]
-        feeds.update({f"tracker_fpn{k}": level for k, level in enumerate(levels)})
+        levels = state["backbone_out"]["sam2_backbone_out"]["backbone_fpn"]
+        return {**feeds, **{f"tracker_fpn{k}": level for k, level in enumerate(levels)}}
+
+    def _run_clicks(self, feeds: dict[str, Any], multimask_output: bool) -> tuple[np.ndarray, np.ndarray]:
         chosen = slice(1, 4) if multimask_output else slice(0, 1)
         with self._lock:
             out = self.backend.run(INTERACTIVE_GRAPH, feeds)
@@ -473,8 +489,6 @@ class Sam3Processor:
             return_logits: As in :meth:`predict_inst`.
             normalize_coords: As in :meth:`predict_inst`.
         """
-        from .interactive import check_batch_lists, check_prompts
-
         if isinstance(inference_states, dict):
             raise Sam3TrtError(
                 "predict_inst_batch takes the list of states set_image_batch returned (one per image), got one state"
@@ -487,32 +501,19 @@ class Sam3Processor:
             "mask_input_batch": mask_input_batch,
         }
         check_batch_lists(lists, len(states))
-        per_image = [{k: (v[i] if v is not None else None) for k, v in lists.items()} for i in range(len(states))]
-        for i, (state, p) in enumerate(zip(states, per_image, strict=True)):  # every image checked before any run
-            self._check_interactive(state, f"predict_inst_batch image {i}")
-            hw = (state["original_height"], state["original_width"])
-            check_prompts(
-                p["point_coords_batch"],
-                p["point_labels_batch"],
-                p["box_batch"],
-                p["mask_input_batch"],
-                hw,
-                normalize_coords,
-            )
-        results = [
-            self.predict_inst(
-                state,
-                p["point_coords_batch"],
-                p["point_labels_batch"],
-                p["box_batch"],
-                p["mask_input_batch"],
-                multimask_output,
-                return_logits,
-                normalize_coords,
-            )
-            for state, p in zip(states, per_image, strict=True)
+        prompts = [[v[i] if v is not None else None for v in lists.values()] for i in range(len(states))]
+        # every image's prompts checked before any graph runs
+        feeds = [
+            self._click_feeds(state, f"predict_inst_batch image {i}", *p, normalize_coords)
+            for i, (state, p) in enumerate(zip(states, prompts, strict=True))
         ]
-        masks, ious, low_res = (list(x) for x in zip(*results, strict=True))
+        masks, ious, low_res = [], [], []
+        for state, f in zip(states, feeds, strict=True):
+            hw = (state["original_height"], state["original_width"])
+            m, iou, low = finish(*self._run_clicks(f, multimask_output), hw, bool(return_logits))
+            masks.append(m)
+            ious.append(iou)
+            low_res.append(low)
         return masks, ious, low_res
 
     def _check_interactive(self, state: Any, call: str) -> None:

@@ -36,18 +36,7 @@ def parse_pixel_box(text: str) -> tuple[list[float], bool]:
     Raises:
         Sam3TrtError: not four numbers, or a fifth field other than neg/pos.
     """
-    parts = [p.strip() for p in text.split(",")]
-    positive = True
-    if len(parts) == 5:
-        if parts[4].lower() not in ("neg", "pos"):
-            raise Sam3TrtError(f"--box {text!r}: the fifth field must be 'neg' or 'pos'")
-        positive = parts[4].lower() == "pos"
-        parts = parts[:4]
-    try:
-        x0, y0, x1, y1 = (float(p) for p in parts)
-    except ValueError:
-        raise Sam3TrtError(f"--box {text!r}: expected x0,y0,x1,y1[,neg] in pixels") from None
-    return [x0, y0, x1, y1], positive
+    return _signed_numbers(text, "--box", "x0,y0,x1,y1[,neg]", 4)
 
 
 def parse_point(text: str, width: int, height: int) -> tuple[list[float], int]:
@@ -56,22 +45,31 @@ def parse_point(text: str, width: int, height: int) -> tuple[list[float], int]:
     Raises:
         Sam3TrtError: not two numbers, a third field other than neg/pos, not finite or outside the image.
     """
-    parts = [p.strip() for p in text.split(",")]
-    label = 1
-    if len(parts) == 3:
-        if parts[2].lower() not in ("neg", "pos"):
-            raise Sam3TrtError(f"--point {text!r}: the third field must be 'neg' or 'pos'")
-        label = int(parts[2].lower() == "pos")
-        parts = parts[:2]
-    try:
-        x, y = (float(p) for p in parts)
-    except ValueError:
-        raise Sam3TrtError(f"--point {text!r}: expected x,y[,neg] in pixels") from None
+    (x, y), positive = _signed_numbers(text, "--point", "x,y[,neg]", 2)
     if not (math.isfinite(x) and math.isfinite(y)):
         raise Sam3TrtError(f"--point {text!r}: x and y must be finite pixel coordinates")
     if not (0 <= x <= width and 0 <= y <= height):
         raise Sam3TrtError(f"--point {text!r} lies outside the {width}x{height} image")
-    return [x, y], label
+    return [x, y], int(positive)
+
+
+def _signed_numbers(text: str, option: str, form: str, count: int) -> tuple[list[float], bool]:
+    """``count`` comma-separated numbers and an optional ``neg``/``pos`` field after them (default positive)."""
+    parts = [p.strip() for p in text.split(",")]
+    positive = True
+    if len(parts) == count + 1:
+        sign = parts[count].lower()
+        if sign not in ("neg", "pos"):
+            ordinal = {3: "third", 5: "fifth"}[count + 1]
+            raise Sam3TrtError(f"{option} {text!r}: the {ordinal} field must be 'neg' or 'pos'")
+        positive = sign == "pos"
+        parts = parts[:count]
+    try:
+        if len(parts) != count:
+            raise ValueError
+        return [float(p) for p in parts], positive
+    except ValueError:
+        raise Sam3TrtError(f"{option} {text!r}: expected {form} in pixels") from None
 
 
 def pixel_box_to_prompt(box: Sequence[float], width: int, height: int, name: str) -> list[float]:
