@@ -61,11 +61,12 @@ help:
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements/lock.txt requirements/test-sdist.txt requirements/build.txt pyproject.toml
+$(VENV)/.installed: requirements/lock.txt requirements/test-sdist.txt requirements/test-clients.txt requirements/build.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -r requirements/build.txt
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements/lock.txt
 	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -r requirements/test-sdist.txt
+	$(BIN)/python -m pip install --quiet --no-deps --upgrade --target $(VENV)/test-clients -r requirements/test-clients.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -m pip check
 	touch $@

@@ -3,6 +3,8 @@
 Public API (imported lazily: ``import sam3_trt`` needs only numpy; torch, sam3, onnxruntime and TensorRT load
 inside the functions that use them):
 
+* :func:`build_sam3_image_model` (:mod:`sam3_trt.runtime.model_builder`): upstream's builder call shape, a
+  graph-backed model with ``predict_inst`` (swap the builder's import too).
 * :class:`Sam3Processor` (:mod:`sam3_trt.runtime.processor`): upstream's image processor, on graphs or engines;
   with ``interactive=True`` also upstream's clicks (``predict_inst``).
 * :class:`Sam3AutomaticMaskGenerator` (:mod:`sam3_trt.runtime.automatic`): SAM2's automatic masks on the click head.
@@ -24,7 +26,8 @@ Stages, one folder each (a stage uses another's public names only):
 
 The top level holds the shared core: :mod:`~sam3_trt.specs` (graph I/O as data), :mod:`~sam3_trt.tolerances`,
 :mod:`~sam3_trt.compare`, :mod:`~sam3_trt.manifest`, :mod:`~sam3_trt.errors`, :mod:`~sam3_trt.device`,
-:mod:`~sam3_trt.ort`, :mod:`~sam3_trt.rle`, :mod:`~sam3_trt.paths`, and :mod:`sam3_trt.assets`.
+:mod:`~sam3_trt.ort`, :mod:`~sam3_trt.rle`, :mod:`~sam3_trt.paths`, :mod:`~sam3_trt.weights` (weight
+digests), and :mod:`sam3_trt.assets`.
 """
 
 from __future__ import annotations
@@ -33,11 +36,12 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Sam3AutomaticMaskGenerator", "Sam3Processor", "Sam3VideoPredictor", "__version__"]
+__all__ = ["Sam3AutomaticMaskGenerator", "Sam3Processor", "Sam3VideoPredictor", "__version__", "build_sam3_image_model"]
 
 #: Public name -> the module that defines it (imported on first use).
 _LAZY = {
     "Sam3Processor": "sam3_trt.runtime.processor",
+    "build_sam3_image_model": "sam3_trt.runtime.model_builder",
     "Sam3AutomaticMaskGenerator": "sam3_trt.runtime.automatic",
     "Sam3VideoPredictor": "sam3_trt.video.predictor",
 }

@@ -231,6 +231,65 @@ def tracker_export(detecting_video_model, tiny_tracker, tmp_path_factory):
     shutil.rmtree(out, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def eager_interactive(detecting_video_model, tiny_tracker):
+    """Upstream's image model with its interactive predictor and upstream's processor, on CPU.
+
+    The tracker is attached as ``build_sam3_image_model(enable_inst_interactivity=True)`` attaches it; the
+    weights are those of the ``tracker_export`` fixture's export (random, seed 0).
+    """
+    import copy
+
+    pytest.importorskip("sam3")
+    from sam3.model.sam1_task_predictor import SAM3InteractiveImagePredictor
+
+    from sam3_trt.checks.detection_parity import upstream_processor
+
+    model = copy.deepcopy(detecting_video_model[0])
+    model.inst_interactive_predictor = SAM3InteractiveImagePredictor(copy.deepcopy(tiny_tracker)).eval()
+    with upstream_processor(model) as processor:
+        yield model, processor
+
+
+#: The clicked image of the click tests (non-square, smaller than the 1008 input, larger than the 288 masks).
+CLICK_W, CLICK_H = 420, 300
+
+
+@pytest.fixture(scope="session")
+def eager_image_state(eager_interactive):
+    """``(image, upstream's state)`` of the clicked image, encoded once for every click test."""
+    import torch
+
+    from sam3_trt.assets.images import demo_image
+
+    image = demo_image(CLICK_W, CLICK_H)
+    with torch.inference_mode():
+        return image, eager_interactive[1].set_image(image)
+
+
+@pytest.fixture(scope="session")
+def eager_batch(eager_interactive):
+    """Two images through upstream's ``set_image_batch`` and ``predict_inst_batch`` (clicks on one, a click and
+    a box on the other, multimask logits): ``(images, prompts, upstream's state, expected)``."""
+    import numpy as np
+    import torch
+
+    from sam3_trt.assets.images import demo_image
+    from sam3_trt.export.patches import cpu_compat
+
+    model, processor = eager_interactive
+    images = [demo_image(CLICK_W, CLICK_H), demo_image(360, 360, variant=1)]
+    prompts = {
+        "point_coords_batch": [np.array([[150.0, 120.0]]), np.array([[200.0, 180.0], [40.0, 40.0]])],
+        "point_labels_batch": [np.array([1]), np.array([1, 0])],
+        "box_batch": [None, np.array([20.0, 30.0, 300.0, 330.0])],
+    }
+    with torch.inference_mode(), cpu_compat():
+        state = processor.set_image_batch(images)
+        expected = model.predict_inst_batch(state, **prompts, multimask_output=True, return_logits=True)
+    return images, prompts, state, expected
+
+
 def check_graph_io(path: Path, spec) -> None:
     """The ONNX file's inputs and outputs are ``spec``'s: names in order, element types, static sizes, and a named
     symbol wherever the spec has a dynamic axis (the exporter may rename output symbols); no tensor anywhere in

@@ -299,6 +299,7 @@ def build_engines(
             "build_seconds": timings,
             "graphs": engines,
             "weights": export_manifest["weights"],
+            **({"weight_digests": export_manifest["weight_digests"]} if "weight_digests" in export_manifest else {}),
             "export": {"folder": str(onnx_dir), "tools": export_manifest.get("tools", {})},
             # a --video export's tracker origin (its engines are listed under graphs with the others)
             **(

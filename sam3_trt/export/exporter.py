@@ -28,6 +28,7 @@ from ..assets import BPE_FILE, BPE_SHA256, bpe_path
 from ..errors import ParityError, Sam3TrtError
 from ..manifest import MANIFEST_FILE, make_staging, publish, read_manifest, write_manifest
 from ..specs import SPECS, VIDEO_SPECS, GraphSpec
+from ..weights import tensor_digests
 from .model import WeightsOrigin, sha256_file
 from .patches import cpu_compat, empty_position_caches, export_patches
 from .wrappers import WRAPPERS
@@ -229,6 +230,9 @@ def export(
         from .tracker_model import check_video_model
 
         check_video_model(model)
+    # before any export patch runs: what `load_state_dict` on a model built from this folder is checked against
+    digests = tensor_digests(model.state_dict())
+    tracker_digests = tensor_digests(tracker[0].state_dict()) if tracker is not None else None
     staging = _prepare_out(out, opts.force)
     try:
         timings: dict[str, float] = {}
@@ -283,6 +287,7 @@ def export(
             "sam3_trt_version": __version__,
             "opset": OPSET,
             "weights": origin.to_dict(),
+            "weight_digests": {"image": digests, **({"tracker": tracker_digests} if tracker is not None else {})},
             "model": {"variant": origin.variant, "parameters": sum(p.numel() for p in model.parameters())},
             "graphs": {n: {**files[n], "spec": SPECS[n].to_dict()} for n in opts.graphs},
             "tokenizer": {"file": BPE_FILE, "sha256": BPE_SHA256},

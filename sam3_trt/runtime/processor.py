@@ -15,7 +15,9 @@ Differences from upstream, on purpose:
 * numpy images are read as ``HxWxC`` (upstream takes their size from the last two axes, i.e. W and C);
   16-bit and float images are scaled; grayscale/RGBA become RGB.
 * ``set_image_batch`` returns **one state per image**, each usable with prompts (upstream returns a
-  single state whose prompts fail).
+  single state whose prompts fail). A processor built on :func:`sam3_trt.build_sam3_image_model`'s model keeps
+  upstream's contract instead: one batch state (``original_heights``, ``original_widths``, batched
+  ``backbone_out``), which ``predict_inst_batch`` takes and clients slice per image (segment-geospatial does).
 * An empty text prompt is rejected (upstream runs it); boxes are validated (finite, inside [0, 1],
   positive width and height); a confidence threshold outside [0, 1] is rejected (upstream keeps all or
   nothing without a word). Errors are :class:`~sam3_trt.errors.Sam3TrtError` (a ``ValueError``) and
@@ -39,6 +41,7 @@ give each thread its own state.
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import threading
 from collections.abc import Sequence
@@ -54,6 +57,7 @@ from .backends import Backend, OnnxRuntimeBackend, TensorRTBackend, TorchBackend
 from .image import preprocess, to_uint8_hwc
 from .interactive import GRAPH as INTERACTIVE_GRAPH
 from .interactive import check_batch_lists, check_prompts, finish
+from .model_builder import Sam3ImageModel, split_batch_state
 from .tokenizer import Tokenizer
 
 RESULT_KEYS = ("masks_logits", "masks", "boxes", "scores")
@@ -73,7 +77,9 @@ class Sam3Processor:
 
     Args:
         artifacts: Export folder (ONNX), engine folder, a parent of engine folders (the one matching this
-            GPU and TensorRT is chosen), or an eager sam3 model (with ``backend="torch"``).
+            GPU and TensorRT is chosen), the model :func:`sam3_trt.build_sam3_image_model` returned (its
+            backend is shared, not owned: constructing a processor per request is cheap), or an eager sam3
+            model (with ``backend="torch"``).
         backend: ``"auto"``: the folder decides: an export folder runs on ONNX Runtime, an engine folder
             (or the engine folder under a parent that matches this GPU) on TensorRT; an engine folder that
             cannot run here is an error naming why, never a silent fall back to the CPU. Or
@@ -120,9 +126,17 @@ class Sam3Processor:
         self.resolution = resolution
         self.confidence_threshold = check_threshold(confidence_threshold)
         self.max_detections = check_max_detections(max_detections)
-        self.backend, tokenizer_path = make_backend(artifacts, backend, threads, device_index, device_memory, verify)
-        self.device = device or self.backend.result_device
-        self.tokenizer = Tokenizer(tokenizer_path, context_length=CONTEXT_LENGTH)
+        #: Built on a graph-backed model: share its backend and keep upstream's single batch state.
+        self._model = artifacts if isinstance(artifacts, Sam3ImageModel) else None
+        if self._model is not None:
+            self.backend, tokenizer_path = self._model.backend, self._model.tokenizer_path
+            interactive = interactive or self._model.interactive
+        else:
+            self.backend, tokenizer_path = make_backend(
+                artifacts, backend, threads, device_index, device_memory, verify
+            )
+        self.device = device or (self._model.device if self._model is not None else self.backend.result_device)
+        self.tokenizer = _tokenizer(tokenizer_path)
         self._torch = _has_torch()
         self._text_cache: collections.OrderedDict[str, tuple[Any, Any]] = collections.OrderedDict()
         self._text_cache_size = max(1, int(text_cache_size))
@@ -151,14 +165,20 @@ class Sam3Processor:
 
     def set_image_batch(
         self, images: Sequence[Any], state: dict | None = None, states: Sequence[dict | None] | None = None
-    ) -> list[dict]:
-        """Encode several images in batches of the vision graph; returns **one state per image**.
+    ) -> Any:
+        """Encode several images in batches of the vision graph; returns **one state per image** (a list).
+
+        On a processor built on :func:`sam3_trt.build_sam3_image_model`'s model: upstream's single batch state
+        instead (a dict; ``state`` is filled when given), for :meth:`predict_inst_batch` and clients that slice it.
 
         Args:
             images: Images as for :meth:`set_image`.
-            state: Not supported (upstream's single batch state cannot take prompts); must be ``None``.
+            state: Upstream's batch state to fill (model-built processors only; others return one state per
+                image, so must get ``None``).
             states: Optional dicts to fill, one per image.
         """
+        if self._model is not None and states is None:
+            return self._batch_state(self.set_image_batch(images, states=[None] * len(images)), state)
         if state is not None:
             raise Sam3TrtError(
                 "set_image_batch returns one state per image; pass states=[...] (one per image) or nothing"
@@ -183,10 +203,30 @@ class Sam3Processor:
                 fpn = [self._state_tensor(self._keep(feats[name][i : i + 1])) for name in ("fpn0", "fpn1", "fpn2")]
                 st["backbone_out"] = {"backbone_fpn": fpn, "vision_features": fpn[-1]}
                 if self.interactive:  # the tracker neck's levels, before the click head's conv_s0 / conv_s1
-                    levels = [self._keep(feats[f"tracker_fpn{k}"][i : i + 1]) for k in range(3)]
+                    levels = [self._state_tensor(self._keep(feats[f"tracker_fpn{k}"][i : i + 1])) for k in range(3)]
                     st["backbone_out"]["sam2_backbone_out"] = {"backbone_fpn": levels}
                 out.append(st)
         return out
+
+    def _batch_state(self, states: list[dict], state: dict | None) -> dict:
+        """Upstream's single batch state from per-image states (the levels concatenated on the batch axis)."""
+        if any(is_device_array(f) for f in states[0]["backbone_out"]["backbone_fpn"]):
+            raise Sam3TrtError(
+                "set_image_batch: upstream's batch state needs torch or host arrays; build the model with torch "
+                "installed (device memory 'torch'), or use set_image per image"
+            )
+        state = {} if state is None else state
+        state.clear()
+        state["original_heights"] = [s["original_height"] for s in states]
+        state["original_widths"] = [s["original_width"] for s in states]
+        fpn = [_concat([s["backbone_out"]["backbone_fpn"][k] for s in states]) for k in range(3)]
+        state["backbone_out"] = {"backbone_fpn": fpn, "vision_features": fpn[-1]}
+        if self.interactive:
+            levels = [s["backbone_out"]["sam2_backbone_out"]["backbone_fpn"] for s in states]
+            state["backbone_out"]["sam2_backbone_out"] = {
+                "backbone_fpn": [_concat([lv[k] for lv in levels]) for k in range(3)]
+            }
+        return state
 
     # -- prompts --------------------------------------------------------------------------------
     def set_text_prompt(self, prompt: str, state: dict) -> dict:
@@ -479,8 +519,8 @@ class Sam3Processor:
         """:meth:`predict_inst` per image: upstream's ``predict_inst_batch`` (lists of per-image results).
 
         Args:
-            inference_states: The states :meth:`set_image_batch` returned (one per image; upstream takes its
-                single batch state).
+            inference_states: What :meth:`set_image_batch` returned: one state per image, or upstream's single
+                batch state (a dict with ``original_heights``).
             point_coords_batch: One entry per image (or ``None``), as ``point_coords``.
             point_labels_batch: One entry per image, as ``point_labels``.
             box_batch: One entry per image, as ``box``.
@@ -489,11 +529,14 @@ class Sam3Processor:
             return_logits: As in :meth:`predict_inst`.
             normalize_coords: As in :meth:`predict_inst`.
         """
-        if isinstance(inference_states, dict):
+        if isinstance(inference_states, dict) and "original_heights" in inference_states:
+            states = split_batch_state(inference_states)  # upstream's single batch state
+        elif isinstance(inference_states, dict):
             raise Sam3TrtError(
                 "predict_inst_batch takes the list of states set_image_batch returned (one per image), got one state"
             )
-        states = list(inference_states)
+        else:
+            states = list(inference_states)
         lists = {
             "point_coords_batch": point_coords_batch,
             "point_labels_batch": point_labels_batch,
@@ -528,8 +571,9 @@ class Sam3Processor:
 
     # -- resources ------------------------------------------------------------------------------
     def close(self) -> None:
-        """Free the backend's sessions, engines and device memory."""
-        self.backend.close()
+        """Free the backend's sessions, engines and device memory (a model's backend stays: the model owns it)."""
+        if self._model is None:
+            self.backend.close()
         self._text_cache.clear()
 
     def __enter__(self) -> Sam3Processor:
@@ -537,6 +581,13 @@ class Sam3Processor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(path: Path) -> Tokenizer:
+    """One tokenizer per vocabulary file, read once: processors built per request share it (its only state is
+    a memo of BPE merges, safe to share between threads)."""
+    return Tokenizer(path, context_length=CONTEXT_LENGTH)
 
 
 def best_score(raw: dict) -> float:
@@ -590,6 +641,14 @@ def _copy(x: Any) -> Any:
     return x.clone() if hasattr(x, "clone") else np.array(x, copy=True)
 
 
+def _concat(items: Sequence[Any]) -> Any:
+    if hasattr(items[0], "clone"):
+        import torch
+
+        return torch.cat(list(items))
+    return np.concatenate(items)
+
+
 def _stack(items: Sequence[Any]) -> Any:
     if is_device_array(items[0]):
         return items[0]._memory.stack(items)
@@ -603,6 +662,11 @@ def _stack(items: Sequence[Any]) -> Any:
 def _check_image(state: Any, call: str) -> None:
     if not isinstance(state, dict) or "backbone_out" not in state:
         raise Sam3TrtError(f"{call}: call set_image(image) first and pass the state it returns")
+    if "original_heights" in state:
+        raise Sam3TrtError(
+            f"{call}: this is set_image_batch's batch state; call set_image for one image (or slice one image's "
+            "state from the batch, with original_height and original_width)"
+        )
 
 
 def _check_prompt(prompt: Any) -> str:

@@ -12,7 +12,7 @@ PACKAGE = REPO / "sam3_trt"
 CHECK = REPO / "tools" / "check_private_imports.py"
 
 #: The shared core: the only modules allowed at the package's top level (docs/architecture.md).
-CORE = {"__init__", "specs", "tolerances", "compare", "manifest", "errors", "device", "ort", "rle", "paths"}
+CORE = {"__init__", "specs", "tolerances", "compare", "manifest", "errors", "device", "ort", "rle", "paths", "weights"}
 STAGES = {"assets", "export", "engines", "calibration", "runtime", "video", "serving", "checks", "offline", "cli", "datasets",
           "testing"}  # fmt: skip
 
@@ -71,16 +71,17 @@ def test_a_planted_cross_stage_private_import_fails_the_check(tmp_path):
 def test_public_api_is_lazy():
     code = (
         "import sys, sam3_trt; assert 'torch' not in sys.modules; "
-        "from sam3_trt import Sam3AutomaticMaskGenerator, Sam3Processor, Sam3VideoPredictor; "
+        "from sam3_trt import Sam3AutomaticMaskGenerator, Sam3Processor, Sam3VideoPredictor, build_sam3_image_model; "
         "assert 'torch' not in sys.modules; "
         "print(sorted(sam3_trt.__all__), Sam3AutomaticMaskGenerator.__module__, Sam3Processor.__module__, "
-        "Sam3VideoPredictor.__module__)"
+        "Sam3VideoPredictor.__module__, build_sam3_image_model.__module__)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == [
-        "['Sam3AutomaticMaskGenerator',", "'Sam3Processor',", "'Sam3VideoPredictor',", "'__version__']",
-        "sam3_trt.runtime.automatic", "sam3_trt.runtime.processor", "sam3_trt.video.predictor",
+        "['Sam3AutomaticMaskGenerator',", "'Sam3Processor',", "'Sam3VideoPredictor',", "'__version__',",
+        "'build_sam3_image_model']", "sam3_trt.runtime.automatic", "sam3_trt.runtime.processor",
+        "sam3_trt.video.predictor", "sam3_trt.runtime.model_builder",
     ]  # fmt: skip
     doc = __import__("sam3_trt").__doc__
     assert all(f"sam3_trt.{stage}" in doc for stage in STAGES - {"assets"})

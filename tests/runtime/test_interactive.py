@@ -27,7 +27,7 @@ from sam3_trt.errors import Sam3TrtError  # noqa: E402
 from sam3_trt.tolerances import TOLERANCES  # noqa: E402
 
 TOLS = TOLERANCES["fp32"]["predict_inst"]
-W, H = 420, 300  # non-square, smaller than the 1008 input and larger than the 288 masks
+W, H = 420, 300  # the conftest's clicked image: non-square, smaller than the 1008 input, larger than the masks
 
 #: (label, predict_inst prompt keywords), pixel coordinates of the W x H image.
 CASES = (
@@ -42,16 +42,9 @@ CASES = (
 
 
 @pytest.fixture(scope="module")
-def eager(detecting_video_model, tiny_tracker):
-    """Upstream's image model with its interactive predictor and upstream's processor, on CPU."""
-    from sam3.model.sam1_task_predictor import SAM3InteractiveImagePredictor
-
-    from sam3_trt.checks.detection_parity import upstream_processor
-
-    model = copy.deepcopy(detecting_video_model[0])
-    model.inst_interactive_predictor = SAM3InteractiveImagePredictor(copy.deepcopy(tiny_tracker)).eval()
-    with upstream_processor(model) as processor:
-        yield model, processor
+def eager(eager_interactive):
+    """Upstream's image model with its interactive predictor and upstream's processor (tests/runtime/conftest)."""
+    return eager_interactive
 
 
 @pytest.fixture(scope="module")
@@ -61,16 +54,14 @@ def clicks(tracker_export):
 
 
 @pytest.fixture(scope="module")
-def image():
-    return demo_image(W, H)
+def image(eager_image_state):
+    assert eager_image_state[0].size == (W, H)
+    return eager_image_state[0]
 
 
 @pytest.fixture(scope="module")
-def states(eager, clicks, image):
-    _, processor = eager
-    with torch.inference_mode():
-        theirs = processor.set_image(image)
-    return theirs, clicks.set_image(image)
+def states(eager_image_state, clicks, image):
+    return eager_image_state[1], clicks.set_image(image)
 
 
 def _run_eager(model, state, **kwargs):
@@ -137,27 +128,29 @@ def test_refine_loop_and_coordinates_in_0_1(eager, clicks, states):
     _compare("normalised", expected, clicks.predict_inst(ours, normalize_coords=False, **unit))
 
 
-def test_predict_inst_batch_matches_upstream_on_two_images(eager, clicks):
-    model, processor = eager
-    images = [demo_image(W, H), demo_image(360, 360, variant=1)]
-    points = [np.array([[150.0, 120.0]]), np.array([[200.0, 180.0], [40.0, 40.0]])]
-    labels = [np.array([1]), np.array([1, 0])]
-    boxes = [None, np.array([20.0, 30.0, 300.0, 330.0])]
-    with torch.inference_mode():
-        theirs = processor.set_image_batch(images)
-    expected = _run_eager_batch(model, theirs, points, labels, boxes)
+def test_predict_inst_batch_matches_upstream_on_two_images(eager_batch, clicks, tracker_export):
+    """Both state forms: one state per image (a folder's processor) and upstream's single batch state (a
+    processor on ``build_sam3_image_model``'s model, clicked through the model as upstream's clients do)."""
+    from sam3_trt import build_sam3_image_model
+
+    images, prompts, theirs, expected = eager_batch
     ours = clicks.set_image_batch(images)
-    got = clicks.predict_inst_batch(ours, points, labels, boxes, multimask_output=True, return_logits=True)
+    got = clicks.predict_inst_batch(ours, **prompts, multimask_output=True, return_logits=True)
     assert [m.shape for m in got[0]] == [(3, H, W), (3, 360, 360)]
     for i in range(2):
         _compare(f"image {i}", [e[i] for e in expected], [g[i] for g in got])
-
-
-def _run_eager_batch(model, state, points, labels, boxes):
-    from sam3_trt.export.patches import cpu_compat
-
-    with torch.inference_mode(), cpu_compat():
-        return model.predict_inst_batch(state, points, labels, boxes, None, multimask_output=True, return_logits=True)
+    with build_sam3_image_model(artifacts=tracker_export[0], enable_inst_interactivity=True) as model:
+        batch = Sam3Processor(model).set_image_batch(images)
+        assert isinstance(batch, dict) and batch["original_heights"] == theirs["original_heights"]
+        for key in ("backbone_fpn",):
+            assert [tuple(f.shape) for f in batch["backbone_out"][key]] == [
+                tuple(f.shape) for f in theirs["backbone_out"][key]
+            ]
+        got = model.predict_inst_batch(batch, **prompts, multimask_output=True, return_logits=True)
+        for i in range(2):
+            _compare(f"batch state, image {i}", [e[i] for e in expected], [g[i] for g in got])
+        with pytest.raises(Sam3TrtError, match="batch state"):
+            Sam3Processor(model).set_text_prompt("a red square", batch)
 
 
 def test_the_comparison_can_fail(eager, clicks, states):
