@@ -54,6 +54,12 @@ from .common import (
               "[a random one: those APIs stay closed].")  # fmt: skip
 @click.option("--warm-up/--no-warm-up", default=True, show_default=True,
               help="Run the largest batch before 'ready', so memory does not grow under load.")  # fmt: skip
+@click.option(
+    "--clicks",
+    is_flag=True,
+    default=False,
+    help="Also answer clicks (points, point_labels): needs an export made with --video, or its engines.",
+)
 @click.pass_obj
 @handle_errors
 def serve(
@@ -75,6 +81,7 @@ def serve(
     exit_timeout: int,
     triton_log: Path | None,
     warm_up: bool,
+    clicks: bool,
     access_token: str | None,
 ) -> None:
     """Serve the sam3 model on Triton Inference Server (PyTriton) until Ctrl-C or SIGTERM.
@@ -99,7 +106,7 @@ def serve(
         metrics_port=metrics_port, instances=instances,
         max_batch=ServeOptions.max_batch if max_batch is None else max_batch, max_queue_delay_us=max_queue_delay_us,
         limits=limits, threads=threads, exit_timeout_s=exit_timeout, triton_log=triton_log, warm_up=warm_up,
-        access_token=access_token or None,
+        clicks=clicks, access_token=access_token or None,
     ).check()  # fmt: skip
     check_output_file(options.log_path, "--triton-log")
     check_serving_python()
@@ -132,6 +139,13 @@ def serve(
 @image_output_option()
 @json_file_option("Detections JSON (RLE masks).")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Network timeout in seconds.")
+@click.option(
+    "--point",
+    "points",
+    multiple=True,
+    help="Click x,y[,neg] in pixels of IMAGE (repeatable; a server started with --clicks; no --prompt/--box).",
+)
+@click.option("--multimask", is_flag=True, help="With --point: the three candidate masks instead of one.")
 @click.pass_obj
 @handle_errors
 def client(
@@ -145,11 +159,15 @@ def client(
     output: Path | None,
     json_path: Path | None,
     timeout: float,
+    points: tuple[str, ...],
+    multimask: bool,
 ) -> None:
-    """Send IMAGE with prompts to a sam3 server at URL (http://host:port or grpc://host:port)."""
+    """Send IMAGE with prompts (or clicks) to a sam3 server at URL (http://host:port or grpc://host:port)."""
     from ..serving.client import query_server
 
-    echo_json(query_server(url, image, prompts, boxes, threshold, mask_format, output, json_path, timeout))
+    echo_json(
+        query_server(url, image, prompts, boxes, threshold, mask_format, output, json_path, timeout, points, multimask)
+    )
 
 
 @click.command("triton-repo")

@@ -144,7 +144,7 @@ class Sam3Processor:
         self.interactive = bool(interactive)
         self._vision_graph = "vision_encoder"
         if self.interactive:
-            missing = [g for g in ("video_vision_encoder", INTERACTIVE_GRAPH) if not _can_run(self.backend, g)]
+            missing = [g for g in ("video_vision_encoder", INTERACTIVE_GRAPH) if g not in self.backend.graphs]
             if missing:
                 where = getattr(self.backend, "folder", None) or f"the {self.backend.name} backend"
                 raise Sam3TrtError(
@@ -152,6 +152,11 @@ class Sam3Processor:
                     "with `sam3-trt export --video` (it carries the tracker neck and the click head), or its engines"
                 )
             self._vision_graph = "video_vision_encoder"
+
+    @property
+    def graphs(self) -> tuple[str, ...]:
+        """The graphs this processor runs (the vision graph, text encoder and decoder, and the click head)."""
+        return (self._vision_graph, "text_encoder", "decoder", *((INTERACTIVE_GRAPH,) if self.interactive else ()))
 
     # -- images ---------------------------------------------------------------------------------
     def set_image(self, image: Any, state: dict | None = None) -> dict:
@@ -617,16 +622,6 @@ def check_max_detections(value: Any, name: str = "max_detections") -> int | None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise Sam3TrtError(f"{name} {value!r}: use a whole number >= 1 (or None for no limit)")
     return int(value)
-
-
-def _can_run(backend: Backend, graph: str) -> bool:
-    """Whether ``backend`` holds ``graph`` (an ONNX Runtime backend lists every graph: its file must exist)."""
-    if graph not in backend.graphs:
-        return False
-    folder = getattr(backend, "folder", None)
-    if backend.name == "onnxruntime" and folder is not None:
-        return (Path(folder) / ALL_SPECS[graph].onnx_file).is_file()
-    return True
 
 
 def _host_tokens(x: Any, chosen: slice) -> np.ndarray:

@@ -377,16 +377,38 @@ def click_detections(
     state = processor.set_image(image)
     coords = np.array([c for c, _ in clicks], np.float64)
     labels = np.array([label for _, label in clicks], np.int64)
+    return clicked_masks(processor, state, coords, labels, boxes[0] if boxes else None, multimask)
+
+
+def clicked_masks(
+    processor: Any, state: dict, point_coords: Any, point_labels: Any, box: Any, multimask: bool
+) -> Detections:
+    """``predict_inst`` on an encoded image as detections (``segment --point`` and the server's click requests).
+
+    Args:
+        processor: An interactive :class:`~sam3_trt.Sam3Processor`.
+        state: Its state of the image.
+        point_coords: ``[N, 2]`` pixel x, y.
+        point_labels: ``[N]`` 1 positive, 0 negative.
+        box: One pixel box ``x0, y0, x1, y1``, or ``None``.
+        multimask: Three masks instead of one.
+
+    Returns:
+        One detection per mask (``prompt`` ``click`` or ``click k/3``, ``score`` the predicted IoU, ``box`` the
+        mask's pixel extent, ``mask`` bool ``HxW``).
+    """
     masks, ious, _ = processor.predict_inst(
-        state, point_coords=coords, point_labels=labels, box=boxes[0] if boxes else None, multimask_output=multimask
+        state, point_coords=point_coords, point_labels=point_labels, box=box, multimask_output=multimask
     )
     detections = []
     for k, (mask, iou) in enumerate(zip(masks, ious, strict=True)):
         binary = mask > 0
         rows, cols = np.flatnonzero(binary.any(axis=1)), np.flatnonzero(binary.any(axis=0))
-        box = [float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)] if len(rows) else [0.0] * 4
+        box_xyxy = (
+            [float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)] if len(rows) else [0.0] * 4
+        )
         name = f"click {k + 1}/{len(masks)}" if multimask else "click"
-        detections.append({"prompt": name, "score": float(iou), "box": box, "mask": binary})
+        detections.append({"prompt": name, "score": float(iou), "box": box_xyxy, "mask": binary})
     return Detections(detections, max((d["score"] for d in detections), default=0.0), len(detections))
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import Sam3TrtError
 from ..rle import rle_to_mask
-from .contract import MODEL_NAME, OUTPUTS
+from .contract import CLICKS_INDEX, MODEL_NAME, OUTPUTS
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -44,6 +44,9 @@ def build_inputs(
     threshold: float | None = None,
     mask_format: str = "rle",
     max_detections: int | None = None,
+    points: Sequence[Sequence[float]] = (),
+    point_labels: Sequence[int] | None = None,
+    multimask: bool = False,
 ) -> dict[str, np.ndarray]:
     """One request's tensors (batch axis of 1), as :mod:`.contract` declares them.
 
@@ -55,8 +58,17 @@ def build_inputs(
         threshold: Score threshold (server default 0.5 when ``None``).
         mask_format: ``"rle"`` or ``"bitmask"``.
         max_detections: Return at most this many (the server's ``--max-detections`` when ``None``).
+        points: Clicks, pixel ``x, y`` (a server started with ``--clicks``; without prompts and boxes).
+        point_labels: Per click, 1 positive (default) or 0 negative.
+        multimask: Clicks: three masks instead of one.
     """
     inputs = {"image": np.array([[image_bytes]], dtype=np.object_)}
+    if len(points):
+        inputs["points"] = np.asarray(points, dtype=np.float32).reshape(1, -1, 2)
+        labels = [1] * len(points) if point_labels is None else list(point_labels)
+        inputs["point_labels"] = np.asarray(labels, dtype=np.int32).reshape(1, -1)
+        if multimask:
+            inputs["multimask"] = np.array([[True]], dtype=np.bool_)
     if prompts:
         inputs["prompts"] = np.array([[p.encode() for p in prompts]], dtype=np.object_)
     if len(boxes):
@@ -75,7 +87,8 @@ def build_inputs(
 def decode_outputs(
     outputs: dict[str, np.ndarray], prompts: Sequence[str] = (), mask_format: str = "rle"
 ) -> list[dict[str, Any]]:
-    """A response's tensors -> ``[{"prompt", "prompt_index", "score", "box", "mask"}]`` (``mask`` bool HxW).
+    """A response's tensors -> ``[{"prompt", "prompt_index", "score", "box", "mask"}]`` (``mask`` bool HxW;
+    ``prompt`` ``click`` for a click request's masks).
 
     Raises:
         Sam3TrtError: the response's ``error`` line, when the server refused the request.
@@ -95,7 +108,7 @@ def decode_outputs(
         i = int(index[row])
         detections.append(
             {
-                "prompt": prompts[i] if 0 <= i < len(prompts) else "visual",
+                "prompt": prompts[i] if 0 <= i < len(prompts) else ("click" if i == CLICKS_INDEX else "visual"),
                 "prompt_index": i,
                 "score": float(scores[row]),
                 "box": [float(v) for v in boxes[row]],
@@ -199,9 +212,15 @@ class Sam3Client:
         threshold: float | None = None,
         mask_format: str = "rle",
         max_detections: int | None = None,
+        points: Sequence[Sequence[float]] = (),
+        point_labels: Sequence[int] | None = None,
+        multimask: bool = False,
     ) -> list[dict[str, Any]]:
         """Segment one image; arguments as :func:`build_inputs`, result as :func:`decode_outputs`."""
-        inputs = build_inputs(image_bytes, prompts, boxes, box_labels, threshold, mask_format, max_detections)
+        inputs = build_inputs(
+            image_bytes, prompts, boxes, box_labels, threshold, mask_format, max_detections, points, point_labels,
+            multimask,
+        )  # fmt: skip
         return decode_outputs(self.infer_raw(inputs), prompts, mask_format)
 
     def close(self) -> None:
@@ -225,6 +244,8 @@ def query_server(
     output: Any = None,
     json_path: Any = None,
     timeout: float = 60.0,
+    points: Sequence[str] = (),
+    multimask: bool = False,
 ) -> dict[str, Any]:
     """``sam3-trt client``: every input checked here first, then one request, the overlay and/or JSON written.
 
@@ -238,6 +259,9 @@ def query_server(
         output: Overlay to write (``.png``, ``.jpg``, ``.webp``), if any.
         json_path: Detections JSON (RLE masks), if any.
         timeout: Network timeout in seconds.
+        points: Clicks ``x,y[,neg]`` in pixels of ``image`` (a server started with ``--clicks``; no prompts or
+            boxes with them).
+        multimask: Clicks: the three candidate masks instead of one.
 
     Returns:
         The summary line's fields: detections, best_score, output, json.
@@ -249,25 +273,37 @@ def query_server(
         check_prompt_request,
         detections_json,
         parse_pixel_box,
+        parse_point,
         pixel_box_to_prompt,
         write_outputs,
     )
 
     image = Path(image)
     parse_url(url)
-    check_prompt_request(prompts, boxes, threshold, output, json_path)
+    check_prompt_request(prompts, boxes, threshold, output, json_path, points)
+    if points and boxes:
+        raise Sam3TrtError("--point with --box: the server's boxes are concept prompts; send clicks alone")
+    if multimask and not points:
+        raise Sam3TrtError("--multimask chooses among a click's three masks: give --point x,y too")
     rgb = to_uint8_hwc(open_image(image))
     height, width = rgb.shape[:2]
     parsed = [parse_pixel_box(b) for b in boxes]
     for text, (pixels, _) in zip(boxes, parsed, strict=True):
         pixel_box_to_prompt(pixels, width, height, f"--box {text!r}")
+    clicks = [parse_point(p, width, height) for p in points]
     with Sam3Client(url, timeout_s=timeout) as conn:
-        detections = conn.infer(
-            image.read_bytes(), prompts, [p for p, _ in parsed], [positive for _, positive in parsed], threshold,
-            mask_format,
-        )  # fmt: skip
+        if clicks:  # the threshold does not apply to clicks: not sent
+            detections = conn.infer(
+                image.read_bytes(), mask_format=mask_format, points=[c for c, _ in clicks],
+                point_labels=[label for _, label in clicks], multimask=multimask,
+            )  # fmt: skip
+        else:
+            detections = conn.infer(
+                image.read_bytes(), prompts, [p for p, _ in parsed], [positive for _, positive in parsed], threshold,
+                mask_format,
+            )  # fmt: skip
     info = {"server": url, "image": str(image), "size": [width, height], "prompts": list(prompts),
-            "boxes": list(boxes), "threshold": threshold}  # fmt: skip
+            "boxes": list(boxes), "points": list(points), "threshold": None if clicks else threshold}  # fmt: skip
     if output is not None:
         prompt_boxes = [(pixel_box_to_prompt(p, width, height, "box"), positive) for p, positive in parsed]
         write_outputs(rgb, detections, output, json_path, info, prompt_boxes, max_detections=len(detections) or 1)

@@ -20,6 +20,8 @@ import numpy as np
 
 #: Name of the model ``serve`` binds and ``triton-repo`` writes.
 MODEL_NAME = "sam3"
+#: ``prompt_index`` of the masks a click request returns.
+CLICKS_INDEX = -2
 #: Mask encodings a request may ask for (``mask_format``).
 MASK_FORMATS = ("rle", "bitmask")
 
@@ -56,6 +58,15 @@ INPUTS: tuple[ServeTensor, ...] = (
     ServeTensor("prompts", np.object_, (-1,), optional=True, doc="text prompts, UTF-8; one decoder batch"),
     ServeTensor("boxes", np.float32, (-1, 4), optional=True, doc="box prompts, pixel x0, y0, x1, y1"),
     ServeTensor("box_labels", np.bool_, (-1,), optional=True, doc="per box: True positive (default), False negative"),
+    ServeTensor(
+        "points",
+        np.float32,
+        (-1, 2),
+        optional=True,
+        doc="clicks, pixel x, y (a server started with --clicks); answered with upstream's predict_inst masks",
+    ),
+    ServeTensor("point_labels", np.int32, (-1,), optional=True, doc="per point: 1 positive (default), 0 negative"),
+    ServeTensor("multimask", np.bool_, (1,), optional=True, doc="clicks: three masks instead of one (default False)"),
     ServeTensor("threshold", np.float32, (1,), optional=True, doc="keep detections scoring above it (default 0.5)"),
     ServeTensor("mask_format", np.object_, (1,), optional=True, doc="b'rle' (default) or b'bitmask'"),
     ServeTensor(
@@ -70,8 +81,8 @@ INPUTS: tuple[ServeTensor, ...] = (
 OUTPUTS: tuple[ServeTensor, ...] = (
     ServeTensor("error", np.object_, (1,), doc="empty on success, else one line naming the bad input and the fix"),
     ServeTensor("num_detections", np.int32, (1,), doc="K: rows of the per-detection outputs that are detections"),
-    ServeTensor("prompt_index", np.int32, (-1,), doc="per detection: index into prompts (-1: boxes only)"),
-    ServeTensor("scores", np.float32, (-1,), doc="per detection: score"),
+    ServeTensor("prompt_index", np.int32, (-1,), doc="per detection: index into prompts (-1: boxes only, -2: clicks)"),
+    ServeTensor("scores", np.float32, (-1,), doc="per detection: score (clicks: the mask's predicted IoU)"),
     ServeTensor("boxes_xyxy", np.float32, (-1, 4), doc="per detection: pixel box x0, y0, x1, y1"),
     ServeTensor("masks_rle", np.object_, (-1,), doc="per detection: COCO compressed RLE as JSON (rle format)"),
     ServeTensor("masks", np.uint8, (-1, -1, -1), doc="per detection: HxW 0/1 mask (bitmask format, else one 1x1 pad)"),

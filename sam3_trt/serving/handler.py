@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import Sam3TrtError
 from ..rle import mask_to_compressed_rle
 from ..specs import SPECS
-from .contract import INPUTS, MASK_FORMATS
+from .contract import CLICKS_INDEX, INPUTS, MASK_FORMATS
 
 #: Default of ``--max-image-pixels``: a 4096x4096 image (decoded RGB: 48 MiB).
 MAX_IMAGE_PIXELS = 4096 * 4096
@@ -77,6 +77,9 @@ class ServeRequest:
         threshold: Score threshold for this request.
         mask_format: ``"rle"`` or ``"bitmask"``.
         max_detections: Detections to return at most (the server's limit or lower).
+        points: Clicks, ``[N, 2]`` pixel x, y (then prompts and boxes are empty), or ``None``.
+        point_labels: Per click, 1 positive or 0 negative.
+        multimask: Clicks: three masks instead of one.
     """
 
     image: np.ndarray
@@ -85,10 +88,18 @@ class ServeRequest:
     threshold: float
     mask_format: str
     max_detections: int = MAX_DETECTIONS
+    points: np.ndarray | None = None
+    point_labels: np.ndarray | None = None
+    multimask: bool = False
 
 
-def parse_request(inputs: Mapping[str, np.ndarray], limits: ServeLimits) -> ServeRequest:
+def parse_request(inputs: Mapping[str, np.ndarray], limits: ServeLimits, clicks: bool = False) -> ServeRequest:
     """Check and decode one request's tensors (batch axis of 1 included).
+
+    Args:
+        inputs: The request's tensors by name.
+        limits: This server's per-request limits.
+        clicks: Whether this server answers clicks (``serve --clicks``).
 
     Raises:
         Sam3TrtError: one line naming the input, its bad value and the fix.
@@ -144,6 +155,8 @@ def parse_request(inputs: Mapping[str, np.ndarray], limits: ServeLimits) -> Serv
         ]
     elif "box_labels" in rows:
         raise Sam3TrtError("input box_labels was sent without boxes: send boxes float32 [N, 4] with it")
+    if "points" in rows or "point_labels" in rows or "multimask" in rows:
+        return _click_request(rows, image, prompts, boxes, limits, clicks)
     if not prompts and not boxes:
         raise Sam3TrtError("the request has no prompts and no boxes: send at least one text prompt or box")
 
@@ -177,6 +190,69 @@ def parse_request(inputs: Mapping[str, np.ndarray], limits: ServeLimits) -> Serv
             "(the default) or a smaller max_detections"
         )
     return ServeRequest(image, prompts, boxes, threshold, mask_format, max_detections)
+
+
+def _click_request(
+    rows: Mapping[str, np.ndarray],
+    image: np.ndarray,
+    prompts: list[str],
+    boxes: list[tuple[list[float], bool]],
+    limits: ServeLimits,
+    clicks: bool,
+) -> ServeRequest:
+    """The checked click request (``points``, ``point_labels``, ``multimask``): upstream's ``predict_inst``."""
+    from ..runtime.interactive import check_prompts
+
+    if "points" not in rows:
+        sent = "point_labels" if "point_labels" in rows else "multimask"
+        raise Sam3TrtError(f"input {sent} was sent without points: send points float32 [N, 2] pixel x, y with it")
+    if not clicks:
+        raise Sam3TrtError(
+            "input points: this server does not answer clicks; start it with `serve --clicks` on an export made "
+            "with --video (or its engines); triton-repo's model has no click graphs yet"
+        )
+    if prompts or boxes:
+        raise Sam3TrtError(
+            "input points with prompts or boxes: clicks and concept prompts run different heads; send them in "
+            "separate requests"
+        )
+    others = [name for name in ("threshold", "max_detections") if name in rows]
+    if others:
+        raise Sam3TrtError(
+            f"input {others[0]} does not apply to clicks (they return 1 mask, or 3 with multimask, scored by "
+            "predicted IoU): leave it out"
+        )
+    points = rows["points"][0]
+    if points.dtype != np.float32 or points.ndim != 2 or points.shape[1] != 2 or not len(points):
+        raise Sam3TrtError(
+            f"input points is {points.dtype}{list(points.shape)}: send float32 [N, 2] pixel x, y, N >= 1"
+        )
+    labels = rows.get("point_labels", np.ones((1, len(points)), np.int32))[0].reshape(-1)
+    if labels.dtype != np.int32:
+        raise Sam3TrtError(f"input point_labels is {labels.dtype}: send int32 [{len(points)}] (1 positive, 0 negative)")
+    try:  # the runtime's own checks (finite, inside the image, labels 0/1, counts, the click head's limits)
+        check_prompts(points, labels, None, None, image.shape[:2], True)
+    except Sam3TrtError as exc:
+        raise Sam3TrtError(f"input points: {exc}") from None
+    multimask = False
+    if "multimask" in rows:
+        value = rows["multimask"].reshape(-1)
+        if value.dtype != np.bool_ or value.size != 1:
+            raise Sam3TrtError(f"input multimask is {value.dtype}[{value.size}]: send bool [1]")
+        multimask = bool(value[0])
+    mask_format = "rle"
+    if "mask_format" in rows:
+        mask_format = _text(_one_bytes(rows["mask_format"], "mask_format"), "mask_format")
+        if mask_format not in MASK_FORMATS:
+            raise Sam3TrtError(f"input mask_format {mask_format!r}: send one of {', '.join(MASK_FORMATS)}")
+    masks = 3 if multimask else 1
+    bitmask_mb = masks * image.shape[0] * image.shape[1] / 2**20
+    if mask_format == "bitmask" and bitmask_mb > limits.max_bitmask_mb:
+        raise Sam3TrtError(
+            f"input mask_format 'bitmask': {masks} masks of {image.shape[1]}x{image.shape[0]} take {bitmask_mb:.0f} "
+            f"MB, over this server's --max-bitmask-mb {limits.max_bitmask_mb}: ask for 'rle' (the default)"
+        )
+    return ServeRequest(image, [], [], DEFAULT_THRESHOLD, mask_format, limits.max_detections, points, labels, multimask)
 
 
 def _one_bytes(value: np.ndarray, name: str) -> bytes:
@@ -309,6 +385,8 @@ class Sam3Handler:
 
     def __init__(self, processor: Any, limits: ServeLimits | None = None) -> None:
         self.processor = processor
+        #: clicks are answered when the processor was made with ``interactive=True`` (``serve --clicks``)
+        self.clicks = bool(getattr(processor, "interactive", False))
         self.limits = (limits or ServeLimits()).check()
         # the processor's threshold is per processor: one request at a time sets it and reads results
         self._lock = threading.Lock()
@@ -331,6 +409,12 @@ class Sam3Handler:
         with self._lock:
             states = self.processor.set_image_batch([np.zeros((64, 64, 3), np.uint8)] * images)
             detect(self.processor, states[0], prompts, max_detections=self.limits.max_detections, encode=encode_rle)
+            if self.clicks:  # the click head's largest shapes: one set of its most points
+                from ..runtime.interactive import MAX_POINTS
+
+                self.processor.predict_inst_low_res(
+                    states[0], np.full((MAX_POINTS, 2), 32.0), np.ones(MAX_POINTS, np.int64)
+                )
             self.processor.clear_text_cache()
 
     def __call__(self, requests: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
@@ -340,7 +424,7 @@ class Sam3Handler:
         parsed: list[ServeRequest | str] = []
         for inputs in requests:
             try:
-                parsed.append(parse_request(inputs, self.limits))
+                parsed.append(parse_request(inputs, self.limits, self.clicks))
             except Sam3TrtError as exc:
                 parsed.append(str(exc))
         valid = [p for p in parsed if isinstance(p, ServeRequest)]
@@ -351,6 +435,9 @@ class Sam3Handler:
                 if isinstance(request, str):
                     responses.append(error_response(request))
                     continue
+                if request.points is not None:
+                    responses.append(self._clicks(next(states), request))
+                    continue
                 self.processor.set_confidence_threshold(request.threshold)
                 encode = encode_rle if request.mask_format == "rle" else None
                 found = detect(
@@ -358,3 +445,14 @@ class Sam3Handler:
                 )
                 responses.append(_response(found.detections, request.mask_format))
         return responses
+
+    def _clicks(self, state: dict, request: ServeRequest) -> dict[str, np.ndarray]:
+        from ..runtime.segment import clicked_masks
+
+        found = clicked_masks(self.processor, state, request.points, request.point_labels, None, request.multimask)
+        rle = request.mask_format == "rle"
+        detections = [
+            {**d, "prompt_index": CLICKS_INDEX, "mask": encode_rle(d["mask"]) if rle else d["mask"]}
+            for d in found.detections
+        ]
+        return _response(detections, request.mask_format)

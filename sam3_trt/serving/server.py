@@ -47,6 +47,8 @@ class ServeOptions:
         warm_up: Before "ready", run each instance on its largest batch (``max_batch`` images, the
             decoder's largest prompt batch), so its memory is at its working size from the first request
             on instead of growing under load (ONNX Runtime's CPU arena keeps what the largest call used).
+        clicks: Also answer click requests (``points``): each instance's processor is made with
+            ``interactive=True`` (the folder must hold the tracker neck and click head: ``export --video``).
         access_token: The token of Triton's restricted APIs (model repository, statistics, shared memory,
             trace, logging), sent as the ``triton-access-token`` header; ``None``: a random one nobody knows,
             so those APIs stay closed (a client cannot unload the model).
@@ -66,6 +68,7 @@ class ServeOptions:
     exit_timeout_s: int = 30
     triton_log: Path | None = None
     warm_up: bool = True
+    clicks: bool = False
     access_token: str | None = dataclasses.field(default=None, repr=False)
 
     @property
@@ -98,6 +101,8 @@ class ServeOptions:
                 raise Sam3TrtError(f"{flag} {port}: not a TCP port (1-65535)")
             _check_port_free(self.host, port, flag)
         self.limits.check()
+        if self.clicks:
+            _check_clicks(Path(self.artifacts))
         return self
 
 
@@ -159,6 +164,22 @@ def libpython_env() -> None:
         os.environ["LD_LIBRARY_PATH"] = f"{libdir}:{current}" if current else libdir
 
 
+def _check_clicks(folder: Path) -> None:
+    """``--clicks`` needs the click graphs: say so before any model loads."""
+    from ..manifest import manifest_graphs
+    from ..runtime.artifacts import resolve_artifacts
+    from ..specs import INTERACTIVE_MASK_HEAD
+
+    found = resolve_artifacts(folder)
+    held = manifest_graphs(found.manifest)
+    missing = [g for g in ("video_vision_encoder", INTERACTIVE_MASK_HEAD.name) if g not in held]
+    if missing:
+        raise Sam3TrtError(
+            f"--clicks: {found.folder} has no {' or '.join(missing)} graph; export with `sam3-trt export --video` "
+            "(and build its engines), or serve without --clicks"
+        )
+
+
 def _processors(options: ServeOptions) -> list[Any]:
     from ..device import gpu_info
     from ..runtime.processor import Sam3Processor
@@ -174,8 +195,9 @@ def _processors(options: ServeOptions) -> list[Any]:
             threads=threads,
             device_index=i % count if count else 0,
             verify=i == 0,  # the files do not change between instances: check them once
+            interactive=options.clicks,
         )
-        proc.backend.load_all()  # ONNX Runtime sessions are lazy: create them now, so "ready" means ready
+        proc.backend.load_all(proc.graphs)  # ONNX Runtime sessions are lazy: create them now, so "ready" means ready
         processors.append(proc)
     return processors
 

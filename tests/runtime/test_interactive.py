@@ -20,13 +20,13 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sam3")
 
+from click_checks import TOLS, assert_same_clicks, run_eager  # noqa: E402
+
 from sam3_trt import Sam3Processor  # noqa: E402
 from sam3_trt.assets.images import demo_image  # noqa: E402
 from sam3_trt.compare import check_outputs  # noqa: E402
 from sam3_trt.errors import Sam3TrtError  # noqa: E402
-from sam3_trt.tolerances import TOLERANCES  # noqa: E402
 
-TOLS = TOLERANCES["fp32"]["predict_inst"]
 W, H = 420, 300  # the conftest's clicked image: non-square, smaller than the 1008 input, larger than the masks
 
 #: (label, predict_inst prompt keywords), pixel coordinates of the W x H image.
@@ -64,32 +64,15 @@ def states(eager_image_state, clicks, image):
     return eager_image_state[1], clicks.set_image(image)
 
 
-def _run_eager(model, state, **kwargs):
-    from sam3_trt.export.patches import cpu_compat
-
-    with torch.inference_mode(), cpu_compat():
-        return model.predict_inst(state, **kwargs)
-
-
-def _compare(label, expected, got):
-    names = ("masks", "iou_predictions", "low_res_masks")
-    ref, cand = dict(zip(names, expected, strict=True)), dict(zip(names, got, strict=True))
-    assert {k: v.shape for k, v in cand.items()} == {k: v.shape for k, v in ref.items()}, label
-    assert all(v.dtype == np.float32 for v in cand.values()), label
-    checks = check_outputs(ref, cand, TOLS)
-    assert all(c.passed for c in checks), (label, [c for c in checks if not c.passed])
-    return checks
-
-
 @pytest.mark.parametrize("multimask", [True, False], ids=["multimask", "single"])
 def test_predict_inst_matches_upstream_on_every_prompt(eager, clicks, states, multimask):
     model, _ = eager
     theirs, ours = states
     informative = 0
     for label, prompt in CASES:
-        expected = _run_eager(model, theirs, multimask_output=multimask, return_logits=True, **prompt)
+        expected = run_eager(model, theirs, multimask_output=multimask, return_logits=True, **prompt)
         got = clicks.predict_inst(ours, multimask_output=multimask, return_logits=True, **prompt)
-        _compare(label, expected, got)
+        assert_same_clicks(label, expected, got)
         # 0/1 masks: equal wherever upstream's logit is farther from 0 than the logit tolerance
         binary = clicks.predict_inst(ours, multimask_output=multimask, **prompt)[0]
         reference = expected[0] > 0
@@ -106,9 +89,9 @@ def test_refine_loop_and_coordinates_in_0_1(eager, clicks, states):
     model, _ = eager
     theirs, ours = states
     first = {"point_coords": np.array([[150.0, 120.0]]), "point_labels": np.array([1])}
-    e_masks, e_iou, e_low = _run_eager(model, theirs, multimask_output=True, return_logits=True, **first)
+    e_masks, e_iou, e_low = run_eager(model, theirs, multimask_output=True, return_logits=True, **first)
     masks, iou, low = clicks.predict_inst(ours, multimask_output=True, return_logits=True, **first)
-    _compare("first click", (e_masks, e_iou, e_low), (masks, iou, low))
+    assert_same_clicks("first click", (e_masks, e_iou, e_low), (masks, iou, low))
     best = int(np.argmax(e_iou))
     assert best == int(np.argmax(iou))
     second = {
@@ -117,15 +100,15 @@ def test_refine_loop_and_coordinates_in_0_1(eager, clicks, states):
         "multimask_output": False,
         "return_logits": True,
     }
-    expected = _run_eager(model, theirs, mask_input=e_low[best][None], **second)
+    expected = run_eager(model, theirs, mask_input=e_low[best][None], **second)
     got = clicks.predict_inst(ours, mask_input=low[best][None], **second)
-    _compare("refined", expected, got)
+    assert_same_clicks("refined", expected, got)
     without = clicks.predict_inst(ours, **second)
     assert np.abs(without[2] - got[2]).max() > 0.1  # the mask input changes the answer
     # normalize_coords=False: coordinates already in [0, 1]
     unit = {"point_coords": np.array([[150.0 / W, 120.0 / H]]), "point_labels": np.array([1]), "return_logits": True}
-    expected = _run_eager(model, theirs, normalize_coords=False, **unit)
-    _compare("normalised", expected, clicks.predict_inst(ours, normalize_coords=False, **unit))
+    expected = run_eager(model, theirs, normalize_coords=False, **unit)
+    assert_same_clicks("normalised", expected, clicks.predict_inst(ours, normalize_coords=False, **unit))
 
 
 def test_predict_inst_batch_matches_upstream_on_two_images(eager_batch, clicks, tracker_export):
@@ -138,7 +121,7 @@ def test_predict_inst_batch_matches_upstream_on_two_images(eager_batch, clicks, 
     got = clicks.predict_inst_batch(ours, **prompts, multimask_output=True, return_logits=True)
     assert [m.shape for m in got[0]] == [(3, H, W), (3, 360, 360)]
     for i in range(2):
-        _compare(f"image {i}", [e[i] for e in expected], [g[i] for g in got])
+        assert_same_clicks(f"image {i}", [e[i] for e in expected], [g[i] for g in got])
     with build_sam3_image_model(artifacts=tracker_export[0], enable_inst_interactivity=True) as model:
         batch = Sam3Processor(model).set_image_batch(images)
         assert isinstance(batch, dict) and batch["original_heights"] == theirs["original_heights"]
@@ -148,7 +131,7 @@ def test_predict_inst_batch_matches_upstream_on_two_images(eager_batch, clicks, 
             ]
         got = model.predict_inst_batch(batch, **prompts, multimask_output=True, return_logits=True)
         for i in range(2):
-            _compare(f"batch state, image {i}", [e[i] for e in expected], [g[i] for g in got])
+            assert_same_clicks(f"batch state, image {i}", [e[i] for e in expected], [g[i] for g in got])
         with pytest.raises(Sam3TrtError, match="batch state"):
             Sam3Processor(model).set_text_prompt("a red square", batch)
 
@@ -157,7 +140,7 @@ def test_the_comparison_can_fail(eager, clicks, states):
     """A click one pixel off gives other logits, beyond the tolerance: the comparison above is not vacuous."""
     model, _ = eager
     theirs, ours = states
-    expected = _run_eager(model, theirs, point_coords=[[150.0, 120.0]], point_labels=[1], return_logits=True)
+    expected = run_eager(model, theirs, point_coords=[[150.0, 120.0]], point_labels=[1], return_logits=True)
     got = clicks.predict_inst(ours, point_coords=[[151.0, 120.0]], point_labels=[1], return_logits=True)
     names = ("masks", "iou_predictions", "low_res_masks")
     checks = check_outputs(dict(zip(names, expected, strict=True)), dict(zip(names, got, strict=True)), TOLS)

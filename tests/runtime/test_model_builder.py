@@ -25,15 +25,15 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sam3")
 
+from click_checks import TOLS, assert_same_clicks, run_eager  # noqa: E402
+
 import sam3_trt  # noqa: E402
 from sam3_trt import Sam3Processor, build_sam3_image_model  # noqa: E402
 from sam3_trt.assets.images import demo_image  # noqa: E402
-from sam3_trt.compare import check_outputs  # noqa: E402
 from sam3_trt.errors import Sam3TrtError  # noqa: E402
 from sam3_trt.runtime.model_builder import ARTIFACTS_ENV  # noqa: E402
-from sam3_trt.tolerances import DETECTION_TOLERANCES, TOLERANCES  # noqa: E402
+from sam3_trt.tolerances import DETECTION_TOLERANCES  # noqa: E402
 
-CLICK_TOLS = TOLERANCES["fp32"]["predict_inst"]
 DETECT_TOLS = DETECTION_TOLERANCES["fp32"]
 W, H = 420, 300
 PROMPT = "a red square"
@@ -109,21 +109,6 @@ def _same_detections(label, expected, got):
     assert iou.min() >= DETECT_TOLS["mask_iou_min"], (label, iou)
 
 
-def _eager_clicks(model, state, **kwargs):
-    from sam3_trt.export.patches import cpu_compat
-
-    with torch.inference_mode(), cpu_compat():
-        return model.predict_inst(state, **kwargs)
-
-
-def _same_clicks(label, expected, got):
-    names = ("masks", "iou_predictions", "low_res_masks")
-    ref, cand = dict(zip(names, expected, strict=True)), dict(zip(names, got, strict=True))
-    assert {k: np.shape(v) for k, v in cand.items()} == {k: np.shape(v) for k, v in ref.items()}, label
-    checks = check_outputs(ref, {k: np.asarray(v) for k, v in cand.items()}, CLICK_TOLS)
-    assert all(c.passed for c in checks), (label, [c for c in checks if not c.passed])
-
-
 def test_readme_script_runs_on_the_graphs(model, eager_interactive, eager_image_state, eager_text, image):
     eager_model = eager_interactive[0]
     # the script: weights, device, eval, a processor per request
@@ -140,7 +125,7 @@ def test_readme_script_runs_on_the_graphs(model, eager_interactive, eager_image_
     # clicks on the model, with upstream's state
     theirs = eager_image_state[1]
     click = {"point_coords": np.array([[150.0, 120.0]]), "point_labels": np.array([1]), "return_logits": True}
-    _same_clicks("click", _eager_clicks(eager_model, theirs, **click), model.predict_inst(state, **click))
+    assert_same_clicks("click", run_eager(eager_model, theirs, **click), model.predict_inst(state, **click))
     # a processor per request: closing one leaves the model's engines to the next
     processor.close()
     again = Sam3Processor(model, confidence_threshold=THRESHOLD)
@@ -236,17 +221,17 @@ def test_segment_geospatial_samgeo3_runs_unchanged(
     # clicks
     theirs = eager_image_state[1]
     click = {"point_coords": [[150.0, 120.0], [300.0, 200.0]], "point_labels": [1, 0]}
-    expected = _eager_clicks(eager_model, theirs, multimask_output=True, return_logits=True, **click)
-    _same_clicks("SamGeo3.predict_inst", expected, sam.predict_inst(return_logits=True, **click))
+    expected = run_eager(eager_model, theirs, multimask_output=True, return_logits=True, **click)
+    assert_same_clicks("SamGeo3.predict_inst", expected, sam.predict_inst(return_logits=True, **click))
     sam.generate_masks_by_points(click["point_coords"], point_labels=click["point_labels"])
     best = int(np.argmax(expected[1]))  # SamGeo3 keeps the best-scored of the three masks
-    decided = np.abs(expected[0][best]) > CLICK_TOLS["masks"]["max_abs"]
+    decided = np.abs(expected[0][best]) > TOLS["masks"]["max_abs"]
     assert np.array_equal((sam.masks[0] > 0)[decided], (expected[0][best] > 0)[decided])
     # a batch: upstream's batch state, clicks per image, then text per image sliced from it
     images, prompts, _, expected = eager_batch
     sam.set_image_batch([np.asarray(im) for im in images])
     got = sam.predict_inst_batch(**prompts, return_logits=True)
     for i in range(2):
-        _same_clicks(f"SamGeo3.predict_inst_batch image {i}", [e[i] for e in expected], [g[i] for g in got])
+        assert_same_clicks(f"SamGeo3.predict_inst_batch image {i}", [e[i] for e in expected], [g[i] for g in got])
     sam.generate_masks_batch(PROMPT)  # slices our batch state per image, as it slices upstream's
     np.testing.assert_allclose(np.asarray(sam.batch_results[0]["scores"], np.float32), text["scores"], atol=1e-6)

@@ -89,6 +89,7 @@ def main(args_path: str, out_path: str) -> None:
             "no_prompts": lambda: http.infer(png),
             "10000_prompts": lambda: grpc.infer(png, ["cat"] * 10_000),
             "nan_box": lambda: grpc.infer(png, PROMPTS, [[10, float("nan"), 50, 50]]),
+            "clicks_not_enabled": lambda: http.infer(png, points=[[20.0, 20.0]]),
         }
         out["bad"] = {}
         for name, call in bad.items():

@@ -3,6 +3,7 @@ the Triton model repository and its Python-backend model (through a double of Tr
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import sys
@@ -79,7 +80,7 @@ BAD_REQUESTS = {
     "threshold 2": (dict(threshold=np.array([[2.0]], np.float32)), "outside [0, 1]"),
     "bad mask format": (dict(mask_format=np.array([[b"png"]], dtype=np.object_)), "rle, bitmask"),
     "batch of 2": (dict(image=np.array([[b"a"], [b"b"]], dtype=np.object_)), "batch size 2"),
-    "unknown input": (dict(points=np.zeros((1, 2), np.float32)), "unknown input"),
+    "unknown input": (dict(pointz=np.zeros((1, 2), np.float32)), "unknown input"),
     "max_detections 0": (dict(max_detections=np.array([[0]], np.int32)), "send 1 to this server's --max-detections"),
     "max_detections over the cap": (dict(max_detections=np.array([[101]], np.int32)), "--max-detections 100"),
     "max_detections float": (dict(max_detections=np.array([[5.0]], np.float32)), "send int32 [1]"),
@@ -138,11 +139,15 @@ def test_limits_and_contract_are_checked():
     sent = build_inputs(
         _png(), ["cat"], [[1, 1, 9, 9]], [False], threshold=0.3, mask_format="bitmask", max_detections=5
     )
-    assert set(sent) == {t.name for t in INPUTS}
+    clicks = build_inputs(_png(), points=[[5.0, 6.0]], point_labels=[0], multimask=True)  # the click inputs
+    assert set(sent) | set(clicks) == {t.name for t in INPUTS}
     for t in INPUTS:
-        assert sent[t.name].dtype == np.dtype(t.dtype) and sent[t.name].ndim == len(t.shape) + 1, t.name
+        value = sent.get(t.name, clicks.get(t.name))
+        assert value.dtype == np.dtype(t.dtype) and value.ndim == len(t.shape) + 1, t.name
     read = parse_request(sent, ServeLimits())  # and the server reads all of it
     assert (read.mask_format, read.max_detections, read.threshold) == ("bitmask", 5, pytest.approx(0.3))
+    read = parse_request(clicks, ServeLimits(), clicks=True)
+    assert (read.points.tolist(), read.point_labels.tolist(), read.multimask) == ([[5.0, 6.0]], [0], True)
 
 
 @pytest.fixture(scope="module")
@@ -495,6 +500,7 @@ def test_serve_answers_http_and_grpc_like_the_processor_and_survives_bad_request
             "no_prompts": "no prompts and no boxes",
             "10000_prompts": "10000 prompts, more than this server's --max-prompts 64",
             "nan_box": "y0 is not a finite number",
+            "clicks_not_enabled": "start it with `serve --clicks`",
             "float64_boxes": "FP64",  # refused by Triton itself: the config declares FP32
         }
         for name, words in expected.items():
@@ -734,3 +740,106 @@ def test_serve_says_ready_only_with_its_model_and_opens_restricted_apis_to_its_t
         assert token not in server.stderr_path.read_text()  # the token is never printed
     finally:
         server.stop()
+
+
+# -- clicks (serve --clicks): upstream's predict_inst over the contract's points ----------------------------------
+@pytest.fixture(scope="module")
+def clicking(tracker_export):
+    from sam3_trt import Sam3Processor
+
+    with Sam3Processor(tracker_export[0], backend="onnxruntime", interactive=True) as proc:
+        yield proc
+
+
+CLICKS, CLICK_LABELS = [[150.0, 100.0], [60.0, 40.0]], [1, 0]
+
+
+def _direct_clicks(processor, png: bytes, *multimask: bool):
+    """``(masks > 0, ious)`` of predict_inst on the PNG's image, per ``multimask`` value (one encoding)."""
+    from PIL import Image
+
+    state = processor.set_image(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")))
+    out = [
+        processor.predict_inst(state, point_coords=CLICKS, point_labels=CLICK_LABELS, multimask_output=m)
+        for m in multimask
+    ]
+    return [(masks > 0, ious) for masks, ious, _ in out]
+
+
+def _same_clicks(served, masks, ious):
+    assert [(d["prompt"], d["prompt_index"]) for d in served] == [("click", -2)] * len(masks)
+    for d, mask, iou in zip(served, masks, ious, strict=True):
+        assert np.array_equal(d["mask"], mask) and d["score"] == pytest.approx(float(iou), abs=1e-6)
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        assert d["box"] == [cols[0], rows[0], cols[-1] + 1, rows[-1] + 1]
+
+
+BAD_CLICKS = (
+    ({"points": [[np.nan, 10.0]]}, "NaN"),
+    ({"points": [[1000.0, 10.0]]}, "outside the image"),
+    ({"points": [[10.0, 10.0]], "point_labels": [2]}, "use 1 (positive) or 0"),
+    ({"points": [[10.0, 10.0], [20.0, 20.0]], "point_labels": [1]}, "one label per point"),
+    ({"points": [[1.0, 1.0]] * 17}, "at most 64 sets of 16"),
+    ({"points": [[10.0, 10.0]], "prompts": ["cat"]}, "separate requests"),
+    ({"points": [[10.0, 10.0]], "threshold": 0.3}, "input threshold does not apply to clicks"),
+)
+
+
+def test_click_requests_equal_predict_inst_and_bad_ones_get_one_line(clicking, processor):
+    handler = Sam3Handler(clicking)
+    png = _png()
+    good = build_inputs(png, points=CLICKS, point_labels=CLICK_LABELS, multimask=True)
+    single = build_inputs(png, points=CLICKS, point_labels=CLICK_LABELS, mask_format="bitmask")
+    text = build_inputs(png, ["red square"], threshold=0.3)
+    bad = [build_inputs(png, **kwargs) for kwargs, _ in BAD_CLICKS]
+    bad.append(text | {"point_labels": np.array([[1]], np.int32)})
+    bad.append(build_inputs(png, points=CLICKS) | {"points": np.array([CLICKS], np.float64)})
+    words = [w for _, w in BAD_CLICKS] + ["point_labels was sent without points", "send float32 [N, 2]"]
+    vision_before = clicking.backend.calls["video_vision_encoder"]
+    responses = handler([good, text, single, *bad])
+    assert clicking.backend.calls["video_vision_encoder"] - vision_before == 1  # one vision batch for all
+    multimask, single = _direct_clicks(clicking, png, True, False)
+    _same_clicks(decode_outputs(responses[0]), *multimask)
+    _same_clicks(decode_outputs(responses[2], (), "bitmask"), *single)
+    _same(decode_outputs(responses[1], ["red square"]), _direct(clicking, png, ["red square"], (), 0.3))
+    for response, expected in zip(responses[3:], words, strict=True):
+        error = response["error"][0, 0].decode()
+        assert expected in error and "\n" not in error and response["num_detections"][0, 0] == 0, (expected, error)
+    refused = Sam3Handler(processor)([good])[0]["error"][0, 0].decode()  # a processor without clicks
+    assert "start it with `serve --clicks`" in refused
+    from sam3_trt.serving.server import ServeOptions, free_ports
+
+    ports = free_ports(3)
+    options = ServeOptions(processor.backend.folder, http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2])
+    with pytest.raises(Sam3TrtError, match=r"--clicks: .* has no video_vision_encoder or interactive_mask_head graph"):
+        dataclasses.replace(options, clicks=True).check()  # refused before any model loads
+    options.check()
+
+
+def test_serve_clicks_end_to_end(tracker_export, clicking, tmp_path):
+    """``serve --clicks`` on the --video export: the CLI client's click masks (decoded from its JSON) equal
+    predict_inst's."""
+    import subprocess
+
+    from sam3_trt.assets.images import demo_image
+
+    python = _serve_python()
+    image = tmp_path / "image.png"
+    demo_image(320, 240).save(image)
+    server = _Server(python, tracker_export[0], tmp_path, "--clicks")
+    try:
+        grpc = server.wait_ready()["grpc"]
+        cli = subprocess.run(
+            [python, "-m", "sam3_trt.cli", "client", grpc, str(image), "--point", "150,100", "--point", "60,40,neg",
+             "--multimask", "--json", str(tmp_path / "clicks.json")],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert cli.returncode == 0, cli.stderr[-3000:]
+    finally:
+        code = server.stop()
+    assert code == 0, server.stderr_path.read_text()[-3000:]
+    written = json.loads((tmp_path / "clicks.json").read_text())["detections"]
+    served = [d | {"box": d["box_xyxy"], "mask": rle_to_mask(d["mask_rle"]), "prompt_index": -2} for d in written]
+    ((masks, ious),) = _direct_clicks(clicking, image.read_bytes(), True)
+    order = np.argsort(-ious, kind="stable")  # the JSON lists the masks best first
+    _same_clicks(served, masks[order], ious[order])

@@ -393,7 +393,7 @@ def test_memory_update_across_tracker_states_is_upstreams(tiny_tracker, tracker_
     assert not torch.allclose(first[0], first[1])
 
 
-def test_backends_that_do_not_run_video_graphs_say_so():
+def test_backends_that_do_not_run_video_graphs_say_so(tmp_path):
     from sam3_trt.runtime.backends.base import Backend
     from sam3_trt.runtime.backends.onnxruntime import OnnxRuntimeBackend
     from sam3_trt.specs import ALL_SPECS
@@ -402,4 +402,9 @@ def test_backends_that_do_not_run_video_graphs_say_so():
         Sam3TrtError, match=r"base backend does not run 'tracker_mask_head'.*ONNX Runtime.*TensorRT over engines"
     ):
         Backend().run("tracker_mask_head", {})
-    assert set(OnnxRuntimeBackend.graphs) == set(ALL_SPECS)
+    # ONNX Runtime runs the graphs whose files the folder holds (an image export has no video graphs)
+    (tmp_path / ALL_SPECS["decoder"].onnx_file).write_bytes(b"")
+    backend = OnnxRuntimeBackend(tmp_path)
+    assert backend.graphs == ("decoder",)
+    with pytest.raises(Sam3TrtError, match=r"onnxruntime backend does not run 'tracker_mask_head' \(it runs decoder\)"):
+        backend.run("tracker_mask_head", {})

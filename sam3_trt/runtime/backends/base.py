@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...errors import Sam3TrtError
@@ -58,8 +58,12 @@ class Backend:
     def _run(self, graph: str, feeds: Mapping[str, Any], sizes: Mapping[str, int]) -> dict[str, Any]:
         raise NotImplementedError
 
-    def load_all(self) -> None:
-        """Create now what the backend would create on first use, so the first run pays only for running."""
+    def load_all(self, graphs: Sequence[str] | None = None) -> None:
+        """Create now what the backend would create on first use, so the first run pays only for running.
+
+        Args:
+            graphs: The graphs to prepare (default: the three image graphs).
+        """
 
     def close(self) -> None:
         """Free sessions, engines and device memory (waits for a run in progress; later runs raise)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ class OnnxRuntimeBackend(Backend):
     """
 
     name = "onnxruntime"
-    graphs = tuple(ALL_SPECS)
 
     def __init__(
         self,
@@ -42,6 +41,8 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime as ort
 
         self.folder = Path(folder)
+        #: the graphs whose files the folder holds (an image export lacks the video ones)
+        self.graphs = tuple(g for g, spec in ALL_SPECS.items() if (self.folder / spec.onnx_file).is_file())
         if providers == "auto":
             available = ort.get_available_providers()
             wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -94,9 +95,13 @@ class OnnxRuntimeBackend(Backend):
         outs = self.session(graph).run(spec.output_names, inputs)
         return dict(zip(spec.output_names, outs, strict=True))
 
-    def load_all(self) -> None:
-        """Create the three image graphs' sessions (otherwise created on first use; video graphs always are)."""
-        for graph in SPECS:
+    def load_all(self, graphs: Sequence[str] | None = None) -> None:
+        """Create these graphs' sessions (otherwise created on first use; video graphs always are).
+
+        Args:
+            graphs: Graph names (default: the three image graphs).
+        """
+        for graph in SPECS if graphs is None else graphs:
             self.session(graph)
 
     def _release(self) -> None:
