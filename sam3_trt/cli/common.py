@@ -115,6 +115,16 @@ def boxes_option(help: str = "Box prompt x0,y0,x1,y1[,neg] in pixels of IMAGE (r
     return click.option("--box", "boxes", multiple=True, help=help)
 
 
+def points_option(help: str) -> Decorator:
+    """``--point x,y[,neg]`` (repeatable, as ``points``): clicks, upstream's ``predict_inst``."""
+    return click.option("--point", "points", multiple=True, help=help)
+
+
+def multimask_option() -> Decorator:
+    """``--multimask``: with ``--point``, the three candidate masks instead of one."""
+    return click.option("--multimask", is_flag=True, help="With --point: the three candidate masks instead of one.")
+
+
 def threshold_option(help: str) -> Decorator:
     """``--threshold`` (default 0.5), checked by :func:`sam3_trt.runtime.processor.check_threshold`."""
     return click.option("--threshold", type=float, default=0.5, show_default=True, help=help)

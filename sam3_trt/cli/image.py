@@ -15,6 +15,8 @@ from .common import (
     handle_errors,
     image_output_option,
     json_file_option,
+    multimask_option,
+    points_option,
     prompts_option,
     threshold_option,
 )
@@ -32,14 +34,11 @@ from .common import (
 @click.option(
     "--max-detections", type=int, default=10, show_default=True, help="Best detections drawn and written (by score)."
 )
-@click.option(
-    "--point",
-    "points",
-    multiple=True,
-    help="Click x,y[,neg] in pixels of IMAGE (repeatable; upstream's predict_inst, with at most one --box; "
-    "needs an export made with --video).",
+@points_option(
+    "Click x,y[,neg] in pixels of IMAGE (repeatable; upstream's predict_inst, with at most one --box; needs an "
+    "export made with --video)."
 )
-@click.option("--multimask", is_flag=True, help="With --point: the three candidate masks instead of one.")
+@multimask_option()
 @click.option(
     "--everything", is_flag=True, help="Automatic masks: every object without a prompt (needs a --video export)."
 )

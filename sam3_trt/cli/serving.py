@@ -21,8 +21,10 @@ from .common import (
     handle_errors,
     image_output_option,
     json_file_option,
+    multimask_option,
     out_dir_option,
     path_option,
+    points_option,
     prompts_option,
     threshold_option,
 )
@@ -139,13 +141,8 @@ def serve(
 @image_output_option()
 @json_file_option("Detections JSON (RLE masks).")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Network timeout in seconds.")
-@click.option(
-    "--point",
-    "points",
-    multiple=True,
-    help="Click x,y[,neg] in pixels of IMAGE (repeatable; a server started with --clicks; no --prompt/--box).",
-)
-@click.option("--multimask", is_flag=True, help="With --point: the three candidate masks instead of one.")
+@points_option("Click x,y[,neg] in pixels of IMAGE (repeatable; a server started with --clicks; no --prompt/--box).")
+@multimask_option()
 @click.pass_obj
 @handle_errors
 def client(
@@ -162,7 +159,10 @@ def client(
     points: tuple[str, ...],
     multimask: bool,
 ) -> None:
-    """Send IMAGE with prompts (or clicks) to a sam3 server at URL (http://host:port or grpc://host:port)."""
+    """Send IMAGE with prompts to a sam3 server at URL (http://host:port or grpc://host:port).
+
+    Or clicks (--point) to a server started with --clicks.
+    """
     from ..serving.client import query_server
 
     echo_json(
