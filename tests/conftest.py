@@ -43,9 +43,12 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(
         reason="full-size tests run with SAM3TRT_FULLSIZE=1 (`make test-full`, ~23 min on 2 cores; see docs/testing.md)"
     )
+    slow = pytest.mark.skip(reason="runs in `make test-full` (SAM3TRT_FULLSIZE=1): too slow for make test's budget")
     for item in items:
         if "fullsize" in item.keywords:
             item.add_marker(skip)
+        elif "slow" in item.keywords:
+            item.add_marker(slow)
 
 
 # Disk the full-size tests write under the temp folder (measured: export 3.2 GB, FP16 copy 1.6 GB,

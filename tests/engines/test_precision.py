@@ -251,6 +251,7 @@ def planted_export(tiny_model, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # 113 s with its export: `make test-full` (calibration's planted overflow runs in CI)
 def test_planted_activation_blanket_fp16_fails_where_the_policy_passes(planted_export):
     src = planted_export
     decisions = {}
