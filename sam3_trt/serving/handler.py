@@ -166,11 +166,7 @@ def parse_request(inputs: Mapping[str, np.ndarray], limits: ServeLimits, clicks:
         if value.dtype != np.float32 or value.size != 1:
             raise Sam3TrtError(f"input threshold is {value.dtype}[{value.size}]: send float32 [1] in [0, 1]")
         threshold = check_threshold(float(value[0]), "input threshold")
-    mask_format = "rle"
-    if "mask_format" in rows:
-        mask_format = _text(_one_bytes(rows["mask_format"], "mask_format"), "mask_format")
-        if mask_format not in MASK_FORMATS:
-            raise Sam3TrtError(f"input mask_format {mask_format!r}: send one of {', '.join(MASK_FORMATS)}")
+    mask_format = _mask_format(rows)
     max_detections = limits.max_detections
     if "max_detections" in rows:
         value = rows["max_detections"].reshape(-1)
@@ -240,11 +236,7 @@ def _click_request(
         if value.dtype != np.bool_ or value.size != 1:
             raise Sam3TrtError(f"input multimask is {value.dtype}[{value.size}]: send bool [1]")
         multimask = bool(value[0])
-    mask_format = "rle"
-    if "mask_format" in rows:
-        mask_format = _text(_one_bytes(rows["mask_format"], "mask_format"), "mask_format")
-        if mask_format not in MASK_FORMATS:
-            raise Sam3TrtError(f"input mask_format {mask_format!r}: send one of {', '.join(MASK_FORMATS)}")
+    mask_format = _mask_format(rows)
     masks = 3 if multimask else 1
     bitmask_mb = masks * image.shape[0] * image.shape[1] / 2**20
     if mask_format == "bitmask" and bitmask_mb > limits.max_bitmask_mb:
@@ -253,6 +245,16 @@ def _click_request(
             f"MB, over this server's --max-bitmask-mb {limits.max_bitmask_mb}: ask for 'rle' (the default)"
         )
     return ServeRequest(image, [], [], DEFAULT_THRESHOLD, mask_format, limits.max_detections, points, labels, multimask)
+
+
+def _mask_format(rows: Mapping[str, np.ndarray]) -> str:
+    """The request's ``mask_format`` (``rle`` when left out), checked against :data:`MASK_FORMATS`."""
+    if "mask_format" not in rows:
+        return "rle"
+    mask_format = _text(_one_bytes(rows["mask_format"], "mask_format"), "mask_format")
+    if mask_format not in MASK_FORMATS:
+        raise Sam3TrtError(f"input mask_format {mask_format!r}: send one of {', '.join(MASK_FORMATS)}")
+    return mask_format
 
 
 def _one_bytes(value: np.ndarray, name: str) -> bytes:
