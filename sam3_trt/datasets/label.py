@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import Sam3TrtError
 from .inputs import ImageTask, collect_images, plan_tasks, read_per_image, read_prompts, tasks_digest
-from .shards import RUN_FORMAT, assemble, open_run, read_shard, write_shard
+from .shards import RUN_FORMAT, assemble, open_run, read_shard, shard_path, write_shard
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,11 +181,18 @@ def label(
         finally:
             if owned is not None:
                 owned.close()
-    missing = [k for k in range(len(chunks)) if read_shard(out, k, ids[k]) is None]
+    # this run's shards were checked above (resumed) or just written whole (atomic writes): only other
+    # --shard runs' shards need reading here, so a one-process run parses each shard once, in assemble
+    ours, written = set(mine), set(todo)
+    missing = [
+        k
+        for k in range(len(chunks))
+        if (k not in ours and read_shard(out, k, ids[k]) is None) or (k in written and not shard_path(out, k).is_file())
+    ]
     summary: dict[str, Any] = {
         "images": len(tasks),
         "done_now": sum(len(chunks[k]) for k in todo),
-        "resumed_images": sum(len(chunks[k]) for k in mine if k not in todo),
+        "resumed_images": sum(len(chunks[k]) for k in mine if k not in written),
         "complete": not missing,
         "out": str(out),
     }

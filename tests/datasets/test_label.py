@@ -149,6 +149,30 @@ def test_shards_split_across_processes_equal_one_run(whole_run, image_set, tmp_p
     assert outputs(out) == outputs(whole_run[0])
 
 
+def test_a_one_process_run_reads_each_written_shard_once(whole_run, image_set, tmp_path, monkeypatch):
+    """Shards are read back from disk once, when the outputs are assembled (a cluster's worth of shards is
+    read at the end of a run: reading them twice doubles that)."""
+    from sam3_trt.datasets import label as label_module
+    from sam3_trt.datasets import shards
+
+    parsed: dict[int, int] = {}
+    real = shards.read_shard
+
+    def counting(out_dir, index, image_ids):
+        records = real(out_dir, index, image_ids)
+        if records is not None:
+            parsed[index] = parsed.get(index, 0) + 1
+        return records
+
+    monkeypatch.setattr(shards, "read_shard", counting)
+    monkeypatch.setattr(label_module, "read_shard", counting)
+    out = tmp_path / "once"
+    assert run(image_set, out)["complete"]
+    count = json.loads((out / shards.RUN_FILE).read_text())["shards"]
+    assert count > 1 and parsed == dict.fromkeys(range(count), 1), parsed
+    assert outputs(out) == outputs(whole_run[0])
+
+
 def test_another_run_into_the_same_folder_is_refused_naming_what_differs(whole_run, image_set, tmp_path):
     out = whole_run[0]
     for kw, message in (
