@@ -216,6 +216,36 @@ def _tool() -> str:
     return f"onnxruntime.quantization {metadata.version('onnxruntime')}"
 
 
+def top_query_agreement(
+    reference: Mapping[str, np.ndarray], other: Mapping[str, np.ndarray], prompt: int, top: int
+) -> tuple[list[float], float]:
+    """How far ``other``'s decoder outputs are from ``reference``'s on the ``top`` queries of one prompt.
+
+    The queries are ``reference``'s best by score; both masks are cut at logit 0.
+
+    Args:
+        reference: Decoder outputs (``pred_logits`` ``[P,Q]``, ``pred_masks`` ``[P,Q,H,W]``) taken as truth.
+        other: The same outputs from the graph under test.
+        prompt: Prompt index ``p``.
+        top: Queries compared.
+
+    Returns:
+        Each query's mask IoU (1 when both masks are empty) and the largest score (sigmoid) difference.
+    """
+    order = np.argsort(-reference["pred_logits"][prompt])[:top]
+    a = reference["pred_masks"][prompt, order] > 0
+    b = other["pred_masks"][prompt, order] > 0
+    union = (a | b).reshape(len(order), -1).sum(1)
+    inter = (a & b).reshape(len(order), -1).sum(1)
+    ious = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+    def sig(x: np.ndarray) -> np.ndarray:
+        return 1 / (1 + np.exp(-x))
+
+    err = np.abs(sig(reference["pred_logits"][prompt, order]) - sig(other["pred_logits"][prompt, order])).max()
+    return ious.tolist(), float(err)
+
+
 def accuracy_report(
     fp32_dir: Path,
     quant_dir: Path,
@@ -256,18 +286,9 @@ def accuracy_report(
         txt = run_graph(text, "text_encoder", feed)
         dec = {k: run_graph(decoder, "decoder", {**feed, **txt, **v}) for k, v in vis.items()}
         for p in range(dec["fp32"]["pred_logits"].shape[0]):
-            order = np.argsort(-dec["fp32"]["pred_logits"][p])[:top]
-            a = dec["fp32"]["pred_masks"][p, order] > 0
-            b = dec["quant"]["pred_masks"][p, order] > 0
-            union = (a | b).reshape(len(order), -1).sum(1)
-            inter = (a & b).reshape(len(order), -1).sum(1)
-            ious.extend(np.where(union > 0, inter / np.maximum(union, 1), 1.0).tolist())
-            sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
-            score_err.append(
-                float(
-                    np.abs(sig(dec["fp32"]["pred_logits"][p, order]) - sig(dec["quant"]["pred_logits"][p, order])).max()
-                )
-            )
+            got_ious, err = top_query_agreement(dec["fp32"], dec["quant"], p, top)
+            ious.extend(got_ious)
+            score_err.append(err)
     return {
         "images": len(feeds),
         "vision_outputs": {
