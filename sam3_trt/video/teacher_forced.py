@@ -146,7 +146,7 @@ class TeacherForced:
             values = [getattr(c, key) for c in self.checks if not math.isnan(getattr(c, key))]
             worst[key] = max(values) if values else math.nan
         ious = [c.mask_iou_min for c in self.checks if c.kind == "track_step"]
-        worst["mask_iou_min"] = min(ious) if ious else math.nan
+        worst["mask_iou_min"] = float(np.min(ious)) if ious else math.nan  # a NaN IoU shows (Python's min drops it)
         return {
             "passed": bool(self.checks) and all(c.passed for c in self.checks),
             "steps": {
@@ -293,8 +293,8 @@ class TeacherForcedVideo:
         report = self.tracker.report()
         kept = [c for c in self.detections if c.eager_kept and c.eager_kept == c.graph_kept]
         for key in ("score_max_abs", "box_max_abs", "mask_logits_max_abs"):
-            report["worst"][f"det_{key}"] = max((getattr(c, key) for c in kept), default=math.nan)
-        report["worst"]["det_mask_iou_min"] = min((c.mask_iou_min for c in kept), default=math.nan)
+            report["worst"][f"det_{key}"] = float(np.max([getattr(c, key) for c in kept])) if kept else math.nan
+        report["worst"]["det_mask_iou_min"] = float(np.min([c.mask_iou_min for c in kept])) if kept else math.nan
         report["detections"] = [asdict(c) for c in self.detections]
         report["passed"] = report["passed"] and bool(self.detections) and all(c.passed for c in self.detections)
         report["failures"] += [asdict(c) for c in self.detections if not c.passed]

@@ -175,6 +175,25 @@ def _softmax_types(path: Path) -> list[int]:
     return [types[t] for n in nodes for t in (*n.input, *n.output)]
 
 
+def test_parity_headline_carries_a_nan_case_through():
+    """A NaN in any case shows in the summary's worst values, wherever it sits among the cases."""
+    import math
+    from types import SimpleNamespace
+
+    from sam3_trt.checks.gpu_check.run import summarize_parity
+
+    def case(iou, score, box):
+        return SimpleNamespace(mask_iou_min=iou, score_max_abs=score, box_px_max=box)
+
+    fine = case(0.99, 1e-3, 0.5)
+    for cases in ([fine, case(math.nan, math.nan, math.nan)], [case(math.nan, math.nan, math.nan), fine]):
+        rep = SimpleNamespace(stages=[], cases=cases, passed=False, failures=lambda: ["nan"])
+        got = summarize_parity(rep)
+        assert all(math.isnan(got[k]) for k in ("mask_iou_min", "score_max_abs", "box_px_max")), got
+    got = summarize_parity(SimpleNamespace(stages=[], cases=[fine, case(0.5, 2e-3, 3.0)], passed=True, failures=list))
+    assert (got["mask_iou_min"], got["score_max_abs"], got["box_px_max"]) == (0.5, 2e-3, 3.0)
+
+
 def test_rtx_target_for_unlisted_gpus():
     from sam3_trt.device import GpuInfo
     from sam3_trt.engines.targets import resolve_target, rtx_target

@@ -281,6 +281,8 @@ class CheckContext:
 def summarize_parity(rep: Any) -> dict[str, Any]:
     """Headline numbers of a :class:`~sam3_trt.checks.detection_parity.DetectionReport`: per-output cosine and rel. L2, worst
     mask IoU, score and box error over every case."""
+    import numpy as np
+
     cosine, rel_l2 = {}, {}
     for stage in rep.stages:
         for check in stage.checks:
@@ -292,9 +294,10 @@ def summarize_parity(rep: Any) -> dict[str, Any]:
         "failures": rep.failures(),
         "cosine": cosine,
         "rel_l2": rel_l2,
-        "mask_iou_min": min((c.mask_iou_min for c in cases), default=1.0),
-        "score_max_abs": max((c.score_max_abs for c in cases), default=0.0),
-        "box_px_max": max((c.box_px_max for c in cases), default=0.0),
+        # numpy carries a NaN through to the headline (Python's max/min drop it depending on the order)
+        "mask_iou_min": float(np.min([c.mask_iou_min for c in cases])) if cases else 1.0,
+        "score_max_abs": float(np.max([c.score_max_abs for c in cases])) if cases else 0.0,
+        "box_px_max": float(np.max([c.box_px_max for c in cases])) if cases else 0.0,
         "cases": len(cases),
     }
 
