@@ -5,7 +5,10 @@ count, one after another, on the same image file and prompts. A worker times, ov
 after ``warmup`` runs: image decode, preprocess, vision encoder, ``set_image``, text encoder, decoder,
 post-processing, ``set_text_prompt`` with a cold text cache and again with the prompt already seen
 (warm), and end to end (decode + ``set_image`` + one cold prompt); plus model load time and the
-process's peak host memory. On a GPU it adds device memory and CUDA-event engine times.
+process's peak host memory. On a GPU it adds device memory and CUDA-event engine times. With ``clicks``
+(an export made with ``--video``) it also times what an annotation tool waits for after ``set_image``: one
+click (three masks), the click head graph inside it, and a refining call (a positive and a negative click
+with the best mask's low-res logits fed back), through ``predict_inst`` on both sides.
 
 Stages of upstream eager sam3 come from wrapping its own calls (``backbone.forward_image``,
 ``backbone.forward_text``, ``forward_grounding``); upstream has no text cache, so its warm and cold
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -52,6 +56,11 @@ STAGES = (
     "text_warm",
     "end_to_end",
 )
+#: Stages timed with ``clicks`` only (after ``set_image``, through ``predict_inst``).
+CLICK_STAGES = ("click", "click_head", "click_refine")
+STAGES += CLICK_STAGES
+#: The graphs a click runs beyond the image graphs: the vision graph with the tracker levels and the click head.
+CLICK_GRAPHS = ("video_vision_encoder", "interactive_mask_head")
 DEFAULT_PROMPTS = ("a red square", "blue disc", "green triangle", "a shape", "background")
 
 
@@ -70,6 +79,8 @@ class WorkerConfig:
         device: ``torch`` only: ``"cpu"`` or ``"cuda"`` (eager runs on the GPU the engines run on).
         autocast: ``torch`` only: ``"bfloat16"`` runs eager under autocast on its device, as upstream's examples do.
         device_memory: ``tensorrt`` only: device-memory provider (``auto``, ``torch``, ``cuda-python``).
+        clicks: Also time ``predict_inst`` (a click, then a refining call) after ``set_image``; the image is
+            then encoded by the video vision graph (with the tracker levels the click head reads).
     """
 
     backend: str
@@ -82,6 +93,7 @@ class WorkerConfig:
     device: str = "cpu"
     autocast: str | None = None
     device_memory: str = "auto"
+    clicks: bool = False
 
 
 def _stats(values: Sequence[float]) -> dict[str, float]:
@@ -137,17 +149,20 @@ def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
 
 def _run_ours(cfg: WorkerConfig) -> dict[str, Any]:
     from ..runtime.image import open_image, preprocess
+    from ..runtime.interactive import GRAPH as INTERACTIVE_GRAPH
     from ..runtime.processor import Sam3Processor
 
     start = time.perf_counter()
-    proc = Sam3Processor(cfg.artifacts, backend=cfg.backend, threads=cfg.threads, device_memory=cfg.device_memory)
+    proc = Sam3Processor(
+        cfg.artifacts, backend=cfg.backend, threads=cfg.threads, device_memory=cfg.device_memory, interactive=cfg.clicks
+    )
     memory = getattr(proc.backend, "memory", None)  # TensorRT: wall times wait for the GPU
 
     def _sync(_backend: str) -> None:
         if memory is not None:
             memory.synchronize()
 
-    proc.backend.load_all()  # ONNX Runtime sessions are lazy: count their creation as load time
+    proc.backend.load_all(proc.graphs)  # ONNX Runtime sessions are lazy: count their creation as load time
     load_s = time.perf_counter() - start
     proc.set_confidence_threshold(0.5)
     times: dict[str, list[float]] = {s: [] for s in STAGES}
@@ -166,7 +181,7 @@ def _run_ours(cfg: WorkerConfig) -> dict[str, Any]:
         state = proc.set_image(image)
         _sync(cfg.backend)
         sample["set_image"] = time.perf_counter() - t
-        sample["vision_encoder"] = proc.backend.last_seconds["vision_encoder"]
+        sample["vision_encoder"] = proc.backend.last_seconds[proc.graphs[0]]  # the video one with --clicks
         proc.clear_text_cache()
         cold, warm, text, dec = [], [], [], []
         warm_text_runs = 0
@@ -186,6 +201,9 @@ def _run_ours(cfg: WorkerConfig) -> dict[str, Any]:
             # the text cache is the whole point of a warm prompt: record whether the encoder ran anyway
             warm_text_runs += "text_encoder" in proc.backend.last_seconds
         sample |= _prompt_stages(sample, cold, warm, text, dec)
+        if cfg.clicks:
+            sample |= _click_stages(functools.partial(proc.predict_inst, state), image.size, lambda: _sync(cfg.backend))
+            sample["click_head"] = proc.backend.last_seconds[INTERACTIVE_GRAPH]  # of the refining call
         if rep >= cfg.warmup:
             for k, v in sample.items():
                 times[k].append(v)
@@ -219,7 +237,14 @@ def _run_eager(cfg: WorkerConfig) -> dict[str, Any]:
     torch.set_num_threads(cfg.threads)
     on_gpu = cfg.device != "cpu"
     start = time.perf_counter()
-    model, _ = model_from_manifest(read_manifest(cfg.artifacts))
+    manifest = read_manifest(cfg.artifacts)
+    model, _ = model_from_manifest(manifest, video=cfg.clicks)
+    if cfg.clicks:  # as upstream's build_sam3_image_model(enable_inst_interactivity=True) attaches it
+        from sam3.model.sam1_task_predictor import SAM3InteractiveImagePredictor
+
+        from ..export.tracker_model import tracker_from_manifest
+
+        model.inst_interactive_predictor = SAM3InteractiveImagePredictor(tracker_from_manifest(manifest)[0]).eval()
     # upstream builds on CUDA by default; our CPU construction patches stay on only for CPU runs
     compat = cpu_compat if not on_gpu else contextlib.nullcontext
     with compat():
@@ -272,6 +297,9 @@ def _run_eager(cfg: WorkerConfig) -> dict[str, Any]:
                 dec.append(sink["decoder"])
             # upstream has no text cache: every prompt is cold, so warm is the cold measurement
             sample |= _prompt_stages(sample, cold, cold, text, dec)
+            if cfg.clicks:
+                predict = functools.partial(model.predict_inst, state)
+                sample |= _click_stages(predict, image.size, sync or (lambda: None))
             if rep >= cfg.warmup:
                 for k, v in sample.items():
                     times[k].append(v)
@@ -302,6 +330,31 @@ def _prompt_stages(
         "postprocess": statistics.mean(c - x - d for c, x, d in zip(cold, text, dec, strict=True)),
         "end_to_end": sample["decode"] + sample["set_image"] + cold[0],
     }
+
+
+def _click_stages(predict: Callable[..., Any], size: tuple[int, int], sync: Callable[[], None]) -> dict[str, float]:
+    """Times of one click at the image centre (three masks), then a refining call: the centre positive, a
+    point at a quarter negative, the best mask's low-res logits fed back, one mask."""
+    import numpy as np
+
+    w, h = size
+    centre = [w / 2, h / 2]
+    t = time.perf_counter()
+    _, ious, low_res = predict(
+        point_coords=np.array([centre], np.float32), point_labels=np.array([1]), multimask_output=True
+    )
+    sync()
+    click = time.perf_counter() - t
+    best = int(np.argmax(ious))
+    t = time.perf_counter()
+    predict(
+        point_coords=np.array([centre, [w / 4, h / 4]], np.float32),
+        point_labels=np.array([1, 0]),
+        mask_input=np.asarray(low_res)[best][None],
+        multimask_output=False,
+    )
+    sync()
+    return {"click": click, "click_refine": time.perf_counter() - t}
 
 
 def _result(cfg: WorkerConfig, load_s: float, times: dict[str, list[float]]) -> dict[str, Any]:
@@ -376,6 +429,7 @@ def run_bench(
     int8_artifacts: str | os.PathLike[str] | None = None,
     eager_device: str | None = None,
     isolate: bool = True,
+    clicks: bool = False,
 ) -> dict[str, Any]:
     """Run each backend in its own process and compare it with eager (``torch``) when that ran too.
 
@@ -396,6 +450,7 @@ def run_bench(
             engines run on, else ``cpu``). Beside TensorRT, eager also runs under bfloat16 autocast.
         isolate: Run each backend in its own process (peak memory per backend). ``False`` runs them in
             this process: only for ``gpu-check --simulate``, whose GPU doubles live in this process.
+        clicks: Also time clicks (:class:`WorkerConfig`); every folder must hold the click head.
     """
     from ..errors import Sam3TrtError
     from ..manifest import read_manifest
@@ -423,6 +478,8 @@ def run_bench(
     if int8_artifacts is not None:
         check_int8_source(manifest, int8_artifacts, artifacts)
         runs.append(("onnxruntime-int8", "onnxruntime", str(int8_artifacts), {}))
+    if clicks:
+        _check_click_folders(runs)
     threads = threads or os.cpu_count() or 1
     results: dict[str, Any] = {}
     drawn = image is None
@@ -441,6 +498,7 @@ def run_bench(
                 repeats=repeats,
                 warmup=warmup,
                 threads=threads,
+                clicks=clicks,
                 **extra,
             )
             say(f"bench: {label} ({warmup} warm-up + {repeats} timed runs, {threads} threads, own process)")
@@ -460,6 +518,21 @@ def run_bench(
     }
     report["target_check"] = check_targets(report)
     return report
+
+
+def _check_click_folders(runs: Sequence[tuple[str, str, str, dict[str, Any]]]) -> None:
+    """Refuse ``--clicks`` in one line, before any worker starts, when a folder lacks the click head."""
+    from ..errors import Sam3TrtError
+    from ..specs import ALL_SPECS
+
+    for label, backend, folder, _ in runs:
+        kind = "engine_file" if backend == "tensorrt" else "onnx_file"
+        lacking = [g for g in CLICK_GRAPHS if not (Path(folder) / getattr(ALL_SPECS[g], kind)).is_file()]
+        if lacking:
+            raise Sam3TrtError(
+                f"--clicks: {folder} ({label}) has no {' or '.join(lacking)}; clicks need an export made with "
+                "`sam3-trt export --video` (and engines built from it)"
+            )
 
 
 def check_int8_source(
@@ -607,6 +680,8 @@ def bench_lines(report: dict[str, Any]) -> list[str]:
     lines = [f"{'stage (ms)':<16}" + "".join(f"{b:>14}" for b in backends)]
     for stage in STAGES:
         row = [report["backends"][b]["stages"].get(stage, {}).get("median_ms") for b in backends]
+        if all(v is None for v in row):  # a stage no backend ran (the click stages without --clicks)
+            continue
         lines.append(f"{stage:<16}" + "".join(f"{v:>14.1f}" if v is not None else f"{'-':>14}" for v in row))
     lines.append(f"{'load (s)':<16}" + "".join(f"{report['backends'][b]['load_s']:>14.2f}" for b in backends))
     lines.append(f"{'peak RSS (MB)':<16}" + "".join(f"{report['backends'][b]['peak_rss_mb']:>14.0f}" for b in backends))

@@ -107,6 +107,11 @@ def parity(
 @click.option("--repeats", type=int, default=3, show_default=True, help="Timed runs per backend.")
 @click.option("--warmup", type=int, default=1, show_default=True, help="Untimed runs first.")
 @click.option("--threads", type=int, default=None, help="CPU threads for every backend (default: all cores).")
+@click.option(
+    "--clicks",
+    is_flag=True,
+    help="Also time a click and a refining click after set_image (an export made with --video).",
+)
 @json_file_option()
 @figure_option("Bar chart PNG of stage medians.")
 @click.pass_obj
@@ -123,6 +128,7 @@ def bench(
     repeats: int,
     warmup: int,
     threads: int | None,
+    clicks: bool,
     json_path: Path | None,
     figure: Path | None,
 ) -> None:
@@ -131,7 +137,7 @@ def bench(
 
     report = bench_folder(
         artifacts, backends, image_size, image, json_path, figure, prompts=prompts, repeats=repeats, warmup=warmup,
-        threads=threads, engines=engines, progress=ui.progress, int8_artifacts=int8_artifacts,
+        threads=threads, engines=engines, progress=ui.progress, int8_artifacts=int8_artifacts, clicks=clicks,
     )  # fmt: skip
     for line in bench_lines(report):
         click.echo(line)

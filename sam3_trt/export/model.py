@@ -400,13 +400,14 @@ def save_checkpoint(model: Any, path: str | os.PathLike[str], tracker_keys: int 
 
 
 def model_from_manifest(
-    manifest: Mapping[str, Any], checkpoint: str | os.PathLike[str] | None = None
+    manifest: Mapping[str, Any], checkpoint: str | os.PathLike[str] | None = None, video: bool = False
 ) -> tuple[Any, WeightsOrigin]:
     """Rebuild the eager model an export was made from (the parity reference).
 
     Args:
         manifest: Export (or engine) manifest with a ``weights`` entry.
         checkpoint: Checkpoint path, overriding the one recorded (its sha256 must match the record).
+        video: With the tracker's neck levels (an export made with ``--video``).
     """
     weights = manifest.get("weights", {})
     variant = weights.get("variant") or "full"
@@ -417,7 +418,7 @@ def model_from_manifest(
                 f"{weights.get('seed', 0)}), so the reference is rebuilt from that seed; drop --checkpoint, or export "
                 f"from the checkpoint first (sam3-trt export --checkpoint {checkpoint} --out DIR)"
             )
-        return load_model(variant=variant, random_weights=True, seed=int(weights.get("seed", 0)))
+        return load_model(variant=variant, random_weights=True, seed=int(weights.get("seed", 0)), video=video)
     path = checkpoint or weights.get("path")
     if not path:
         raise Sam3TrtError("the artifacts were made from a checkpoint; pass --checkpoint PATH to build the reference")
@@ -425,4 +426,4 @@ def model_from_manifest(
         raise Sam3TrtError(
             f"checkpoint {path} is not the one the artifacts were made from (sha256 differs); pass the right --checkpoint"
         )
-    return load_model(variant=variant, checkpoint=path, allow_missing=bool(weights.get("missing_keys")))
+    return load_model(variant=variant, checkpoint=path, allow_missing=bool(weights.get("missing_keys")), video=video)

@@ -142,6 +142,32 @@ def load_tracker(
     return tracker, dataclasses.replace(origin, variant=variant)
 
 
+def tracker_from_manifest(manifest: Any) -> tuple[Any, Any]:
+    """Rebuild the eager tracker a ``--video`` export was made from (seeded random weights or its checkpoint).
+
+    Args:
+        manifest: Export (or engine) manifest with a ``video`` entry.
+
+    Returns:
+        ``(tracker, WeightsOrigin)``.
+    """
+    from pathlib import Path
+
+    video = manifest.get("video")
+    if not video:
+        raise Sam3TrtError("these artifacts hold no tracker graphs: export with --video for clicks and tracking")
+    weights = video.get("weights", {})
+    variant = weights.get("variant") or "full"
+    if weights.get("kind") == "random":
+        return load_tracker(variant, seed=int(weights.get("seed", 0)))
+    path = weights.get("path")
+    if not path or not Path(path).is_file():
+        raise Sam3TrtError(
+            f"the tracker was exported from checkpoint {path}, which is not on this machine; copy it there"
+        )
+    return load_tracker(variant, checkpoint=path, allow_missing=bool(weights.get("missing_keys")))
+
+
 def check_video_model(model: Any) -> None:
     """Refuse an image model without the tracker's neck levels (built without ``video=True``)."""
     if getattr(model.backbone.vision_backbone, "sam2_convs", None) is None:

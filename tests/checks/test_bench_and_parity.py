@@ -28,7 +28,7 @@ def _error_line(proc):
 def test_bench_measures_every_stage_beside_eager(tiny_export, tmp_path):
     from PIL import Image
 
-    from sam3_trt.checks.bench import STAGES
+    from sam3_trt.checks.bench import CLICK_STAGES, STAGES
     from sam3_trt.checks.figures import SERIES_COLOURS
 
     out, _ = tiny_export
@@ -42,7 +42,8 @@ def test_bench_measures_every_stage_beside_eager(tiny_export, tmp_path):
     report = json.loads(report_path.read_text())
     assert set(report["backends"]) == {"torch", "onnxruntime"}
     ours, eager = report["backends"]["onnxruntime"], report["backends"]["torch"]
-    assert set(ours["stages"]) == set(STAGES) and set(eager["stages"]) == set(STAGES) - {"preprocess"}
+    image_stages = set(STAGES) - set(CLICK_STAGES)
+    assert set(ours["stages"]) == image_stages and set(eager["stages"]) == image_stages - {"preprocess"}
     assert ours["attention_sites_fused"]["vision_encoder"] == 2  # the tiny ViT's two blocks, on the CPU
     for result in (ours, eager):
         assert result["threads"] == 2 and result["repeats"] == 2 and result["prompts"] == 2
@@ -105,6 +106,7 @@ def test_bench_verdicts_follow_the_measured_stage_times(tmp_path, monkeypatch):
         (["--image-size", "12"], "use WIDTHxHEIGHT"),
         (["--backends", "tensorrt"], "needs --engines DIR"),
         (["--prompts", "0"], "--prompts 0"),
+        (["--clicks"], "has no video_vision_encoder or interactive_mask_head; clicks need an export made with"),
     ],
 )
 def test_bench_bad_input_is_one_line(tiny_export, args, message):
@@ -149,3 +151,39 @@ def test_full_size_disk_guard_names_the_folder_and_the_shortfall(tmp_path):
     require_disk(tmp_path, 0.001, "a small step")  # enough room: no error
     with pytest.raises(pytest.fail.Exception, match=r"needs about 1000000 GB free in .*found [0-9.]+ GB"):
         require_disk(tmp_path, 1e6, "the full-size tests")
+
+
+def test_bench_clicks_times_predict_inst_beside_upstreams(tracker_export, monkeypatch):
+    """``bench --clicks`` on the video export: a click and a refining call on both sides, the click head's graph
+    time inside the refining call, the rows printed; the calls are those :func:`_click_stages` makes."""
+    from sam3_trt.checks import bench
+
+    out, _ = tracker_export
+    calls = []
+    real = bench._click_stages
+
+    def recording(predict, size, sync):
+        def spy(**kw):
+            got = predict(**kw)
+            calls.append((kw, got))
+            return got
+
+        return real(spy, size, sync)
+
+    monkeypatch.setattr(bench, "_click_stages", recording)
+    report = bench.run_bench(out, ["torch", "onnxruntime"], (420, 300), repeats=1, warmup=0, threads=2,
+                             isolate=False, clicks=True)  # fmt: skip
+    ours, eager = report["backends"]["onnxruntime"]["stages"], report["backends"]["torch"]["stages"]
+    assert set(bench.CLICK_STAGES) <= set(ours) and {"click", "click_refine"} <= set(eager)
+    assert 0 < ours["click_head"]["median_ms"] <= ours["click_refine"]["median_ms"]
+    # each side: a centre click with three masks, then the refine with the best of them fed back as logits
+    assert len(calls) == 4
+    for (first, (_, ious, low_res)), (refine, _) in zip(calls[::2], calls[1::2], strict=True):
+        assert first["point_coords"].tolist() == [[210.0, 150.0]] and first["multimask_output"]
+        assert refine["point_labels"].tolist() == [1, 0] and not refine["multimask_output"]
+        np.testing.assert_array_equal(refine["mask_input"], np.asarray(low_res)[int(np.argmax(ious))][None])
+    lines = bench.bench_lines(report)
+    assert any(line.startswith("click_refine") for line in lines)
+    assert not any(line.startswith("click") for line in bench.bench_lines({**report, "backends": {
+        b: {**r, "stages": {k: v for k, v in r["stages"].items() if not k.startswith("click")}}
+        for b, r in report["backends"].items()}}))  # fmt: skip
