@@ -471,6 +471,9 @@ VIDEO_SPECS: dict[str, GraphSpec] = {
 }
 #: The graphs exported from the tracker itself (the vision graph comes from the image model).
 TRACKER_GRAPHS = ("tracker_memory_attention", "tracker_mask_head", "tracker_memory_encoder", "interactive_mask_head")
+#: What clicks run beyond the text graphs: the vision graph that also gives the tracker neck's levels, and the
+#: click head (an export made with ``--video``, or engines built from one).
+CLICK_GRAPHS = ("video_vision_encoder", INTERACTIVE_MASK_HEAD.name)
 
 
 #: Every graph a backend can run: the image graphs and the video graphs.

@@ -59,8 +59,6 @@ STAGES = (
 #: Stages timed with ``clicks`` only (after ``set_image``, through ``predict_inst``).
 CLICK_STAGES = ("click", "click_head", "click_refine")
 STAGES += CLICK_STAGES
-#: The graphs a click runs beyond the image graphs: the vision graph with the tracker levels and the click head.
-CLICK_GRAPHS = ("video_vision_encoder", "interactive_mask_head")
 DEFAULT_PROMPTS = ("a red square", "blue disc", "green triangle", "a shape", "background")
 
 
@@ -523,11 +521,12 @@ def run_bench(
 def _check_click_folders(runs: Sequence[tuple[str, str, str, dict[str, Any]]]) -> None:
     """Refuse ``--clicks`` in one line, before any worker starts, when a folder lacks the click head."""
     from ..errors import Sam3TrtError
-    from ..specs import ALL_SPECS
+    from ..manifest import manifest_graphs, read_manifest
+    from ..specs import CLICK_GRAPHS
 
-    for label, backend, folder, _ in runs:
-        kind = "engine_file" if backend == "tensorrt" else "onnx_file"
-        lacking = [g for g in CLICK_GRAPHS if not (Path(folder) / getattr(ALL_SPECS[g], kind)).is_file()]
+    for label, _, folder, _ in runs:
+        held = manifest_graphs(read_manifest(folder))
+        lacking = [g for g in CLICK_GRAPHS if g not in held]
         if lacking:
             raise Sam3TrtError(
                 f"--clicks: {folder} ({label}) has no {' or '.join(lacking)}; clicks need an export made with "

@@ -177,18 +177,29 @@ def client(
 @click.option("--gpus", default="", help="GPU ids for the graph models, e.g. 0,1 (default: every GPU).")
 @click.option("--cpu", is_flag=True, help="Graph models on the CPU (export folders only): try it without a GPU.")
 @click.option("--max-batch", type=int, default=None, help="The sam3 model's dynamic batch [vision graph's B max].")
+@click.option(
+    "--clicks", is_flag=True, help="Also answer clicks (points), as serve --clicks: an export made with --video."
+)
 @force_option("Replace an existing repository in --out.")
 @click.pass_obj
 @handle_errors
 def triton_repo(
-    ui: Ui, artifacts: Path, out_dir: Path, instances: int, gpus: str, cpu: bool, max_batch: int | None, force: bool
+    ui: Ui,
+    artifacts: Path,
+    out_dir: Path,
+    instances: int,
+    gpus: str,
+    cpu: bool,
+    max_batch: int | None,
+    clicks: bool,
+    force: bool,
 ) -> None:
     """Write a Triton model repository: the three graphs plus a Python-backend sam3 model (BLS)."""
     from ..serving.triton_repo import RepoOptions, parse_gpu_ids, write_repo
 
     options = RepoOptions(
         artifacts=artifacts, out=out_dir, instances=instances, gpus=parse_gpu_ids(gpus), cpu=cpu,
-        max_batch=RepoOptions.max_batch if max_batch is None else max_batch, force=force,
+        max_batch=RepoOptions.max_batch if max_batch is None else max_batch, force=force, clicks=clicks,
     )  # fmt: skip
     summary = write_repo(options)
     validation = summary["validation"]

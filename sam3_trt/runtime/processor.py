@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import Sam3TrtError
-from ..specs import ALL_SPECS, CONTEXT_LENGTH, RESOLUTION, SPECS
+from ..specs import ALL_SPECS, CLICK_GRAPHS, CONTEXT_LENGTH, RESOLUTION, SPECS
 from .arrays import installed, to_float32
 from .backends import Backend, OnnxRuntimeBackend, TensorRTBackend, TorchBackend
 from .image import preprocess, to_uint8_hwc
@@ -144,7 +144,7 @@ class Sam3Processor:
         self.interactive = bool(interactive)
         self._vision_graph = "vision_encoder"
         if self.interactive:
-            missing = [g for g in ("video_vision_encoder", INTERACTIVE_GRAPH) if g not in self.backend.graphs]
+            missing = [g for g in CLICK_GRAPHS if g not in self.backend.graphs]
             if missing:
                 where = getattr(self.backend, "folder", None) or f"the {self.backend.name} backend"
                 raise Sam3TrtError(

@@ -3,7 +3,8 @@
 Inside ``tritonserver``, :class:`TritonPythonModel` runs the same :class:`~.handler.Sam3Handler` as
 ``serve``, over a :class:`~sam3_trt.Sam3Processor` whose backend is :class:`BlsBackend`: each graph run
 is a BLS (business logic scripting) request to the ``vision_encoder``, ``text_encoder`` or ``decoder``
-model of the same repository, which Triton runs on its TensorRT or ONNX Runtime backend.
+model of the same repository (with ``--clicks``: ``video_vision_encoder`` in place of ``vision_encoder``, and
+``interactive_mask_head``), which Triton runs on its TensorRT or ONNX Runtime backend.
 
 ``triton_python_backend_utils`` exists only inside Triton's Python backend: it is imported when the model
 initialises, never at import time of this module.
@@ -20,7 +21,7 @@ import numpy as np
 
 from ..errors import Sam3TrtError
 from ..runtime.backends.base import Backend
-from ..specs import SPECS
+from ..specs import ALL_SPECS
 from .contract import INPUTS
 
 
@@ -38,9 +39,12 @@ class BlsBackend(Backend):
         super().__init__()
         self.pb_utils = pb_utils
         self.folder = Path(folder)
+        #: the graph models of this repository (``<repo>/<graph>/config.pbtxt``; the click graphs with --clicks)
+        repo = self.folder.parent.parent
+        self.graphs = tuple(g for g in ALL_SPECS if (repo / g / "config.pbtxt").is_file())
 
     def _run(self, graph: str, feeds: Mapping[str, Any], sizes: Mapping[str, int]) -> dict[str, Any]:
-        spec = SPECS[graph]
+        spec = ALL_SPECS[graph]
         pb = self.pb_utils
         request = pb.InferenceRequest(
             model_name=graph,
@@ -68,12 +72,15 @@ class TritonPythonModel:
 
         from ..runtime.processor import Sam3Processor
         from .handler import Sam3Handler
+        from .triton_repo import CLICKS_PARAMETER
 
         self.pb_utils = pb_utils
         folder = Path(args["model_repository"]) / args["model_version"]
         config = json.loads(args["model_config"])
         self.output_dtypes = {o["name"]: pb_utils.triton_string_to_numpy(o["data_type"]) for o in config["output"]}
-        self.handler = Sam3Handler(Sam3Processor(None, backend=BlsBackend(pb_utils, folder)))
+        clicks = config.get("parameters", {}).get(CLICKS_PARAMETER, {}).get("string_value") == "true"
+        processor = Sam3Processor(None, backend=BlsBackend(pb_utils, folder), interactive=clicks)
+        self.handler = Sam3Handler(processor)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         """Answer a batch of requests, one response each (errors in each response's ``error`` output)."""

@@ -168,11 +168,11 @@ def _check_clicks(folder: Path) -> None:
     """``--clicks`` needs the click graphs: say so before any model loads."""
     from ..manifest import manifest_graphs
     from ..runtime.artifacts import resolve_artifacts
-    from ..specs import INTERACTIVE_MASK_HEAD
+    from ..specs import CLICK_GRAPHS
 
     found = resolve_artifacts(folder)
     held = manifest_graphs(found.manifest)
-    missing = [g for g in ("video_vision_encoder", INTERACTIVE_MASK_HEAD.name) if g not in held]
+    missing = [g for g in CLICK_GRAPHS if g not in held]
     if missing:
         raise Sam3TrtError(
             f"--clicks: {found.folder} has no {' or '.join(missing)} graph; export with `sam3-trt export --video` "

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Sam3TrtError
-from ..specs import SPECS, GraphSpec
+from ..specs import ALL_SPECS, CLICK_GRAPHS, SPECS, GraphSpec
 from .contract import INPUTS, MODEL_NAME, OUTPUTS
 
 #: numpy dtype name -> Triton config ``data_type``.
@@ -34,6 +34,9 @@ CONFIG_DTYPES = {
     "uint8": "TYPE_UINT8",
     "object": "TYPE_STRING",
 }
+
+#: The ``sam3`` model's config parameter saying whether it answers clicks (``"true"`` / ``"false"``).
+CLICKS_PARAMETER = "clicks"
 
 MODEL_PY = '''"""Triton Python-backend entry point of the sam3 model (written by sam3-trt triton-repo)."""
 
@@ -55,6 +58,8 @@ class RepoOptions:
         max_batch: The ``sam3`` model's dynamic-batch size.
         max_queue_delay_us: Dynamic batcher delay.
         force: Replace ``out`` when it exists.
+        clicks: Also answer clicks (``points``, as ``serve --clicks``): the folder's video vision graph and
+            click head become models of the repository, and the ``sam3`` model runs them over BLS.
     """
 
     artifacts: Path
@@ -65,6 +70,7 @@ class RepoOptions:
     max_batch: int = SPECS["vision_encoder"].dim("B").max
     max_queue_delay_us: int = 2000
     force: bool = False
+    clicks: bool = False
 
 
 def parse_gpu_ids(text: str, name: str = "--gpus") -> tuple[int, ...]:
@@ -135,6 +141,8 @@ def sam3_config(opts: RepoOptions) -> str:
                 # pre/post-processing runs on the CPU; the graphs it calls have their own GPU instances
                 f"instance_group [ {{ count: {opts.instances} kind: KIND_CPU }} ]",
                 f"dynamic_batching {{ max_queue_delay_microseconds: {opts.max_queue_delay_us} }}",
+                # read by the model's initialize (bls.py): whether it answers clicks
+                f'parameters {{ key: "{CLICKS_PARAMETER}" value: {{ string_value: "{str(opts.clicks).lower()}" }} }}',
             ]
         )
         + "\n"
@@ -154,7 +162,7 @@ def write_repo(opts: RepoOptions) -> dict[str, Any]:
         Sam3TrtError: not an export or engine folder, RTX engines, ``out`` exists without ``force``.
     """
     from ..assets import BPE_FILE
-    from ..manifest import read_manifest, verify_files
+    from ..manifest import manifest_graphs, read_manifest, verify_files
 
     artifacts, out = Path(opts.artifacts), Path(opts.out)
     if opts.instances < 1:
@@ -186,17 +194,26 @@ def write_repo(opts: RepoOptions) -> dict[str, Any]:
             raise Sam3TrtError(f"--out {out} exists; pass --force to replace it")
         if not (out / MODEL_NAME / "config.pbtxt").is_file():
             raise Sam3TrtError(f"--out {out} exists and is not a sam3 model repository; refusing to replace it")
+    graphs = manifest_graphs(manifest)
+    if opts.clicks:
+        missing = [g for g in CLICK_GRAPHS if g not in graphs]
+        if missing:
+            raise Sam3TrtError(
+                f"--clicks: {artifacts} has no {' or '.join(missing)} graph; export with `sam3-trt export --video` "
+                "(and build its engines), or write the repository without --clicks"
+            )
     verify_files(artifacts, manifest)
 
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     device_kind = "KIND_CPU" if opts.cpu else "KIND_GPU"
     try:
-        # the served pipeline is the image one: a --video folder's tracker graphs stay out of the repository
-        for name, entry in manifest["graphs"].items():
-            if name not in SPECS:
+        # the served pipeline is the image one (plus the click graphs with clicks): the tracker's graphs stay out
+        served = [*SPECS, *(CLICK_GRAPHS if opts.clicks else ())]
+        for name, entry in graphs.items():
+            if name not in served:
                 continue
-            spec = GraphSpec.from_dict(entry["spec"]) if "spec" in entry else SPECS[name]
+            spec = GraphSpec.from_dict(entry["spec"]) if "spec" in entry else ALL_SPECS[name]
             version = staging / name / "1"
             version.mkdir(parents=True)
             files = [entry["file"]] + ([entry["data_file"]] if entry.get("data_file") else [])
@@ -220,7 +237,8 @@ def write_repo(opts: RepoOptions) -> dict[str, Any]:
     return {
         "repository": str(out),
         "platform": platform,
-        "models": sorted([*manifest["graphs"], MODEL_NAME]),
+        "models": sorted([*(g for g in graphs if g in served), MODEL_NAME]),
+        "clicks": opts.clicks,
         "validation": validation,
     }
 
@@ -260,7 +278,7 @@ def validate_repo(repo: Path) -> dict[str, Any]:
         if name == MODEL_NAME:
             _check_against(config, INPUTS, OUTPUTS, model_config_pb2, contract=True)
         else:
-            _check_against(config, SPECS[name].inputs, SPECS[name].outputs, model_config_pb2, contract=False)
+            _check_against(config, ALL_SPECS[name].inputs, ALL_SPECS[name].outputs, model_config_pb2, contract=False)
         checked[name] = {"platform": config.platform or config.backend, "max_batch_size": config.max_batch_size}
     return {"status": "passed", "schema": "tritonclient model_config_pb2.ModelConfig", "models": checked}
 

@@ -310,9 +310,10 @@ class _PbUtils(types.ModuleType):
         import onnxruntime as ort
 
         self.sessions = {}
-        for name in ("vision_encoder", "text_encoder", "decoder"):
-            (model,) = (repo / name / "1").glob("*.onnx")
-            self.sessions[name] = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        for model in sorted(repo.glob("*/1/*.onnx")):  # every graph model the repository holds
+            self.sessions[model.parent.parent.name] = ort.InferenceSession(
+                str(model), providers=["CPUExecutionProvider"]
+            )
         self.bls_calls = []
         pb = self
 
@@ -359,32 +360,82 @@ class _PbUtils(types.ModuleType):
         ]
 
 
-def test_repository_python_model_runs_the_contract_over_bls(tiny_export, processor, tmp_path, monkeypatch):
-    """The repository's sam3 model, loaded as Triton loads it, answers like serve's handler."""
+def _repository_model(repo, monkeypatch):
+    """The repository's ``sam3`` model loaded as Triton loads it: its ``model.py`` from the version folder,
+    ``initialize`` given the JSON Triton makes of ``config.pbtxt`` (outputs and parameters, read from the file)."""
     import importlib.util
+    import re
 
-    from sam3_trt.serving.triton_repo import RepoOptions, write_repo
-
-    out, _ = tiny_export
-    repo = tmp_path / "repo"
-    write_repo(RepoOptions(out, repo, cpu=True))
     pb = _PbUtils(repo)
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
     spec = importlib.util.spec_from_file_location("model", repo / "sam3" / "1" / "model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     model = module.TritonPythonModel()
+    text = (repo / "sam3" / "config.pbtxt").read_text()
+    parameters = re.findall(r'parameters \{ key: "(\w+)" value: \{ string_value: "(\w+)" \} \}', text)
     config = {
-        "output": [{"name": t.name, "data_type": "TYPE_" + t.triton_dtype.replace("BYTES", "STRING")} for t in OUTPUTS]
+        "output": [{"name": t.name, "data_type": "TYPE_" + t.triton_dtype.replace("BYTES", "STRING")} for t in OUTPUTS],
+        "parameters": {k: {"string_value": v} for k, v in parameters},
     }
     model.initialize({"model_repository": str(repo / "sam3"), "model_version": "1", "model_config": json.dumps(config)})
+    return model, pb
+
+
+def _outputs(responses):
+    return [{t.name(): t.as_numpy() for t in r.output_tensors} for r in responses]
+
+
+def test_repository_python_model_runs_the_contract_over_bls(tiny_export, processor, tmp_path, monkeypatch):
+    """The repository's sam3 model, loaded as Triton loads it, answers like serve's handler."""
+    from sam3_trt.serving.triton_repo import RepoOptions, write_repo
+
+    out, _ = tiny_export
+    repo = tmp_path / "repo"
+    assert not write_repo(RepoOptions(out, repo, cpu=True))["clicks"]
+    model, pb = _repository_model(repo, monkeypatch)
     png = _png()
     prompts = ["red square", "green triangle"]
-    responses = model.execute([build_inputs(png, prompts, threshold=0.3), build_inputs(b"", ["x"])])
+    clicks = build_inputs(png, points=CLICKS, point_labels=CLICK_LABELS)
+    responses = model.execute([build_inputs(png, prompts, threshold=0.3), build_inputs(b"", ["x"]), clicks])
     assert pb.bls_calls == ["vision_encoder", "text_encoder", "decoder"]
-    outputs = [{t.name(): t.as_numpy() for t in r.output_tensors} for r in responses]
+    outputs = _outputs(responses)
     assert b"input image is empty" in outputs[1]["error"][0, 0]
+    assert b"start it with `serve --clicks`" in outputs[2]["error"][0, 0]  # a repository written without --clicks
     _same(decode_outputs(outputs[0], prompts), _direct(processor, png, prompts, (), 0.3), "other runtime")
+    model.finalize()
+    with pytest.raises(Sam3TrtError, match=r"--clicks: .* has no video_vision_encoder or interactive_mask_head graph"):
+        write_repo(RepoOptions(out, tmp_path / "with-clicks", cpu=True, clicks=True))  # an image-only export
+    assert not (tmp_path / "with-clicks").exists()
+
+
+def test_repository_with_clicks_answers_them_over_bls(tracker_export, clicking, tmp_path, monkeypatch):
+    """``triton-repo --clicks`` on the --video export: the click graphs are models of the repository, and the
+    sam3 model's click masks equal predict_inst's (text requests still answered in the same batch)."""
+    import subprocess
+
+    from sam3_trt.serving.triton_repo import RepoOptions, write_repo
+
+    out, _ = tracker_export
+    repo = tmp_path / "repo"
+    summary = write_repo(RepoOptions(out, repo, cpu=True, clicks=True))
+    assert summary["clicks"] and {"video_vision_encoder", "interactive_mask_head"} <= set(summary["models"])
+    assert not {"vision_encoder", "tracker_mask_head", "tracker_memory_attention"} & set(summary["models"])
+    # Triton's own schema reads every config, the click graphs' and the sam3 model's parameter too
+    check = "import json, sys; from sam3_trt.serving.triton_repo import validate_repo; print(json.dumps(validate_repo(sys.argv[1])))"
+    proc = subprocess.run([_serve_python(), "-c", check, str(repo)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    validation = json.loads(proc.stdout)
+    assert validation["status"] == "passed" and set(validation["models"]) == set(summary["models"]), validation
+    model, pb = _repository_model(repo, monkeypatch)
+    png = _png()
+    clicks = build_inputs(png, points=CLICKS, point_labels=CLICK_LABELS, multimask=True)
+    text = build_inputs(png, ["red square"], threshold=0.3)
+    outputs = _outputs(model.execute([clicks, text]))
+    assert pb.bls_calls.count("video_vision_encoder") == 1 and pb.bls_calls.count("interactive_mask_head") == 1
+    ((masks, ious),) = _direct_clicks(clicking, png, True)
+    _same_clicks(decode_outputs(outputs[0]), masks, ious)
+    _same(decode_outputs(outputs[1], ["red square"]), _direct(clicking, png, ["red square"], (), 0.3), "other runtime")
     model.finalize()
 
 
