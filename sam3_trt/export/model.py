@@ -399,6 +399,31 @@ def save_checkpoint(model: Any, path: str | os.PathLike[str], tracker_keys: int 
         torch.save({"model": state}, str(path))
 
 
+def check_checkpoint_origin(
+    weights: Mapping[str, Any], checkpoint: str | os.PathLike[str], what: str, where: str, random_fix: str
+) -> None:
+    """Refuse a checkpoint that is not the one some artifacts were made from, in one line.
+
+    Args:
+        weights: The artifacts' ``weights`` record (:class:`WeightsOrigin` as a dict).
+        checkpoint: The checkpoint the caller was given.
+        what: How the caller names it (``--checkpoint``, ``build_sam3_image_model: checkpoint_path``).
+        where: How to name the artifacts (their folder).
+        random_fix: What to do when the artifacts were made from random weights.
+
+    Raises:
+        Sam3TrtError: the artifacts hold random weights, or the file's sha256 is not the recorded one.
+    """
+    origin = WeightsOrigin.from_dict({"kind": "unknown", "variant": "?", **weights})
+    if origin.kind == "random":
+        raise Sam3TrtError(f"{what} {checkpoint}: {where} came from random weights (seed {origin.seed}); {random_fix}")
+    if origin.sha256 and Path(checkpoint).is_file() and sha256_file(checkpoint) != origin.sha256:
+        raise Sam3TrtError(
+            f"{what} {checkpoint} is not the checkpoint {where} came from ({origin.path}, sha256 "
+            f"{origin.sha256[:12]}); pass that checkpoint, or export this one and use its folder"
+        )
+
+
 def model_from_manifest(
     manifest: Mapping[str, Any], checkpoint: str | os.PathLike[str] | None = None, video: bool = False
 ) -> tuple[Any, WeightsOrigin]:
@@ -411,19 +436,17 @@ def model_from_manifest(
     """
     weights = manifest.get("weights", {})
     variant = weights.get("variant") or "full"
+    if checkpoint is not None:
+        fix = (
+            "the reference is rebuilt from that seed: drop --checkpoint, or export from the checkpoint first "
+            f"(sam3-trt export --checkpoint {checkpoint} --out DIR)"
+        )
+        check_checkpoint_origin(weights, checkpoint, "--checkpoint", "these artifacts", fix)
     if weights.get("kind") == "random":
-        if checkpoint is not None:
-            raise Sam3TrtError(
-                f"--checkpoint {checkpoint}: these artifacts were made from random weights (seed "
-                f"{weights.get('seed', 0)}), so the reference is rebuilt from that seed; drop --checkpoint, or export "
-                f"from the checkpoint first (sam3-trt export --checkpoint {checkpoint} --out DIR)"
-            )
         return load_model(variant=variant, random_weights=True, seed=int(weights.get("seed", 0)), video=video)
     path = checkpoint or weights.get("path")
     if not path:
         raise Sam3TrtError("the artifacts were made from a checkpoint; pass --checkpoint PATH to build the reference")
-    if weights.get("sha256") and Path(path).is_file() and sha256_file(path) != weights["sha256"]:
-        raise Sam3TrtError(
-            f"checkpoint {path} is not the one the artifacts were made from (sha256 differs); pass the right --checkpoint"
-        )
+    if checkpoint is None:  # the recorded path: it may have been replaced since
+        check_checkpoint_origin(weights, path, "the recorded checkpoint", "these artifacts", "")
     return load_model(variant=variant, checkpoint=path, allow_missing=bool(weights.get("missing_keys")), video=video)

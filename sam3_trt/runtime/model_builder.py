@@ -132,7 +132,7 @@ def build_sam3_image_model(
 
 
 def _check_weights_source(found: Any, checkpoint_path: Any, load_from_hf: bool) -> None:
-    from ..export.model import WeightsOrigin, sha256_file
+    from ..export.model import WeightsOrigin, check_checkpoint_origin
 
     origin = WeightsOrigin.from_dict(found.manifest.get("weights", {"kind": "unknown", "variant": "?"}))
     if checkpoint_path is None:
@@ -142,17 +142,9 @@ def _check_weights_source(found: Any, checkpoint_path: Any, load_from_hf: bool) 
     path = Path(checkpoint_path)
     if not path.is_file():
         raise Sam3TrtError(f"build_sam3_image_model: checkpoint_path {path} does not exist")
-    if origin.kind == "random":
-        raise Sam3TrtError(
-            f"build_sam3_image_model: checkpoint_path {path}: {found.folder} was exported from random weights "
-            f"(seed {origin.seed}); export the checkpoint (`sam3-trt export --checkpoint {path} --out DIR`) and "
-            "name that folder"
-        )
-    if origin.sha256 and sha256_file(path) != origin.sha256:
-        raise Sam3TrtError(
-            f"build_sam3_image_model: checkpoint_path {path} is not the checkpoint {found.folder} was exported "
-            f"from ({origin.path}, sha256 {origin.sha256[:12]}); export it or name the matching folder"
-        )
+    fix = f"export the checkpoint (`sam3-trt export --checkpoint {path} --out DIR`) and name that folder"
+    check_checkpoint_origin(found.manifest.get("weights", {}), path, "build_sam3_image_model: checkpoint_path",
+                            str(found.folder), fix)  # fmt: skip
 
 
 def _check_vocabulary(found: Any, path: Path) -> None:

@@ -137,7 +137,7 @@ def test_parity_and_bench_outputs_are_checked_before_the_run(tiny_export, tmp_pa
     assert "--json" in _one_error(proc) and proc.stdout == ""
     proc = _cli("parity", "--artifacts", export, "--checkpoint", tmp_path / "random.bin")
     line = _one_error(proc)
-    assert "made from random weights (seed 0)" in line and "drop --checkpoint" in line
+    assert "came from random weights (seed 0)" in line and "drop --checkpoint" in line
 
 
 def test_checkpoint_errors_are_one_line(tmp_path):

@@ -107,3 +107,30 @@ def test_exactly_one_weights_source():
 def test_unknown_variant():
     with pytest.raises(Sam3TrtError, match="unknown variant 'huge'"):
         build_model("huge")
+
+
+def test_a_checkpoint_is_checked_against_the_one_the_artifacts_came_from(tmp_path):
+    """The one check behind ``--checkpoint`` (parity, bench) and ``build_sam3_image_model(checkpoint_path=)``:
+    random-weight artifacts and a file with another sha256 are refused in one line; the recorded file passes."""
+    from sam3_trt.export.model import check_checkpoint_origin, model_from_manifest, sha256_file
+
+    ours, other = tmp_path / "sam3.pt", tmp_path / "other.pt"
+    ours.write_bytes(b"the exported weights")
+    other.write_bytes(b"some other weights")
+    recorded = {"kind": "checkpoint", "variant": "full", "path": str(ours), "sha256": sha256_file(ours)}
+    check_checkpoint_origin(recorded, ours, "--checkpoint", "these artifacts", "unused")
+    with pytest.raises(Sam3TrtError) as info:
+        check_checkpoint_origin(recorded, other, "--checkpoint", "these artifacts", "unused")
+    line = str(info.value)
+    assert f"--checkpoint {other} is not the checkpoint these artifacts came from" in line and "\n" not in line
+    assert recorded["sha256"][:12] in line
+    with pytest.raises(Sam3TrtError, match=r"came from random weights \(seed 3\); rebuild from the seed"):
+        check_checkpoint_origin(
+            {"kind": "random", "variant": "tiny", "seed": 3}, ours, "x", "y", "rebuild from the seed"
+        )
+    # the reference builder: another file in place of the recorded one is refused before anything is built
+    ours.write_bytes(b"replaced since the export")
+    with pytest.raises(Sam3TrtError, match="is not the checkpoint these artifacts came from"):
+        model_from_manifest({"weights": recorded})
+    with pytest.raises(Sam3TrtError, match=f"--checkpoint {other} is not the checkpoint"):
+        model_from_manifest({"weights": recorded}, checkpoint=other)
