@@ -178,13 +178,7 @@ def parse_request(inputs: Mapping[str, np.ndarray], limits: ServeLimits, clicks:
                 f"input max_detections {max_detections}: send 1 to this server's --max-detections "
                 f"{limits.max_detections}"
             )
-    bitmask_mb = max_detections * height * width / 2**20
-    if mask_format == "bitmask" and bitmask_mb > limits.max_bitmask_mb:
-        raise Sam3TrtError(
-            f"input mask_format 'bitmask': {max_detections} masks of {width}x{height} could take "
-            f"{bitmask_mb:.0f} MB, over this server's --max-bitmask-mb {limits.max_bitmask_mb}: ask for 'rle' "
-            "(the default) or a smaller max_detections"
-        )
+    _check_bitmask_size(mask_format, max_detections, image, limits, " or a smaller max_detections")
     return ServeRequest(image, prompts, boxes, threshold, mask_format, max_detections)
 
 
@@ -204,8 +198,8 @@ def _click_request(
         raise Sam3TrtError(f"input {sent} was sent without points: send points float32 [N, 2] pixel x, y with it")
     if not clicks:
         raise Sam3TrtError(
-            "input points: this server does not answer clicks; start it with `serve --clicks` on an export made "
-            "with --video (or its engines); triton-repo's model has no click graphs yet"
+            "input points: this server does not answer clicks; start it with `serve --clicks` (a Triton "
+            "repository: write it with `triton-repo --clicks`) on an export made with --video, or its engines"
         )
     if prompts or boxes:
         raise Sam3TrtError(
@@ -237,14 +231,20 @@ def _click_request(
             raise Sam3TrtError(f"input multimask is {value.dtype}[{value.size}]: send bool [1]")
         multimask = bool(value[0])
     mask_format = _mask_format(rows)
-    masks = 3 if multimask else 1
-    bitmask_mb = masks * image.shape[0] * image.shape[1] / 2**20
-    if mask_format == "bitmask" and bitmask_mb > limits.max_bitmask_mb:
-        raise Sam3TrtError(
-            f"input mask_format 'bitmask': {masks} masks of {image.shape[1]}x{image.shape[0]} take {bitmask_mb:.0f} "
-            f"MB, over this server's --max-bitmask-mb {limits.max_bitmask_mb}: ask for 'rle' (the default)"
-        )
+    _check_bitmask_size(mask_format, 3 if multimask else 1, image, limits, "")
     return ServeRequest(image, [], [], DEFAULT_THRESHOLD, mask_format, limits.max_detections, points, labels, multimask)
+
+
+def _check_bitmask_size(mask_format: str, masks: int, image: np.ndarray, limits: ServeLimits, fix: str) -> None:
+    """Refuse a ``bitmask`` response of up to ``masks`` full-size masks over ``--max-bitmask-mb`` (one byte each
+    pixel): RLE is a few kB a mask, a bitmask of a large image is megabytes."""
+    height, width = image.shape[:2]
+    mb = masks * height * width / 2**20
+    if mask_format == "bitmask" and mb > limits.max_bitmask_mb:
+        raise Sam3TrtError(
+            f"input mask_format 'bitmask': {masks} masks of {width}x{height} could take {mb:.0f} MB, over this "
+            f"server's --max-bitmask-mb {limits.max_bitmask_mb}: ask for 'rle' (the default){fix}"
+        )
 
 
 def _mask_format(rows: Mapping[str, np.ndarray]) -> str:

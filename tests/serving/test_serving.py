@@ -105,6 +105,24 @@ def test_bad_request_is_one_line_naming_the_input(case):
     assert expected in message and "\n" not in message, message
 
 
+def test_bitmask_cap_counts_the_masks_a_click_returns():
+    """Clicks return 1 mask, or 3 with multimask: the bitmask cap counts those (a text request counts its
+    max_detections), with the same one line."""
+    png = _png(1200, 1000)  # 1.14 MB a mask
+    limits = ServeLimits(max_bitmask_mb=2)
+    single = build_inputs(png, points=[[5.0, 6.0]], mask_format="bitmask")
+    assert parse_request(single, limits, clicks=True).mask_format == "bitmask"
+    with pytest.raises(Sam3TrtError) as info:
+        parse_request(
+            build_inputs(png, points=[[5.0, 6.0]], mask_format="bitmask", multimask=True), limits, clicks=True
+        )
+    line = str(info.value)
+    assert "3 masks of 1200x1000 could take 3 MB, over this server's --max-bitmask-mb 2: ask for 'rle'" in line
+    assert "\n" not in line
+    with pytest.raises(Sam3TrtError, match=r"2 masks of 1200x1000 could take 2 MB.*or a smaller max_detections"):
+        parse_request(build_inputs(png, ["cat"], mask_format="bitmask", max_detections=2), limits)
+
+
 def test_triton_counters_are_read_per_model_and_summarised_between_two_reads():
     from sam3_trt.serving.metrics import parse_counters, summarize
 
