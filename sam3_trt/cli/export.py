@@ -65,6 +65,9 @@ def export(
 
     With --video, also the video graphs (video_vision_encoder, tracker_memory_attention, tracker_mask_head,
     tracker_memory_encoder), each checked against upstream.
+
+    --video also exports the click head (interactive_mask_head) that predict_inst, serve --clicks and
+    triton-repo --clicks run.
     """
     from ..export.exporter import ExportOptions, export_from_weights, summary
 
