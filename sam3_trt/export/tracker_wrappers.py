@@ -111,6 +111,38 @@ class MemoryAttention(nn.Module):
         return out["memory"].permute(1, 2, 0).reshape(objects, channels, FEAT_SIDE, FEAT_SIDE)
 
 
+def prompted_masks(
+    tracker: Any,
+    image_embed: torch.Tensor,
+    high_res: list[torch.Tensor],
+    point_coords: torch.Tensor,
+    point_labels: torch.Tensor,
+    mask: torch.Tensor,
+    use_mask: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
+    """Upstream's SAM prompt encoder and mask decoder, one row per object (or prompt set), as both heads run them.
+
+    Points are padded with one ``-1`` point as upstream pads them; where ``use_mask`` is set the row's mask
+    logits are the dense prompt, elsewhere the learned no-mask embedding.
+
+    Returns:
+        ``(masks, iou_pred, tokens, object_score_logits)`` of ``sam_mask_decoder.predict_masks``.
+    """
+    decoder, encoder = tracker.sam_mask_decoder, tracker.sam_prompt_encoder
+    rows, side = image_embed.shape[0], encoder.image_embedding_size
+    sparse = encoder._embed_points(point_coords, point_labels, pad=True)
+    no_mask = encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(rows, -1, side[0], side[1])
+    dense = torch.where(use_mask[:, None, None, None], encoder.mask_downscaling(mask), no_mask)
+    return decoder.predict_masks(
+        image_embeddings=image_embed,
+        image_pe=encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        repeat_image=False,
+        high_res_features=high_res,
+    )
+
+
 class MaskHead(nn.Module):
     """SAM prompt encoder + mask decoder for O objects, upstream's multimask choice in the graph."""
 
@@ -135,26 +167,17 @@ class MaskHead(nn.Module):
         from sam3.model.sam3_tracker_base import NO_OBJ_SCORE
 
         t = self.tracker
-        decoder, encoder = t.sam_mask_decoder, t.sam_prompt_encoder
+        decoder = t.sam_mask_decoder
         objects = image_embed.shape[0]
         # first frame of an object: upstream adds the learned "no memory" embedding instead of attention
         image_embed = image_embed + no_memory.float()[:, None, None, None] * t.no_mem_embed.reshape(1, -1, 1, 1)
         high_res = [decoder.conv_s0(tracker_fpn0), decoder.conv_s1(tracker_fpn1)]
-        sparse = encoder._embed_points(point_coords, point_labels, pad=True)
         # mask prompts (upstream _use_mask_as_output): the 4x4 stride-4 conv takes the 1152 mask to 288,
         # the prompt encoder's size, so upstream resizes nothing after it. Refining clicks (upstream
         # prev_sam_mask_logits) give the prompt encoder the object's earlier 288 logits as they are.
         prompt = torch.where(use_prev_mask[:, None, None, None], prev_mask_logits, t.mask_downsample(mask_prompt))
-        no_mask = encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(objects, -1, FEAT_SIDE, FEAT_SIDE)
-        with_mask = (use_mask_prompt | use_prev_mask)[:, None, None, None]
-        dense = torch.where(with_mask, encoder.mask_downscaling(prompt), no_mask)
-        masks, iou_pred, tokens, object_score_logits = decoder.predict_masks(
-            image_embeddings=image_embed,
-            image_pe=encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            repeat_image=False,
-            high_res_features=high_res,
+        masks, iou_pred, tokens, object_score_logits = prompted_masks(
+            t, image_embed, high_res, point_coords, point_labels, prompt, use_mask_prompt | use_prev_mask
         )
         batch = torch.arange(objects, device=masks.device)
         # multimask: best of tokens 1..3 by predicted IoU, its token for the pointer
@@ -207,24 +230,15 @@ class InteractiveMaskHead(nn.Module):
         use_mask_input: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
         t = self.tracker
-        decoder, encoder = t.sam_mask_decoder, t.sam_prompt_encoder
+        decoder = t.sam_mask_decoder
         sets = point_coords.shape[0]
         image_embed = (tracker_fpn2 + t.no_mem_embed.reshape(1, -1, 1, 1)).expand(sets, -1, -1, -1)
         high_res = [
             decoder.conv_s0(tracker_fpn0).expand(sets, -1, -1, -1),
             decoder.conv_s1(tracker_fpn1).expand(sets, -1, -1, -1),
         ]
-        sparse = encoder._embed_points(point_coords, point_labels, pad=True)
-        side = encoder.image_embedding_size
-        no_mask = encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(sets, -1, side[0], side[1])
-        dense = torch.where(use_mask_input[:, None, None, None], encoder.mask_downscaling(mask_input), no_mask)
-        masks, iou_pred, _, object_score_logits = decoder.predict_masks(
-            image_embeddings=image_embed,
-            image_pe=encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            repeat_image=False,
-            high_res_features=high_res,
+        masks, iou_pred, _, object_score_logits = prompted_masks(
+            t, image_embed, high_res, point_coords, point_labels, mask_input, use_mask_input
         )
         single_mask, single_iou = decoder._dynamic_multimask_via_stability(masks, iou_pred)
         low_res_masks = torch.cat([single_mask, masks[:, 1:]], dim=1)
