@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import Sam3TrtError
-from .specs import ALL_SPECS, GraphSpec
+from .specs import ALL_SPECS, CLICK_GRAPHS, GraphSpec
 
 MANIFEST_FILE = "manifest.json"
 FORMAT = 1
@@ -83,6 +83,22 @@ def manifest_graphs(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Every graph a manifest holds, name -> entry: the image graphs, then the video graphs (an export made
     with ``--video`` lists them under ``video``; an engine folder lists all under ``graphs``)."""
     return {**manifest.get("graphs", {}), **manifest.get("video", {}).get("graphs", {})}
+
+
+def check_click_graphs(manifest: dict[str, Any], where: str, otherwise: str = "") -> None:
+    """Refuse ``--clicks`` in one line, before anything loads, when the artifacts lack :data:`CLICK_GRAPHS`.
+
+    Args:
+        manifest: The artifacts' manifest.
+        where: How to name the artifacts (their folder).
+        otherwise: What the user can do instead, appended to the fix (``", or serve without --clicks"``).
+    """
+    missing = [g for g in CLICK_GRAPHS if g not in manifest_graphs(manifest)]
+    if missing:
+        raise Sam3TrtError(
+            f"--clicks: {where} has no {' or '.join(missing)} graph; clicks need an export made with "
+            f"`sam3-trt export --video` (or engines built from it){otherwise}"
+        )
 
 
 def manifest_specs(manifest: dict[str, Any]) -> dict[str, GraphSpec]:

@@ -520,18 +520,10 @@ def run_bench(
 
 def _check_click_folders(runs: Sequence[tuple[str, str, str, dict[str, Any]]]) -> None:
     """Refuse ``--clicks`` in one line, before any worker starts, when a folder lacks the click head."""
-    from ..errors import Sam3TrtError
-    from ..manifest import manifest_graphs, read_manifest
-    from ..specs import CLICK_GRAPHS
+    from ..manifest import check_click_graphs, read_manifest
 
     for label, _, folder, _ in runs:
-        held = manifest_graphs(read_manifest(folder))
-        lacking = [g for g in CLICK_GRAPHS if g not in held]
-        if lacking:
-            raise Sam3TrtError(
-                f"--clicks: {folder} ({label}) has no {' or '.join(lacking)}; clicks need an export made with "
-                "`sam3-trt export --video` (and engines built from it)"
-            )
+        check_click_graphs(read_manifest(folder), f"{folder} ({label})")
 
 
 def check_int8_source(

@@ -166,18 +166,11 @@ def libpython_env() -> None:
 
 def _check_clicks(folder: Path) -> None:
     """``--clicks`` needs the click graphs: say so before any model loads."""
-    from ..manifest import manifest_graphs
+    from ..manifest import check_click_graphs
     from ..runtime.artifacts import resolve_artifacts
-    from ..specs import CLICK_GRAPHS
 
     found = resolve_artifacts(folder)
-    held = manifest_graphs(found.manifest)
-    missing = [g for g in CLICK_GRAPHS if g not in held]
-    if missing:
-        raise Sam3TrtError(
-            f"--clicks: {found.folder} has no {' or '.join(missing)} graph; export with `sam3-trt export --video` "
-            "(and build its engines), or serve without --clicks"
-        )
+    check_click_graphs(found.manifest, str(found.folder), ", or serve without --clicks")
 
 
 def _processors(options: ServeOptions) -> list[Any]:

@@ -162,7 +162,7 @@ def write_repo(opts: RepoOptions) -> dict[str, Any]:
         Sam3TrtError: not an export or engine folder, RTX engines, ``out`` exists without ``force``.
     """
     from ..assets import BPE_FILE
-    from ..manifest import manifest_graphs, read_manifest, verify_files
+    from ..manifest import check_click_graphs, manifest_graphs, read_manifest, verify_files
 
     artifacts, out = Path(opts.artifacts), Path(opts.out)
     if opts.instances < 1:
@@ -196,12 +196,7 @@ def write_repo(opts: RepoOptions) -> dict[str, Any]:
             raise Sam3TrtError(f"--out {out} exists and is not a sam3 model repository; refusing to replace it")
     graphs = manifest_graphs(manifest)
     if opts.clicks:
-        missing = [g for g in CLICK_GRAPHS if g not in graphs]
-        if missing:
-            raise Sam3TrtError(
-                f"--clicks: {artifacts} has no {' or '.join(missing)} graph; export with `sam3-trt export --video` "
-                "(and build its engines), or write the repository without --clicks"
-            )
+        check_click_graphs(manifest, str(artifacts), ", or write the repository without --clicks")
     verify_files(artifacts, manifest)
 
     staging = out.with_name(f".{out.name}.partial")

@@ -106,7 +106,7 @@ def test_bench_verdicts_follow_the_measured_stage_times(tmp_path, monkeypatch):
         (["--image-size", "12"], "use WIDTHxHEIGHT"),
         (["--backends", "tensorrt"], "needs --engines DIR"),
         (["--prompts", "0"], "--prompts 0"),
-        (["--clicks"], "has no video_vision_encoder or interactive_mask_head; clicks need an export made with"),
+        (["--clicks"], "has no video_vision_encoder or interactive_mask_head graph; clicks need an export made with"),
     ],
 )
 def test_bench_bad_input_is_one_line(tiny_export, args, message):
