@@ -153,6 +153,8 @@ def tracker_from_manifest(manifest: Any) -> tuple[Any, Any]:
     """
     from pathlib import Path
 
+    from .model import check_checkpoint_origin
+
     video = manifest.get("video")
     if not video:
         raise Sam3TrtError("these artifacts hold no tracker graphs: export with --video for clicks and tracking")
@@ -165,6 +167,7 @@ def tracker_from_manifest(manifest: Any) -> tuple[Any, Any]:
         raise Sam3TrtError(
             f"the tracker was exported from checkpoint {path}, which is not on this machine; copy it there"
         )
+    check_checkpoint_origin(weights, path, "the recorded tracker checkpoint", "these artifacts' tracker", "")
     return load_tracker(variant, checkpoint=path, allow_missing=bool(weights.get("missing_keys")))
 
 

@@ -134,3 +134,10 @@ def test_a_checkpoint_is_checked_against_the_one_the_artifacts_came_from(tmp_pat
         model_from_manifest({"weights": recorded})
     with pytest.raises(Sam3TrtError, match=f"--checkpoint {other} is not the checkpoint"):
         model_from_manifest({"weights": recorded}, checkpoint=other)
+    # and the tracker's reference (bench --clicks), from the video entry's record
+    from sam3_trt.export.tracker_model import tracker_from_manifest
+
+    with pytest.raises(
+        Sam3TrtError, match=r"recorded tracker checkpoint .* is not the checkpoint these artifacts' tracker"
+    ):
+        tracker_from_manifest({"video": {"weights": recorded}})
