@@ -249,6 +249,31 @@ def test_clicks_on_tensorrt_engines_match_onnx_runtime(video_engines, tracker_ex
         assert all(c.passed for c in checks), (memory, [c for c in checks if not c.passed])
 
 
+def test_bench_clicks_worker_on_tensorrt_engines(video_engines, tracker_export, tmp_path):
+    """``bench --clicks``'s TensorRT worker on the video export's engines (through the doubles, cuda-python
+    memory): the video vision graph timed as the vision stage, the click stages measured, the click head's
+    CUDA-event time reported with the other engines'."""
+    from sam3_trt.assets.images import demo_image
+    from sam3_trt.checks.bench import CLICK_STAGES, WorkerConfig, run_worker
+    from sam3_trt.testing import gpu_doubles
+
+    folder, _ = video_engines
+    image = tmp_path / "bench.png"
+    demo_image(420, 300).save(image)
+    cfg = WorkerConfig("tensorrt", str(folder), str(image), ["a red square"], repeats=1, warmup=0, threads=2,
+                       clicks=True)  # fmt: skip
+    with gpu_doubles(folder, tracker_export[0], memory="cuda-python"):
+        result = run_worker(cfg)
+    stages = result["stages"]
+    assert (
+        set(CLICK_STAGES) <= set(stages) and stages["vision_encoder"]["median_ms"] <= stages["set_image"]["median_ms"]
+    )
+    assert 0 < stages["click_head"]["median_ms"] <= stages["click_refine"]["median_ms"]
+    assert set(result["device"]["engine_gpu_time"]) == {
+        "video_vision_encoder", "text_encoder", "decoder", "interactive_mask_head"
+    }  # fmt: skip
+
+
 def test_fp16_pass_and_engine_build_carry_the_video_graphs(tracker_export, tmp_path):
     """``make engines`` on a --video export: the FP16 pass converts and checks the tracker graphs too (its
     folder verifies: every graph its manifest lists is there), and TensorRT for RTX builds all of them."""
