@@ -34,6 +34,28 @@ from .common import Ui, artifacts_option, echo_json, force_option, handle_errors
 @click.option(
     "--tf32", is_flag=True, help="Let FP32 layers use TF32 tensor cores (faster, ~1e-3 relative error; off by default)."
 )
+@click.option(
+    "--kernel-specialization",
+    type=click.Choice(["eager", "lazy", "none"]),
+    default="eager",
+    show_default=True,
+    help="TensorRT for RTX: when kernels for a new input shape are compiled (eager: on its first run; lazy: "
+    "in the background, fallback kernels meanwhile). Recorded in the manifest, applied at run time.",
+)
+@click.option(
+    "--cuda-graphs",
+    type=click.Choice(["disabled", "whole_graph_capture"]),
+    default="disabled",
+    show_default=True,
+    help="TensorRT for RTX: capture and replay a CUDA graph per shape. Recorded in the manifest.",
+)
+@click.option(
+    "--shape-buckets",
+    default="1,2,4,8,16",
+    show_default=True,
+    help="TensorRT for RTX: prompt, box and text-batch counts the processor pads to (few shapes to compile); "
+    "'none' runs exact counts. Recorded in the manifest.",
+)
 @force_option("Replace an existing engine folder.")
 @click.pass_obj
 @handle_errors
@@ -49,15 +71,24 @@ def build(
     version_compatible: bool,
     timing_cache: Path | None,
     tf32: bool,
+    kernel_specialization: str,
+    cuda_graphs: str,
+    shape_buckets: str,
     force: bool,
 ) -> None:
     """Build TensorRT (on the target GPU) or TensorRT for RTX (ahead of time, no GPU needed) engines."""
     from ..device import gpu_info
     from ..engines.builder import BuildOptions, build_engines, build_summary
+    from ..engines.rtx_runtime import RtxRuntimeSettings, parse_buckets
     from ..engines.targets import resolve_target
 
+    rtx_runtime = RtxRuntimeSettings(
+        kernel_specialization, cuda_graphs, parse_buckets(shape_buckets, "--shape-buckets")
+    )
     target = resolve_target(gpu_name, gpu_info(), flavour)
-    options = BuildOptions(opt_level, workspace_gb, hardware_compatible, version_compatible, timing_cache, tf32)
+    options = BuildOptions(
+        opt_level, workspace_gb, hardware_compatible, version_compatible, timing_cache, tf32, rtx_runtime
+    )
     manifest = build_engines(onnx_dir, out_root, target, options, progress=ui.progress, force=force)
     echo_json(build_summary(manifest, out_root / target.name))
 

@@ -38,6 +38,7 @@ from ..manifest import (
 )
 from ..specs import ALL_SPECS
 from .parse import load_trt, make_logger, strongly_typed_network
+from .rtx_runtime import RtxRuntimeSettings
 from .targets import TARGETS, Target
 
 
@@ -55,6 +56,8 @@ class BuildOptions:
         tf32: Let FP32 layers use TF32 tensor cores (TensorRT's default, ~1e-3 relative error). Off by
             default so FP32 engines are FP32 and meet the FP32 parity bar; parity of TF32 engines uses the
             ``tf32`` tolerance column.
+        rtx_runtime: TensorRT for RTX only: the runtime settings the folder's manifest records and every
+            process running it applies (:mod:`.rtx_runtime`: kernel specialisation, CUDA graphs, shape buckets).
     """
 
     opt_level: int = 3
@@ -63,6 +66,7 @@ class BuildOptions:
     version_compatible: bool = False
     timing_cache: Path | None = None
     tf32: bool = False
+    rtx_runtime: RtxRuntimeSettings = dataclasses.field(default_factory=RtxRuntimeSettings)
 
 
 PLAN_SUFFIX = ".plan.json"
@@ -294,8 +298,9 @@ def build_engines(
                 "tf32": bool(opts.tf32),
                 "parity_column": parity_column(precision_summary(export_manifest)["mode"], opts.tf32),
             },
-            "build_flags": dataclasses.asdict(opts)
+            "build_flags": {k: v for k, v in dataclasses.asdict(opts).items() if k != "rtx_runtime"}
             | {"timing_cache": str(opts.timing_cache) if opts.timing_cache else None},
+            **({"rtx_runtime": opts.rtx_runtime.to_manifest()} if target.flavour == "rtx" else {}),
             "build_seconds": timings,
             "graphs": engines,
             "weights": export_manifest["weights"],
@@ -390,4 +395,5 @@ def build_summary(manifest: dict[str, Any], folder: Path) -> dict[str, Any]:
         "trt_version": manifest["trt_version"],
         "compute_capabilities": manifest["compute_capabilities"],
         "device_seen": manifest["device_seen"],
+        **({"rtx_runtime": manifest["rtx_runtime"]} if "rtx_runtime" in manifest else {}),
     }

@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from ..engines.rtx_runtime import bucket
 from ..errors import Sam3TrtError
 from ..specs import ALL_SPECS, CLICK_GRAPHS, CONTEXT_LENGTH, RESOLUTION, SPECS
 from .arrays import installed, to_float32
@@ -315,12 +316,71 @@ class Sam3Processor:
         with self._lock:
             self._text_cache.clear()
 
+    def warm_up(self, vision_batches: Sequence[int] = (1,)) -> dict[str, list[tuple[int, ...]]]:
+        """Run each shape the prompt calls can take once, before the first request.
+
+        On TensorRT for RTX this compiles the kernels of every bucketed shape (the backend's
+        ``shape_buckets``: each text batch, each prompt batch with one box, each box count with one prompt),
+        so no request waits for compilation and the runtime cache holds them all; on other backends it runs
+        each graph once at its smallest shape (sessions created, memory pools filled). The text cache and the
+        processor's results are left as they were.
+
+        Args:
+            vision_batches: Image batch sizes to run the vision graph at (``set_image`` uses 1;
+                ``set_image_batch`` of B images uses up to the graph's maximum).
+
+        Returns:
+            ``{graph: [sizes run]}``: the vision graph's batch sizes, the text encoder's batch sizes, the
+            decoder's ``(prompts, boxes)`` and, with ``interactive=True``, the click head's ``(sets, points)``.
+        """
+        most = ALL_SPECS[self._vision_graph].dim("B").max
+        bad = [b for b in vision_batches if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= most]
+        if bad or not vision_batches:
+            raise Sam3TrtError(f"warm_up: vision_batches {list(vision_batches)} must be sizes from 1 to {most}")
+        image = np.full((64, 64, 3), 128, np.uint8)
+        ran: dict[str, list[tuple[int, ...]]] = {self._vision_graph: [], "text_encoder": [], "decoder": []}
+        for b in vision_batches:
+            states = self.set_image_batch([image] * b, states=[None] * b)
+            ran[self._vision_graph].append((b,))
+        state = states[0]
+        most_p, most_n = SPECS["decoder"].dim("P").max, SPECS["decoder"].dim("N").max
+        counts = sorted({min(b, most_p) for b in self.backend.shape_buckets} or {1})
+        box_counts = sorted({min(b, most_n) for b in self.backend.shape_buckets} or {1})
+        with self._lock:
+            before = set(self._text_cache)
+        names = [f"sam3-trt warm-up {i}" for i in range(max(counts))]
+        try:
+            for p in counts:  # fresh texts each time: the text encoder runs at every bucket too
+                self._forget_texts(names)
+                self._text_features(names[:p])
+                ran["text_encoder"].append((self._bucket("text_encoder", p),))
+                self._ground(names[:p], [], state)
+                ran["decoder"].append((self._bucket("decoder", p), 1))
+            box = ([0.5, 0.5, 0.25, 0.25], True)
+            for n in box_counts[1:]:
+                self._ground(names[:1], [box] * n, state)
+                ran["decoder"].append((self._bucket("decoder", 1), n))
+            if self.interactive:
+                low_res, _ = self.predict_inst_low_res(state, point_coords=[[32.0, 32.0]], point_labels=[1])
+                ran[INTERACTIVE_GRAPH] = [(int(low_res.shape[0]), 1)]
+            self.backend.synchronize()  # returns once every run (and any compilation it caused) is done
+        finally:
+            self._forget_texts([n for n in names if n not in before])
+        return ran
+
+    def _forget_texts(self, prompts: Sequence[str]) -> None:
+        with self._lock:
+            for p in prompts:
+                self._text_cache.pop(p, None)
+
     # -- internals ------------------------------------------------------------------------------
     def _text_features(self, prompts: Sequence[str]) -> tuple[Any, Any]:
         with self._lock:
             missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
         if missing:
-            out = self.backend.run("text_encoder", {"input_ids": self.tokenizer(missing)})
+            ids = self.tokenizer(missing)
+            ids = ids[_padded_rows(len(missing), self._bucket("text_encoder", len(missing)))]
+            out = self.backend.run("text_encoder", {"input_ids": ids})
             with self._lock:
                 for i, p in enumerate(missing):
                     self._text_cache[p] = (self._keep(out["text_features"][i]), self._keep(out["text_mask"][i]))
@@ -333,13 +393,20 @@ class Sam3Processor:
                 self._text_cache.popitem(last=False)
         return _stack([e[0] for e in entries]), _stack([e[1] for e in entries])
 
+    def _bucket(self, graph: str, count: int) -> int:
+        """Rows a batch of ``count`` runs at: the backend's shape bucket (padding rows), else ``count``."""
+        return bucket(count, self.backend.shape_buckets, ALL_SPECS[graph].dim("P").max)
+
     def _ground(self, prompts: Sequence[str], boxes: Sequence[tuple[list[float], bool]], state: dict) -> list[dict]:
-        features, mask = self._text_features(prompts)
         count = len(prompts)
-        n = max(1, len(boxes))
-        box_arr = np.zeros((count, n, 4), dtype=np.float32)
-        labels = np.zeros((count, n), dtype=bool)
-        pad = np.ones((count, n), dtype=bool)
+        # padded rows repeat the last prompt (the decoder treats prompts independently) and are dropped below;
+        # padded boxes are marked as padding, as a prompt without boxes already passes one
+        rows = self._bucket("decoder", count)
+        features, mask = self._text_features([*prompts, *[prompts[-1]] * (rows - count)])
+        n = bucket(max(1, len(boxes)), self.backend.shape_buckets, SPECS["decoder"].dim("N").max)
+        box_arr = np.zeros((rows, n, 4), dtype=np.float32)
+        labels = np.zeros((rows, n), dtype=bool)
+        pad = np.ones((rows, n), dtype=bool)
         for i, (box, label) in enumerate(boxes):
             box_arr[:, i] = box
             labels[:, i] = label
@@ -630,6 +697,11 @@ def _host_tokens(x: Any, chosen: slice) -> np.ndarray:
     if is_device_array(x):
         return to_float32(x)[:, chosen]
     return to_float32(x[:, chosen])
+
+
+def _padded_rows(count: int, rows: int) -> list[int]:
+    """Row indices that pad ``count`` rows to ``rows`` by repeating the last."""
+    return [*range(count), *[count - 1] * (rows - count)]
 
 
 def _copy(x: Any) -> Any:

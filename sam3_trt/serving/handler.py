@@ -418,6 +418,9 @@ class Sam3Handler:
                     states[0], np.full((MAX_POINTS, 2), 32.0), np.ones(MAX_POINTS, np.int64)
                 )
             self.processor.clear_text_cache()
+            backend = getattr(self.processor, "backend", None)
+            if getattr(backend, "shape_buckets", ()):  # TensorRT for RTX: compile every bucketed shape now
+                self.processor.warm_up(vision_batches=tuple(range(1, images + 1)))
 
     def __call__(self, requests: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         """Answer the batched ``requests``, one output dict each, in order."""

@@ -32,6 +32,8 @@ class CallCost:
         kept: Detections the call kept (over all its prompts).
         device_to_host_bytes: Bytes copied back.
         host_to_device_bytes: Bytes copied up.
+        host_to_device_pageable_bytes: Of those, bytes copied from pageable memory (CUDA may make such a copy
+            wait for every engine run queued before it); staged in pinned memory, none.
         device_to_host_copies: ``cudaMemcpyAsync`` calls to the host (from pageable memory each waits for the
             stream, as CUDA documents).
         synchronisations: Explicit host waits (:data:`SYNC_CALLS`).
@@ -43,13 +45,15 @@ class CallCost:
     kept: int
     device_to_host_bytes: int
     host_to_device_bytes: int
+    host_to_device_pageable_bytes: int
     device_to_host_copies: int
     synchronisations: int
     driver_allocations: int
     engine_runs: dict[str, int]
 
 
-#: Budgets after warm-up (:func:`measure_call_costs` returns its second round). Every prompt call may copy back
+#: Budgets after warm-up (:func:`measure_call_costs` returns its second round); every call also copies nothing
+#: up from pageable memory (:func:`budget_problems`). Every prompt call may copy back
 #: its kept rows (mask logits and a box each) plus 1 MB per prompt: ``kept x 288 x 288 x 4 + 1 MB``. A decoder
 #: batch synchronises once when it keeps nothing (the scores) and twice when it keeps detections (scores, then
 #: the kept rows: which rows to copy is known only once the scores are on the host). Allocations are budgeted
@@ -112,6 +116,10 @@ def measure_call_costs(
                         kept=kept(out),
                         device_to_host_bytes=cudart.copied["device_to_host"] - copied["device_to_host"],
                         host_to_device_bytes=cudart.copied["host_to_device"] - copied["host_to_device"],
+                        host_to_device_pageable_bytes=(
+                            cudart.copied["host_to_device"] - cudart.copied["host_to_device_pinned"]
+                        )
+                        - (copied["host_to_device"] - copied["host_to_device_pinned"]),
                         device_to_host_copies=cudart.copy_calls["device_to_host"] - copies["device_to_host"],
                         synchronisations=sum(name in SYNC_CALLS for name in made),
                         driver_allocations=gpu.driver_allocations - allocations,
@@ -170,6 +178,8 @@ def budget_problems(costs: list[CallCost], batch_size: int = 16) -> list[str]:
             limits["synchronisations"] = (cost.synchronisations, budget["synchronisations_if_none_kept"])
         elif "synchronisations" in budget:
             limits["synchronisations"] = (cost.synchronisations, budget["synchronisations"])
+        # every upload is staged in pinned memory (queued behind running engines, never waiting for them)
+        limits["pageable host-to-device bytes"] = (cost.host_to_device_pageable_bytes, 0)
         problems += [f"{cost.call}: {what} {v} > budget {lim}" for what, (v, lim) in limits.items() if v > lim]
     return problems
 

@@ -7,15 +7,18 @@ module's. A real function the double does not model raises :class:`~.apicheck.No
 real module lacks raises ``AttributeError``. :meth:`CudaRuntimeDouble.fail` makes a call return an
 error status, to show that the caller checks it.
 
-Copies follow CUDA's rules for pageable host memory (all numpy memory is pageable): host-to-device and
-device-to-host copies wait for the stream's queued work and complete before returning; device-to-device
-copies are queued on the stream.
+Copies between the device and numpy (pageable) memory take CUDA's worst case: they wait for the stream's
+queued work and complete before returning (each counted in ``pageable_stalls``). Copies from or to
+page-locked memory (``cudaMallocHost``) and device-to-device copies are queued on the stream, their host bytes
+read when the stream gets there: a pinned buffer reused too early corrupts the copy, as on a GPU.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from .apicheck import function_double
 from .fake_gpu import FakeGpu
@@ -40,6 +43,12 @@ class CudaRuntimeDouble:
         self.copied: dict[str, int] = {"host_to_device": 0, "device_to_host": 0, "device_to_device": 0}
         #: ``cudaMemcpyAsync`` calls, by direction
         self.copy_calls: dict[str, int] = dict.fromkeys(self.copied, 0)
+        #: of those bytes, the ones copied from or to page-locked host memory (``host_to_device_pinned``, ...)
+        self.copied |= {"host_to_device_pinned": 0, "device_to_host_pinned": 0}
+        #: copies between the device and pageable host memory: each waited for the stream's queued work
+        self.pageable_stalls = 0
+        #: page-locked host blocks (``cudaMallocHost``): address -> buffer
+        self.pinned: dict[int, np.ndarray] = {}
         impls = {name[len("_impl_") :]: getattr(self, name) for name in dir(type(self)) if name.startswith("_impl_")}
         self._functions = {name: self._wrap(name, impl) for name, impl in impls.items()}
 
@@ -151,6 +160,12 @@ class CudaRuntimeDouble:
         self.gpu.record(int(event), int(stream))
         return (self._ok,)
 
+    def _impl_cudaEventQuery(self, event: Any) -> tuple:
+        ev = self.gpu.event(int(event))
+        if ev.stream is not None and self.gpu.stream(ev.stream).done < ev.seq:
+            return (self._err("cudaErrorNotReady"),)
+        return (self._ok,)
+
     def _impl_cudaEventSynchronize(self, event: Any) -> tuple:
         self.gpu.sync_event(int(event))
         return (self._ok,)
@@ -166,6 +181,25 @@ class CudaRuntimeDouble:
         return (self._ok,)
 
     # -- memory ----------------------------------------------------------------------------------
+    def _impl_cudaMallocHost(self, size: int) -> tuple:
+        buf = np.empty(max(int(size), 1), np.uint8)
+        self.pinned[buf.ctypes.data] = buf
+        return (self._ok, buf.ctypes.data)
+
+    def _impl_cudaFreeHost(self, ptr: Any) -> tuple:
+        if self.pinned.pop(int(ptr), None) is None:
+            return (self._err("cudaErrorInvalidValue"),)
+        return (self._ok,)
+
+    def _pinned_owner(self, ptr: int, nbytes: int) -> bool:
+        """Whether ``[ptr, ptr+nbytes)`` lies in a page-locked block (raises on an overrun of one)."""
+        for base, buf in self.pinned.items():
+            if base <= ptr < base + buf.nbytes:
+                if ptr + nbytes > base + buf.nbytes:
+                    raise AssertionError(f"copy of {nbytes} bytes at {ptr:#x} overruns its pinned block")
+                return True
+        return False
+
     def _impl_cudaMalloc(self, size: int) -> tuple:
         return (self._ok, self.gpu.malloc(size))
 
@@ -216,6 +250,9 @@ class CudaRuntimeDouble:
         ptr = int(devPtr)
         if ptr not in self.gpu.allocations:
             return (self._err("cudaErrorInvalidValue"),)
+        # the same stream's later allocations may reuse the block now (ordered after the free); its memory
+        # stays readable by work queued before the free, and goes when the stream gets to the free
+        self.gpu.release_to_pool(ptr)
         self.gpu.stream(int(hStream)).enqueue(f"free {ptr:#x}", lambda: self.gpu.free(ptr))
         return (self._ok,)
 
@@ -231,11 +268,20 @@ class CudaRuntimeDouble:
             self.copied[direction] += int(count)
             self.copy_calls[direction] += 1
         if kind in (kinds.cudaMemcpyHostToDevice, kinds.cudaMemcpyDeviceToHost):
-            device_ptr = int(dst) if kind == kinds.cudaMemcpyHostToDevice else int(src)
+            device_ptr, host_ptr = (
+                (int(dst), int(src)) if kind == kinds.cudaMemcpyHostToDevice else (int(src), int(dst))
+            )
             if self.gpu.owner(device_ptr, int(count)) is None:
                 return (self._err("cudaErrorInvalidValue"),)
-            # pageable host memory: the copy waits for the stream's queued work and completes before returning
             st.enqueue(f"memcpy {count} bytes", lambda: self.gpu.copy(int(dst), int(src), int(count)))
+            if self._pinned_owner(host_ptr, int(count)):
+                # page-locked host memory: queued like a kernel; the host bytes are read (or written) when the
+                # stream gets there, so a host buffer reused before then corrupts the copy, as on a GPU
+                self.copied[f"{direction}_pinned"] += int(count)
+                return (self._ok,)
+            # pageable host memory: CUDA may make the copy synchronous; modelled as waiting for the stream's
+            # queued work (every engine run before it), counted as a stall
+            self.pageable_stalls += 1
             st.run()
             return (self._ok,)
         if kind == kinds.cudaMemcpyDeviceToDevice:

@@ -173,10 +173,18 @@ class FakeGpu:
     def free(self, ptr: int) -> bool:
         with self.lock:
             found = self.allocations.pop(int(ptr), None) is not None
+            self.release_to_pool(ptr)
+            return found
+
+    def release_to_pool(self, ptr: int) -> None:
+        """Return a pooled allocation's bytes to its pool's reserve (its memory stays readable until freed).
+
+        ``cudaFreeAsync`` does this when it is called: later allocations on the same stream may reuse the
+        block at once, because they are ordered after the free (CUDA's stream-ordered allocator)."""
+        with self.lock:
             pooled = self._pool_of.pop(int(ptr), None)
             if pooled is not None:
                 pooled[0].give_back(pooled[1])
-            return found
 
     def default_pool(self, device: int) -> FakePool:
         with self.lock:

@@ -23,8 +23,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import weakref
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 
@@ -32,7 +34,6 @@ from ..specs import ALL_SPECS, GraphSpec
 from .apicheck import check_call, spec_double
 from .fake_gpu import FakeGpu, release_host_memory
 
-_DTYPE_NAMES = {"float32": "FLOAT", "float16": "HALF", "int64": "INT64", "int32": "INT32", "bool": "BOOL"}
 _CACHE_FORMAT = "sam3-trt double runtime cache v1"
 
 
@@ -47,6 +48,7 @@ class _Plan:
         runner: Any,
         compute_capabilities: tuple[str, ...] = (),
         hardware_compatibility: str = "none",
+        profile: dict[str, Any] | None = None,
     ) -> None:
         self.graph = graph
         self.spec: GraphSpec = ALL_SPECS[graph]
@@ -55,6 +57,24 @@ class _Plan:
         self.compute_capabilities = compute_capabilities
         self.hardware_compatibility = hardware_compatibility
         self._runner = runner
+        self.io = _graph_io(onnx)
+        #: the optimisation profile the engine was built with (its manifest's record; the specs' when absent)
+        recorded = profile if profile is not None else {k: list(v) for k, v in self.spec.profile().items()}
+        self.profile = {name: tuple(tuple(int(x) for x in s) for s in shapes) for name, shapes in recorded.items()}
+
+    def output_shape(self, name: str, inputs: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
+        """The shape the engine computes for output ``name`` from the input shapes: the graph's own dims, its
+        symbols bound by the inputs that carry them (an output symbol no input carries: the specs' rule)."""
+        bound: dict[str, int] = {}
+        for tensor in self.io.values():
+            if tensor.is_input and tensor.name in inputs:
+                for dim, size in zip(tensor.shape, inputs[tensor.name], strict=True):
+                    if isinstance(dim, str):
+                        bound[dim] = size
+        dims = self.io[name].shape
+        if all(isinstance(d, int) or d in bound for d in dims):
+            return tuple(d if isinstance(d, int) else bound[d] for d in dims)
+        return self.spec.tensor(name).resolve(bound)
 
     def runs_on(self, capability: tuple[int, int]) -> bool:
         """Whether TensorRT would load this plan on a device of ``capability`` (``(9, 0)``: sm90)."""
@@ -64,6 +84,34 @@ class _Plan:
 
     def session(self) -> Any:
         return self._runner.session(self.graph)
+
+
+class _GraphTensor:
+    """One I/O tensor of an engine's source graph, as TensorRT would report it."""
+
+    def __init__(self, name: str, is_input: bool, dtype: str, shape: tuple[int | str, ...]) -> None:
+        self.name, self.is_input, self.dtype, self.shape = name, is_input, dtype, shape
+
+
+#: ONNX element type -> TensorRT DataType name (the types sam3-trt's graphs use at their boundaries)
+_ONNX_TYPES = {1: "FLOAT", 10: "HALF", 7: "INT64", 6: "INT32", 9: "BOOL", 3: "INT8", 2: "UINT8"}
+_NUMPY = {"FLOAT": np.float32, "HALF": np.float16, "INT64": np.int64, "INT32": np.int32, "BOOL": np.bool_,
+          "INT8": np.int8, "UINT8": np.uint8}  # fmt: skip
+
+
+def _graph_io(path: Path) -> dict[str, _GraphTensor]:
+    """Names, directions, types and dims of the graph's inputs and outputs: what the engine built from it has,
+    whatever the specs say (an engine from another export must fail the runtime's check, as on a GPU)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    io = {}
+    for values, is_input in ((graph.input, True), (graph.output, False)):
+        for v in values:
+            t = v.type.tensor_type
+            dims = tuple(d.dim_param if d.dim_param else int(d.dim_value) for d in t.shape.dim)
+            io[v.name] = _GraphTensor(v.name, is_input, _ONNX_TYPES.get(t.elem_type, f"ONNX type {t.elem_type}"), dims)
+    return io
 
 
 class TrtDouble:
@@ -84,8 +132,13 @@ class TrtDouble:
         self.contexts: list[Any] = []
         #: input shapes each graph ran with (what the RTX runtime cache specialises for)
         self.specialised: dict[str, set[tuple]] = {}
+        #: per graph: the runtime config's kernel-specialisation and CUDA-graph strategies of its latest context
+        self.runtime_settings: dict[str, dict[str, str]] = {}
         # per runtime-config and runtime-cache double (by id): the cache a config carries, a cache's entries
         self._config_cache: dict[int, Any] = {}
+        self._config_strategy: dict[int, Any] = {}
+        #: every (severity, message) the double logged
+        self.log_records: list[tuple[str, str]] = []
         self._cache_state: dict[int, _CacheState] = {}
         #: make every serialisation of a runtime cache differ (a salt), as a runtime whose bytes are not a function
         #: of the cache's content would: sam3-trt must then still write the file at most once per close
@@ -122,6 +175,7 @@ class TrtDouble:
                 runner,
                 tuple(manifest["compute_capabilities"]),
                 manifest.get("hardware_compatibility", "none"),
+                entry.get("profile"),
             )
 
     # -- the API ----------------------------------------------------------------------------------
@@ -137,6 +191,7 @@ class TrtDouble:
         return runtime
 
     def log(self, logger: Any, severity: str, msg: str) -> None:
+        self.log_records.append((severity, msg))
         logger.log(getattr(self._real.ILogger.Severity, severity), msg)
 
 
@@ -178,10 +233,11 @@ def _dims(trt: Any, shape: tuple) -> Any:
 
 
 def _make_engine(double: TrtDouble, plan: _Plan, logger: Any) -> Any:
+    """An engine whose I/O is its source graph's (names, directions, types, dims) and whose profile is the one
+    its folder's manifest recorded at build time: never read from the specs, so a disagreement shows."""
     trt = double._real
-    spec = plan.spec
-    names = [t.name for t in spec.inputs + spec.outputs]
-    inputs = {t.name for t in spec.inputs}
+    names = list(plan.io)
+    inputs = {n for n, t in plan.io.items() if t.is_input}
 
     class Impl:
         def get_tensor_name(self, index: int) -> str:
@@ -193,15 +249,15 @@ def _make_engine(double: TrtDouble, plan: _Plan, logger: Any) -> Any:
             return trt.TensorIOMode.INPUT if name in inputs else trt.TensorIOMode.OUTPUT
 
         def get_tensor_dtype(self, name: str) -> Any:
-            return getattr(trt.DataType, _DTYPE_NAMES[spec.tensor(name).dtype])
+            return getattr(trt.DataType, plan.io[name].dtype)
 
         def get_tensor_shape(self, name: str) -> Any:
-            return _dims(trt, spec.tensor(name).shape)
+            return _dims(trt, plan.io[name].shape)
 
         def get_tensor_profile_shape(self, name: str, profile_index: int) -> list:
             if name not in inputs or profile_index != 0:
                 return []
-            lo, opt, hi = spec.profile()[name]
+            lo, opt, hi = plan.profile[name]
             return [trt.Dims(lo), trt.Dims(opt), trt.Dims(hi)]
 
         def create_runtime_config(self) -> Any:
@@ -211,15 +267,53 @@ def _make_engine(double: TrtDouble, plan: _Plan, logger: Any) -> Any:
             return _make_inspector(double, plan)
 
         def create_execution_context(self, *args: Any, **kwargs: Any) -> Any:
-            config = kwargs.get("runtime_config", args[0] if args else None)
+            config = kwargs.get("runtime_config", kwargs.get("strategy", args[0] if args else None))
             cache = None
-            if config is not None and not isinstance(config, trt.ExecutionContextAllocationStrategy):
+            strategy = trt.ExecutionContextAllocationStrategy.STATIC
+            if isinstance(config, trt.ExecutionContextAllocationStrategy):
+                strategy = config
+            elif config is not None:
                 cache = double._config_cache.get(id(config))
-            context = _make_context(double, plan, logger, cache)
+                strategy = double._config_strategy.get(id(config), strategy)
+                double.runtime_settings[plan.graph] = _runtime_settings(trt, config)
+            context = _make_context(double, plan, logger, cache, strategy)
             double.contexts.append(context)
             return context
 
-    return spec_double(trt.ICudaEngine, Impl(), num_io_tensors=len(names), num_optimization_profiles=1, name=plan.graph)
+    return spec_double(
+        trt.ICudaEngine,
+        Impl(),
+        num_io_tensors=len(names),
+        num_optimization_profiles=1,
+        name=plan.graph,
+        device_memory_size_v2=scratch_bytes(plan),
+    )
+
+
+def scratch_bytes(plan: _Plan | GraphSpec) -> int:
+    """The double's scratch (activation) size of an engine: 1 MiB per I/O tensor, made up but distinct per graph,
+    so a test can tell one block per context from one shared block."""
+    if isinstance(plan, _Plan):
+        return 2**20 * len(plan.io)
+    return 2**20 * len(plan.inputs + plan.outputs)
+
+
+def _runtime_settings(trt: Any, config: Any) -> dict[str, str]:
+    """The strategies a runtime config carries, as TensorRT reads them: a property never set has TensorRT's
+    default; a value of another type is refused, as the real property's setter refuses it."""
+    found = {}
+    for prop, enum, default in (
+        ("dynamic_shapes_kernel_specialization_strategy", trt.DynamicShapesKernelSpecializationStrategy, "LAZY"),
+        ("cuda_graph_strategy", trt.CudaGraphStrategy, "DISABLED"),
+    ):
+        value = getattr(config, prop)
+        if isinstance(value, mock.NonCallableMock):
+            found[prop] = default
+        elif isinstance(value, enum):
+            found[prop] = value.name
+        else:
+            raise TypeError(f"IRuntimeConfig.{prop} must be a {enum.__name__}, got {value!r}")
+    return found
 
 
 def _make_inspector(double: TrtDouble, plan: _Plan) -> Any:
@@ -234,7 +328,7 @@ def _make_inspector(double: TrtDouble, plan: _Plan) -> Any:
                 return "\n".join(n.name for n in onnx.load(str(plan.onnx), load_external_data=False).graph.node)
             nodes = onnx.load(str(plan.onnx), load_external_data=False).graph.node
             layers = [{"Name": n.name, "LayerType": n.op_type} for n in nodes]
-            return json.dumps({"Layers": layers, "Bindings": plan.spec.input_names + plan.spec.output_names})
+            return json.dumps({"Layers": layers, "Bindings": list(plan.io)})
 
     return spec_double(trt.EngineInspector, Impl())
 
@@ -265,6 +359,12 @@ def _make_runtime_config(double: TrtDouble) -> Any:
 
         def get_runtime_cache(self) -> Any:
             return double._config_cache.get(id(config))
+
+        def set_execution_context_allocation_strategy(self, strategy: Any = None) -> None:
+            double._config_strategy[id(config)] = strategy
+
+        def get_execution_context_allocation_strategy(self) -> Any:
+            return double._config_strategy.get(id(config), trt.ExecutionContextAllocationStrategy.STATIC)
 
     config = spec_double(trt.IRuntimeConfig, Impl())
     return config
@@ -302,23 +402,22 @@ def _make_runtime_cache(double: TrtDouble) -> Any:
     return cache
 
 
-def _make_context(double: TrtDouble, plan: _Plan, logger: Any, cache: Any) -> Any:
+def _make_context(double: TrtDouble, plan: _Plan, logger: Any, cache: Any, strategy: Any) -> Any:
+    """A context; ``STATIC`` ones reserve their scratch on the fake GPU now (freed with the context), as TensorRT
+    does, ``USER_MANAGED`` ones refuse to run until :meth:`set_device_memory` gave them enough."""
     trt = double._real
-    spec = plan.spec
     gpu = double.gpu
     shapes: dict[str, tuple[int, ...]] = {}
     addresses: dict[str, int] = {}
-    input_names = spec.input_names
-    profile = spec.profile()
+    user_managed = strategy == trt.ExecutionContextAllocationStrategy.USER_MANAGED
+    scratch: dict[str, int] = {}
+    need = scratch_bytes(plan)
+    input_names = [n for n, t in plan.io.items() if t.is_input]
+    output_names = [n for n, t in plan.io.items() if not t.is_input]
+    profile = plan.profile
 
-    def sizes() -> dict[str, int] | None:
-        if any(n not in shapes for n in input_names):
-            return None
-        found: dict[str, int] = {}
-        for t in spec.inputs:
-            for axis, dim in t.dynamic_axes().items():
-                found[dim] = shapes[t.name][axis]
-        return found
+    def all_shapes_set() -> bool:
+        return all(n in shapes for n in input_names)
 
     class Impl:
         def set_input_shape(self, name: str, shape: Any) -> bool:
@@ -339,13 +438,13 @@ def _make_context(double: TrtDouble, plan: _Plan, logger: Any, cache: Any) -> An
 
         def get_tensor_shape(self, name: str) -> Any:
             if name in input_names:
-                return trt.Dims(shapes[name]) if name in shapes else _dims(trt, spec.tensor(name).shape)
-            found = sizes()
-            tensor = spec.tensor(name)
-            return _dims(trt, tensor.shape) if found is None else trt.Dims(tensor.resolve(found))
+                return trt.Dims(shapes[name]) if name in shapes else _dims(trt, plan.io[name].shape)
+            if not all_shapes_set():
+                return _dims(trt, plan.io[name].shape)
+            return trt.Dims(plan.output_shape(name, shapes))
 
         def set_tensor_address(self, name: str, memory: int) -> bool:
-            if name not in spec.input_names + spec.output_names:
+            if name not in plan.io:
                 double.log(logger, "ERROR", f"setTensorAddress: {name} is not a tensor of the engine")
                 return False
             if gpu.owner(int(memory), 0) and int(memory) % 256:  # device memory (not a torch double's CPU tensor)
@@ -361,23 +460,37 @@ def _make_context(double: TrtDouble, plan: _Plan, logger: Any, cache: Any) -> An
         def get_tensor_address(self, name: str) -> int:
             return addresses.get(name, 0)
 
+        def set_device_memory(self, memory: int, size: int) -> None:
+            if not user_managed:
+                double.log(logger, "ERROR", "setDeviceMemory: the context was not created with USER_MANAGED memory")
+                return
+            if gpu.owner(int(memory), int(size)) and int(memory) % 256:
+                double.log(logger, "ERROR", f"setDeviceMemory: address {int(memory):#x} is not aligned to 256 bytes")
+                return
+            if int(size) < need:
+                double.log(logger, "ERROR", f"setDeviceMemory: {int(size)} bytes, the engine needs {need}")
+                return
+            scratch["address"], scratch["size"] = int(memory), int(size)
+
         def execute_async_v3(self, stream_handle: int) -> bool:
-            found = sizes()
-            missing = [n for n in spec.input_names + spec.output_names if n not in addresses]
-            if found is None or missing:
+            missing = [n for n in plan.io if n not in addresses]
+            if not all_shapes_set() or missing:
                 double.log(logger, "ERROR", f"enqueueV3: missing input shapes or addresses {missing}")
+                return False
+            if user_managed and not scratch:
+                double.log(logger, "ERROR", "enqueueV3: no device memory set for a USER_MANAGED context")
                 return False
             if int(stream_handle) == 0:
                 double.log(logger, "WARNING", "Using default stream in enqueueV3() may lead to performance issues")
             stream = gpu.stream(int(stream_handle))
-            feeds_at = {t.name: (addresses[t.name], shapes[t.name], t.np_dtype) for t in spec.inputs}
-            outs_at = {t.name: (addresses[t.name], t.resolve(found), t.np_dtype) for t in spec.outputs}
+            feeds_at = {n: (addresses[n], shapes[n], _NUMPY[plan.io[n].dtype]) for n in input_names}
+            outs_at = {n: (addresses[n], plan.output_shape(n, shapes), _NUMPY[plan.io[n].dtype]) for n in output_names}
             signature = tuple(shapes[n] for n in input_names)
 
             def run() -> None:
                 feeds = {n: gpu.read(ptr, shape, dtype) for n, (ptr, shape, dtype) in feeds_at.items()}
-                results = plan.session().run(spec.output_names, feeds)
-                for name, value in zip(spec.output_names, results, strict=True):
+                results = plan.session().run(output_names, feeds)
+                for name, value in zip(output_names, results, strict=True):
                     ptr, shape, dtype = outs_at[name]
                     if tuple(value.shape) != shape:
                         raise AssertionError(f"{plan.graph}: {name} computed {value.shape}, bound for {shape}")
@@ -391,4 +504,7 @@ def _make_context(double: TrtDouble, plan: _Plan, logger: Any, cache: Any) -> An
             stream.enqueue(f"execute {plan.graph}", run)
             return True
 
-    return spec_double(trt.IExecutionContext, Impl())
+    context = spec_double(trt.IExecutionContext, Impl())
+    if not user_managed:
+        weakref.finalize(context, gpu.free, gpu.malloc(need))
+    return context

@@ -154,9 +154,17 @@ def test_checkpoint_errors_are_one_line(tmp_path):
 
 def test_build_prints_only_json_on_stdout(tiny_export, tmp_path):
     export, _ = tiny_export
-    proc = _cli("-q", "build", "--gpu", "5090", "--onnx-dir", export, "--out", tmp_path / "e")
+    line = _one_error(_cli("build", "--gpu", "5090", "--onnx-dir", export, "--shape-buckets", "4,2", "--out", tmp_path))
+    assert "shape buckets [4, 2]" in line and "increasing" in line and not list(tmp_path.iterdir())
+    runtime = ["--cuda-graphs", "whole_graph_capture", "--shape-buckets", "1,4"]
+    proc = _cli("-q", "build", "--gpu", "5090", "--onnx-dir", export, "--out", tmp_path / "e", *runtime)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(proc.stdout)["flavour"] == "rtx"  # TensorRT's log went to stderr, not here
+    summary = json.loads(proc.stdout)  # TensorRT's log went to stderr, not here
+    assert summary["flavour"] == "rtx"
+    # the runtime settings the folder's processes will apply, as recorded in its manifest
+    recorded = {"kernel_specialization": "eager", "cuda_graphs": "whole_graph_capture", "shape_buckets": [1, 4]}
+    assert summary["rtx_runtime"] == recorded
+    assert json.loads((tmp_path / "e" / "5090" / "manifest.json").read_text())["rtx_runtime"] == recorded
     plan = json.loads((tmp_path / "e" / "5090.plan.json").read_text())
     assert all({"trtexec", "polygraphy"} <= set(g["same_build_with"]) for g in plan["graphs"].values())
 

@@ -83,16 +83,20 @@ def test_processor_through_tensorrt_matches_onnxruntime(engines, reference):
     moved["text"]["masks_logits"] = moved["text"]["masks_logits"].copy()
     moved["text"]["masks_logits"].flat[0] += 10 * trt_scenario.SAME_GRAPHS_TOLERANCES["masks_logits_max_abs"]
     assert [p.split(":")[0] for p in trt_scenario.compare(reference, moved)] == ["text"]
-    # shapes went up and down: the engines ran at P 1..16, N 1..2 and B 1..2
+    # shapes went up and down, in CI's shape buckets (1, 4): P 1, 4 (3 prompts, padded) and 16 (past the
+    # buckets: exact), N 1 and 4 (2 and 3 boxes, padded), B 1..2; padded results equal ONNX Runtime's exact ones
     decoder_shapes = doubles.trt.specialised["decoder"]
-    assert {s[3][0] for s in decoder_shapes} == {1, 16} and {s[5][1] for s in decoder_shapes} == {1, 2}
+    assert {s[3][0] for s in decoder_shapes} == {1, 4, 16} and {s[5][1] for s in decoder_shapes} == {1, 4}
     assert {s[0][0] for s in doubles.trt.specialised["vision_encoder"]} == {1, 2}
     assert doubles.torch_cuda.empty_cache_calls == 1  # close() returned torch's cached blocks
 
 
-def test_cuda_python_layer_with_torch_blocked(engines):
-    """Torch-free install: the cuda-python layer and numpy results, in a process where torch cannot load."""
+def test_cuda_python_layer_with_torch_blocked(engines, reference, tmp_path):
+    """Torch-free install: the cuda-python layer and numpy results, in a process where torch cannot load,
+    against the ONNX Runtime reference this process ran."""
     folder, export = engines
+    reference_file = tmp_path / "reference.npz"
+    trt_scenario.save_results(reference, reference_file)
     script = textwrap.dedent(
         f"""
         import importlib.abc, runpy, sys
@@ -104,7 +108,7 @@ def test_cuda_python_layer_with_torch_blocked(engines):
                 return None
 
         sys.meta_path.insert(0, Block())
-        sys.argv = ["trt_scenario.py", {str(folder)!r}, {str(export)!r}]
+        sys.argv = ["trt_scenario.py", {str(folder)!r}, {str(export)!r}, {str(reference_file)!r}]
         runpy.run_path({str(TESTS / "trt_scenario.py")!r}, run_name="__main__")
         """
     )
@@ -213,7 +217,9 @@ def test_rtx_runtime_cache_saved_reloaded_and_rejected(engines, tmp_path):
     with gpu_doubles(folder, export, memory="cuda-python"):
         with Sam3Processor(folder, backend="tensorrt") as proc:
             proc.set_text_prompts(["a", "b"], proc.set_image(image))
-    assert len(json.loads(cache.read_bytes())["entries"]) == len(saved["entries"]) + 2  # text and decoder at P=2
+    assert (
+        len(json.loads(cache.read_bytes())["entries"]) == len(saved["entries"]) + 2
+    )  # text and decoder at P=4 (bucket)
     assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == [STAMP_FILE]  # no temp files
     # a cache from another GPU is rejected with a warning, then replaced
     cache.write_bytes(json.dumps({**saved, "gpu": "another GPU"}).encode())
@@ -223,6 +229,145 @@ def test_rtx_runtime_cache_saved_reloaded_and_rejected(engines, tmp_path):
         proc.set_text_prompt("a red square", proc.set_image(image))
         proc.close()
     assert json.loads(cache.read_bytes())["gpu"] != "another GPU"
+
+
+def test_runtime_cache_is_saved_by_a_processor_never_closed(engines, tmp_path):
+    """Scripts and servers drop processors without close(): the compiled kernels must still reach the file."""
+    import gc
+
+    folder, export = _copy_engines(engines, tmp_path)
+    cache = folder / "runtime_cache.bin"
+    cache.unlink(missing_ok=True)
+    with gpu_doubles(folder, export, memory="cuda-python") as doubles:
+        proc = Sam3Processor(folder, backend="tensorrt")
+        proc.set_text_prompt("a red square", proc.set_image(trt_scenario.images()[0]))
+        streams = [s for handle, s in doubles.gpu.streams.items() if handle and not s.destroyed]
+        del proc
+        gc.collect()
+        assert cache.is_file()
+        assert {g for g, _ in json.loads(cache.read_bytes())["entries"]} == {
+            "vision_encoder",
+            "text_encoder",
+            "decoder",
+        }
+        assert streams and all(s.destroyed for s in streams)  # the device memory layer closed after the save
+
+
+# -- TensorRT for RTX's runtime settings: recorded at build, applied to every context, shapes bucketed -----
+EAGER = {"dynamic_shapes_kernel_specialization_strategy": "EAGER", "cuda_graph_strategy": "DISABLED"}
+
+
+def test_rtx_runtime_settings_reach_every_context_and_warm_up_compiles_every_bucket(engines, monkeypatch):
+    from sam3_trt.engines.builder import BuildOptions
+    from sam3_trt.engines.rtx_runtime import DEFAULT_BUCKETS, RtxRuntimeSettings, bucket
+    from sam3_trt.runtime.backends import TensorRTBackend
+
+    folder, export = engines
+    manifest = json.loads((folder / "manifest.json").read_text())
+    # what `sam3-trt build` records (CI's engines: buckets 1 and 4, keeping the decoder's CPU runs cheap)
+    assert BuildOptions().rtx_runtime == RtxRuntimeSettings() and RtxRuntimeSettings().shape_buckets == DEFAULT_BUCKETS
+    assert manifest["rtx_runtime"] == RtxRuntimeSettings(shape_buckets=(1, 4)).to_manifest()
+    assert [bucket(n, DEFAULT_BUCKETS, 16) for n in (1, 2, 3, 5, 9, 16, 17)] == [1, 2, 4, 8, 16, 16, 17]
+    image = trt_scenario.images()[0]
+
+    def calls(proc):  # counts between the buckets: 3 prompts (T and P), then N = 1, 2, 3 boxes
+        state = proc.set_image(image)
+        proc.set_text_prompts([f"prompt {i}" for i in range(3)], state)
+        for _ in range(3):  # with the "visual" text
+            proc.add_geometric_prompt([0.5, 0.5, 0.2, 0.2], True, state)
+        proc.backend.synchronize()  # the doubles' engines run when their stream is waited for
+
+    with gpu_doubles(folder, export, memory="cuda-python") as doubles:
+        with Sam3Processor(folder, backend="tensorrt") as proc:
+            # every context got the folder's settings, not TensorRT for RTX's defaults (lazy specialisation)
+            assert doubles.trt.runtime_settings == dict.fromkeys(proc.backend.graphs, EAGER)
+            proc.set_text_prompt("a kept prompt", proc.set_image(image))
+            ran = proc.warm_up()
+            assert ran == {"vision_encoder": [(1,)], "text_encoder": [(1,), (4,)], "decoder": [(1, 1), (4, 1), (1, 4)]}
+            assert list(proc._text_cache) == ["a kept prompt"]  # warm-up prompts forgotten, the user's kept
+            compiled = {g: set(s) for g, s in doubles.trt.specialised.items()}  # warm_up waited for its runs
+            assert sorted(len(s) for s in compiled.values()) == [1, 2, 3]  # B=1; T=1,4; (P,N)=(1,1),(4,1),(1,4)
+            calls(proc)
+            assert {g: set(s) for g, s in doubles.trt.specialised.items()} == compiled  # no shape compiled later
+    # exact counts (no buckets, other strategies): the same calls meet shapes warm-up never ran
+    with gpu_doubles(folder, export, memory="cuda-python") as doubles:
+        settings = RtxRuntimeSettings("lazy", "whole_graph_capture", ())
+        backend = TensorRTBackend(folder, manifest, rtx_runtime=settings)
+        with Sam3Processor(folder, backend=backend) as proc:
+            lazy = {
+                "dynamic_shapes_kernel_specialization_strategy": "LAZY",
+                "cuda_graph_strategy": "WHOLE_GRAPH_CAPTURE",
+            }
+            assert doubles.trt.runtime_settings == dict.fromkeys(backend.graphs, lazy)
+            assert proc.warm_up()["decoder"] == [(1, 1)]
+            compiled = {g: set(s) for g, s in doubles.trt.specialised.items()}
+            calls(proc)
+            new = {g: len(s - compiled.get(g, set())) for g, s in doubles.trt.specialised.items()}
+            assert new == {"vision_encoder": 0, "text_encoder": 1, "decoder": 3}  # T=3; (P,N)=(3,1),(1,2),(1,3)
+        backend.close()
+    # the double refuses what the real property setter refuses
+    monkeypatch.setattr(
+        RtxRuntimeSettings, "apply", lambda self, trt, config: setattr(config, "cuda_graph_strategy", 1)
+    )
+    with gpu_doubles(folder, export, memory="cuda-python"):
+        with pytest.raises(TypeError, match="cuda_graph_strategy must be a CudaGraphStrategy, got 1"):
+            TensorRTBackend(folder, manifest)
+
+
+def test_contexts_share_one_scratch_block(engines, monkeypatch):
+    """TensorRT's default reserves each context's scratch for its profile maximum (3 blocks for the image graphs,
+    7 with the tracker's); the backend runs one graph at a time on one stream, so one block serves all."""
+    from sam3_trt.runtime.backends import tensorrt as trt_backend
+    from sam3_trt.specs import ALL_SPECS
+    from sam3_trt.testing.trt_double import scratch_bytes
+
+    folder, export = engines
+    image = trt_scenario.images()[0]
+    with gpu_doubles(folder, export, memory="cuda-python") as doubles:
+        with _tensorrt(engines) as proc:
+            sizes = [scratch_bytes(ALL_SPECS[g]) for g in proc.backend.graphs]
+            assert len(set(sizes)) == 3 and proc.backend.scratch_bytes == max(sizes)
+            held = doubles.gpu.live_bytes()
+            assert held == max(sizes)  # nothing else is device memory before the first run
+            proc.set_text_prompt("a red square", proc.set_image(image))  # every graph runs in that block
+            # what TensorRT's default would hold: a block per context (the double charges STATIC contexts)
+            for engine in proc.backend.engines.values():
+                engine.create_execution_context()
+            assert doubles.gpu.live_bytes() - held >= sum(sizes)
+
+    # a block smaller than an engine needs is refused, and the run fails in one line naming the graph
+    def too_small(loaded, memory):
+        loaded.scratch = memory.empty((2**24,), "uint8")
+        for graph, context in loaded.contexts.items():
+            context.set_device_memory(memory.pointer(loaded.scratch), scratch_bytes(ALL_SPECS[graph]) - 1)
+        return 2**24
+
+    monkeypatch.setattr(trt_backend, "share_scratch", too_small)
+    with gpu_doubles(folder, export, memory="cuda-python") as doubles:
+        with _tensorrt(engines) as proc:
+            with pytest.raises(Sam3TrtError, match=r"execution of vision_encoder failed .*no device memory set"):
+                proc.set_image(image)
+            assert "the engine needs" in " ".join(m for _, m in doubles.trt.log_records)
+
+
+def test_bad_rtx_runtime_settings_are_one_line():
+    from sam3_trt.engines.rtx_runtime import RtxRuntimeSettings, parse_buckets
+
+    for kwargs, words in (
+        ({"kernel_specialization": "fast"}, "kernel specialization 'fast' is not one of eager, lazy, none"),
+        ({"cuda_graphs": "on"}, "cuda graphs 'on' is not one of disabled, whole_graph_capture"),
+        ({"shape_buckets": (1, 4, 2)}, "shape buckets [1, 4, 2] must be increasing positive integers"),
+        ({"shape_buckets": (0, 1)}, "shape buckets [0, 1] must be increasing"),
+    ):
+        with pytest.raises(Sam3TrtError) as caught:
+            RtxRuntimeSettings(**kwargs)
+        assert words in str(caught.value)
+    with pytest.raises(Sam3TrtError, match=r"rtx_runtime has unknown keys \['buckets'\]"):
+        RtxRuntimeSettings.from_manifest({"rtx_runtime": {"buckets": [1]}})
+    assert RtxRuntimeSettings.from_manifest({}) == RtxRuntimeSettings()  # folders built before it was recorded
+    assert parse_buckets("none", "--shape-buckets") == () and parse_buckets("1,3", "x") == (1, 3)
+    with pytest.raises(Sam3TrtError, match=r"--shape-buckets 'a,b': give increasing counts"):
+        parse_buckets("a,b", "--shape-buckets")
 
 
 def test_runtime_cache_whose_bytes_always_differ_is_written_once_per_close(engines, tmp_path, monkeypatch):
@@ -305,6 +450,44 @@ def test_engine_that_does_not_deserialize_is_one_line(engines, tmp_path):
     assert "\n" not in line
     for part in ("decoder.engine", "Serialization", "rtx 1.7.1.116 for sm120", "tensorrt_rtx", "RTX 5090", "sm120"):
         assert part in line, (part, line)
+
+
+def test_engines_whose_graphs_disagree_with_the_specs_are_refused(engines, tmp_path):
+    """The double's engines report their source graph's I/O, as TensorRT's do: an engine built from a graph
+    whose output types or sizes differ from the specs fails the load check or the run's shape check."""
+    import hashlib
+
+    import onnx
+
+    folder, export = _copy_engines(engines, tmp_path)
+    graphs = tmp_path / "export"
+    shutil.copytree(export, graphs)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for graph, change in (
+        ("text_encoder", lambda m: setattr(m.graph.output[1].type.tensor_type, "elem_type", onnx.TensorProto.INT32)),
+        ("decoder", lambda m: setattr(m.graph.output[0].type.tensor_type.shape.dim[1], "dim_value", 100)),
+    ):
+        path = graphs / f"{graph}.onnx"
+        model = onnx.load(str(path), load_external_data=False)
+        change(model)
+        onnx.save(model, str(path))  # its weights stay in the data file beside it
+        manifest["graphs"][graph]["onnx_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with gpu_doubles(folder, graphs, memory="cuda-python"):
+        with pytest.raises(Sam3TrtError, match=r"text_encoder.engine: tensor 'text_mask' is INT32, the specs say bool"):
+            Sam3Processor(folder, backend="tensorrt")
+        manifest["graphs"]["text_encoder"] = json.loads((engines[0] / "manifest.json").read_text())["graphs"][
+            "text_encoder"
+        ]
+        shutil.copy(export / "text_encoder.onnx", graphs / "text_encoder.onnx")
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    with gpu_doubles(folder, graphs, memory="cuda-python"):
+        with Sam3Processor(folder, backend="tensorrt") as proc:
+            state = proc.set_image(trt_scenario.images()[0])
+            with pytest.raises(
+                Sam3TrtError, match=r"pred_logits, the engine computes shape \(1, 100\), the specs \(1, 200\)"
+            ):
+                proc.set_text_prompt("a red square", state)
 
 
 def test_profile_refusal_names_the_tensor_and_the_profile(engines):
@@ -404,6 +587,17 @@ def test_bench_tensorrt_worker_reports_device_and_engine_times(engines, tmp_path
     assert device["name"].startswith("NVIDIA GeForce RTX 5090") and device["device_memory"] == "cuda-python"
     assert set(device["engine_gpu_time"]) == {"vision_encoder", "text_encoder", "decoder"}
     assert device["memory"]["total_mb"] == 12345.0
+    assert device["scratch_mb"] == 13.0  # the decoder's (the largest) in the double's made-up sizes
+    # the stage columns are the engines' CUDA-event times, not the enqueue's wall time around each run (the
+    # double's engines run when their stream is waited for, as a GPU's do: the enqueue alone takes ~0 ms)
+    for graph in ("vision_encoder", "text_encoder"):  # each ran once per repeat: the same run
+        engine = device["engine_gpu_time"][graph]["median_ms"]
+        assert result["stages"][graph]["median_ms"] == pytest.approx(engine) and engine > 1.0, graph
+    # the decoder ran for the cold and the warm prompt; its column is the cold one's, the engine time the last's
+    assert result["stages"]["decoder"]["median_ms"] > 0.3 * device["engine_gpu_time"]["decoder"]["median_ms"] > 0.3
+    # TensorRT for RTX: every bucketed shape compiled before the timed runs, what it cost reported
+    assert result["warm_up"]["shapes"] == {"vision_encoder": 1, "text_encoder": 2, "decoder": 3}  # buckets 1, 4
+    assert result["rtx_runtime"]["kernel_specialization"] == "eager"
 
 
 # -- per-call costs (cuda-python layer): what each call copies, synchronises and allocates ------------------
@@ -437,6 +631,37 @@ def test_call_costs_stay_within_budget(engines):
         "extra prompt: driver allocations 1 > budget 0",
         "extra prompt: synchronisations 6 > budget 1",
     ]
+    # uploads: the image (12 MB of pixels) and prompts' token ids come through pinned memory; before, pageable
+    upload = nothing["set_image"]
+    assert upload.host_to_device_bytes >= 3 * 1008 * 1008 * 4 and upload.host_to_device_pageable_bytes == 0
+    pageable = dataclasses.replace(upload, host_to_device_pageable_bytes=upload.host_to_device_bytes)
+    assert budget_problems([pageable]) == [
+        f"set_image: pageable host-to-device bytes {upload.host_to_device_bytes} > budget 0"
+    ]
+
+
+def test_uploads_queue_behind_running_engines_and_the_ring_waits_before_reuse(engines, reference):
+    """From pinned memory the next image's upload is queued behind the running vision run (from pageable memory
+    it waited for it); a staging region is written again only after the copy that read it ran, so three
+    images in flight still give each its own features."""
+    folder, export = engines
+    images = [*trt_scenario.images(), trt_scenario.images()[0].transpose(0)]
+    with gpu_doubles(folder, export, memory="cuda-python") as doubles:
+        with _tensorrt(engines, confidence_threshold=0.0) as proc:
+            proc.set_image(images[0])
+            proc.backend.memory.synchronize()
+            stream = doubles.gpu.stream(proc.backend.memory.stream_handle)
+            stalls = doubles.cudart.pageable_stalls
+            states = [proc.set_image(im) for im in images]  # the ring (2 x 12 MB) comes round for the third
+            pending = [label for label, _ in stream.pending]
+            assert pending.count("execute vision_encoder") >= 2  # nothing waited for the earlier images' runs
+            assert doubles.cudart.pageable_stalls == stalls
+            got = [trt_scenario._result(proc.set_text_prompt("a red square", st)) for st in states[:2]]
+    assert trt_scenario.compare({"a": reference["text"]}, {"a": got[0]}) == []
+    # the second image: its features are its own, not the third's (the ring waited before reusing the region)
+    with Sam3Processor(export, backend="onnxruntime", confidence_threshold=0.0) as ort:
+        want = trt_scenario._result(ort.set_text_prompt("a red square", ort.set_image(images[1])))
+    assert trt_scenario.compare({"b": want}, {"b": got[1]}) == []
 
 
 def test_kept_rows_and_max_detections_match_onnxruntime(engines):

@@ -2,7 +2,7 @@
 
 Run by the ONNX Runtime backend (the reference) and by the TensorRT backend through the doubles, in this
 process (torch and cuda-python memory) and in a subprocess where importing torch is blocked
-(``python tests/runtime/trt_scenario.py ENGINES EXPORT``).
+(``python tests/runtime/trt_scenario.py ENGINES EXPORT REFERENCE.npz``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ PROMPTS_16 = [
 ]
 NEGATIVE_BOX = [0.75, 0.25, 0.2, 0.2]  # normalised cx, cy, w, h
 SECOND_BOX = [0.3, 0.6, 0.3, 0.3]
+THIRD_BOX = [0.6, 0.7, 0.2, 0.3]
 FULL_IMAGE_BOX = [0.5, 0.5, 1.0, 1.0]
 KEYS = ("masks_logits", "boxes", "scores")
 
@@ -48,6 +49,10 @@ def run_scenario(proc: Any) -> dict[str, dict[str, np.ndarray]]:
     out["text"] = _result(proc.set_text_prompt("a red square", state))  # P=1, N=1 (padding)
     out["text + negative box"] = _result(proc.add_geometric_prompt(NEGATIVE_BOX, False, state))
     out["text + two boxes"] = _result(proc.add_geometric_prompt(SECOND_BOX, True, state))  # N=2
+    out["text + three boxes"] = _result(proc.add_geometric_prompt(THIRD_BOX, True, state))  # N=3
+    # counts between TensorRT for RTX's shape buckets (P=3, N=3 run padded to 4 there): same results
+    for i, r in enumerate(proc.set_text_prompts(PROMPTS_16[4:7], state)):
+        out[f"3 prompts x 3 boxes #{i}"] = _result(r)
     proc.reset_all_prompts(state)
     out["box only (full image)"] = _result(proc.add_geometric_prompt(FULL_IMAGE_BOX, True, state))  # N=1
     proc.reset_all_prompts(state)
@@ -151,19 +156,32 @@ def worst(reference: dict, candidate: dict) -> dict[str, float]:
     }
 
 
-def main(engines: str, export: str) -> None:
-    """Subprocess entry: the scenario on ONNX Runtime and on TensorRT through the cuda-python layer, compared.
+def save_results(results: dict[str, dict[str, np.ndarray]], path: Any) -> None:
+    """Write a scenario's results to an ``.npz`` (``case|key`` names), for a process that compares against them."""
+    np.savez(path, **{f"{case}|{key}": value for case, out in results.items() for key, value in out.items()})
 
-    Both runs happen here because without torch images are resized by PIL (within 1/255 of torch's
-    resize), so the reference must come from the same process.
-    """
+
+def load_results(path: Any) -> dict[str, dict[str, np.ndarray]]:
+    """What :func:`save_results` wrote."""
+    results: dict[str, dict[str, np.ndarray]] = {}
+    with np.load(path) as data:
+        for name in data.files:
+            case, key = name.rsplit("|", 1)
+            results.setdefault(case, {})[key] = data[name]
+    return results
+
+
+def main(engines: str, export: str, reference_file: str) -> None:
+    """Subprocess entry: the scenario on TensorRT through the cuda-python layer, compared with the reference the
+    parent process ran on ONNX Runtime (with torch: the torch-free pre-processing equals torchvision's resize
+    byte for byte, so both processes feed the graphs the same pixels)."""
     import gc
     import json
 
     from sam3_trt import Sam3Processor
     from sam3_trt.testing import gpu_doubles
 
-    reference = onnxruntime_reference(export)
+    reference = load_results(reference_file)
     with gpu_doubles(engines, export, memory="cuda-python") as doubles:
         with Sam3Processor(engines, backend="tensorrt") as proc:
             memory = proc.backend.memory.name
@@ -179,4 +197,4 @@ def main(engines: str, export: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(*sys.argv[1:4])

@@ -179,11 +179,13 @@ def video_engines(tracker_export, tmp_path_factory):
 
     if not rtx_available():
         pytest.skip("tensorrt_rtx is not installed (pip install 'sam3-trt[rtx]')")
+    from conftest import ci_build_options
+
     from sam3_trt.engines.builder import build_engines
     from sam3_trt.engines.targets import resolve_target
 
     root = tmp_path_factory.mktemp("video-engines")
-    manifest = build_engines(tracker_export[0], root, resolve_target("5090"))
+    manifest = build_engines(tracker_export[0], root, resolve_target("5090"), ci_build_options())
     return root / "5090", manifest
 
 

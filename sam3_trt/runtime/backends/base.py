@@ -23,6 +23,9 @@ class Backend:
     #: True when a run's outputs live in buffers the next run overwrites (callers copy what they keep).
     #: None of this package's backends do; the flag is for backends written elsewhere.
     reuses_outputs = False
+    #: Counts the processor pads prompt, box and text batches to, so few shapes ever run (TensorRT for RTX
+    #: compiles kernels per shape: :mod:`sam3_trt.engines.rtx_runtime`); ``()``: exact counts.
+    shape_buckets: tuple[int, ...] = ()
     #: Torch device string the outputs live on (``"cpu"`` for host arrays).
     result_device = "cpu"
     #: Graphs this backend runs: the image graphs; ONNX Runtime also runs the video graphs, TensorRT the
@@ -64,6 +67,9 @@ class Backend:
         Args:
             graphs: The graphs to prepare (default: the three image graphs).
         """
+
+    def synchronize(self) -> None:
+        """Wait until every run queued so far has finished (GPU backends queue work; the others run it at once)."""
 
     def close(self) -> None:
         """Free sessions, engines and device memory (waits for a run in progress; later runs raise)."""

@@ -6,10 +6,13 @@
        └─ device memory (runtime/device_memory): stream and CUDA context on device_index
        └─ load_engines: Runtime → deserialize (None → one line naming file, versions, GPU)
                         → I/O names, modes and dtypes checked against the graph specs
-       └─ contexts: one per graph (TensorRT for RTX: with the runtime cache, loaded from the folder)
+       └─ contexts: one per graph (TensorRT for RTX: the folder's runtime settings and its runtime cache),
+                    all running in one shared scratch block (share_scratch)
        └─ TensorRTBackend._run, per call: set_input_shape (refusal names the profile's min and max)
           → set_tensor_address (fresh outputs) → execute_async_v3 on the backend's stream
           → outputs handed over by event (torch) or on the same stream (cuda-python)
+       └─ teardown, once (close(), the backend collected, or interpreter exit): runtime cache saved while its
+          contexts live, then contexts, engines, runtime, cache and device memory freed in that order
 
 Nothing here needs a GPU to be *read*; running it does. CI runs this whole path through the doubles in
 :mod:`sam3_trt.testing` (API use and data plumbing, never kernels or numerics).
@@ -21,11 +24,13 @@ import dataclasses
 import os
 import tempfile
 import warnings
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ...engines.parse import load_trt, make_logger
+from ...engines.rtx_runtime import RtxRuntimeSettings
 from ...errors import Sam3TrtError
 from ...manifest import manifest_specs
 from ...specs import ALL_SPECS, GraphSpec
@@ -102,6 +107,8 @@ class _Loaded:
     runtime: Any
     engines: dict[str, Any]
     contexts: dict[str, Any]
+    #: the one scratch block every context runs in (see :func:`share_scratch`)
+    scratch: Any = None
 
 
 def _describe_device(gpu: Any, device_index: int) -> str:
@@ -116,6 +123,7 @@ def load_engines(
     gpu: Any,
     device_index: int,
     runtime_cache: RuntimeCacheFile | None,
+    rtx_runtime: RtxRuntimeSettings | None = None,
 ) -> _Loaded:
     """Deserialize the engines ``folder``'s manifest lists (the image graphs; with ``--video`` exports, the
     tracker graphs too) and create one execution context each.
@@ -128,10 +136,13 @@ def load_engines(
         gpu: Local GPUs (for messages).
         device_index: The device the engines load on (current while this runs).
         runtime_cache: TensorRT for RTX's runtime cache, or ``None`` for standard TensorRT.
+        rtx_runtime: TensorRT for RTX's runtime settings, set on every context (default: the manifest's).
 
     Raises:
         Sam3TrtError: A missing or undeserializable engine, or one whose I/O differs from the specs.
     """
+    if runtime_cache is not None and rtx_runtime is None:
+        rtx_runtime = RtxRuntimeSettings.from_manifest(manifest)
     runtime = trt.Runtime(logger)
     if manifest.get("version_compatible"):
         # version-compatible plans carry their own lean runtime (host code); only trusted folders get here
@@ -153,10 +164,14 @@ def load_engines(
             )
         check_engine_io(trt, engine, spec, path)
         engines[graph] = engine
+        # scratch (activation) memory is ours to give: one block for all contexts (see share_scratch)
+        user_managed = trt.ExecutionContextAllocationStrategy.USER_MANAGED
         if runtime_cache is None:
-            context = engine.create_execution_context()
+            context = engine.create_execution_context(user_managed)
         else:
             config = engine.create_runtime_config()
+            config.set_execution_context_allocation_strategy(user_managed)
+            rtx_runtime.apply(trt, config)
             runtime_cache.attach(config)
             context = engine.create_execution_context(config)
         if context is None:
@@ -164,6 +179,24 @@ def load_engines(
             raise Sam3TrtError(f"TensorRT could not create an execution context for {path} ({why})")
         contexts[graph] = context
     return _Loaded(runtime, engines, contexts)
+
+
+def share_scratch(loaded: _Loaded, memory: DeviceMemory) -> int:
+    """Give every context of ``loaded`` the same scratch block, as large as the largest engine needs.
+
+    TensorRT's default (``STATIC``) reserves each context's scratch for its profile maximum: 3 blocks for the
+    image graphs, 7 with the tracker's. This backend runs one graph at a time (its lock) on one stream, so a
+    run's scratch is free again before the next run's kernels start (stream order), and one block serves all.
+
+    Returns:
+        The block's size in bytes.
+    """
+    size = max(int(engine.device_memory_size_v2) for engine in loaded.engines.values())
+    loaded.scratch = memory.empty((max(size, 1),), "uint8")
+    address = memory.pointer(loaded.scratch)
+    for context in loaded.contexts.values():
+        context.set_device_memory(address, size)
+    return size
 
 
 def check_engine_io(trt: Any, engine: Any, spec: GraphSpec, path: Path) -> None:
@@ -195,6 +228,8 @@ class TensorRTBackend(Backend):
         check_target: Refuse engines whose manifest names another compute capability before TensorRT sees
             them. ``False`` leaves the verdict to TensorRT (``gpu-check`` asks whether TensorRT for RTX runs
             plans built for a listed architecture on an unlisted one); the TensorRT version is still checked.
+        rtx_runtime: TensorRT for RTX's runtime settings (:mod:`sam3_trt.engines.rtx_runtime`) in place of
+            the ones the folder's manifest records (``bench`` compares CUDA graphs on and off this way).
     """
 
     name = "tensorrt"
@@ -207,6 +242,7 @@ class TensorRTBackend(Backend):
         device_index: int = 0,
         device_memory: str = "auto",
         check_target: bool = True,
+        rtx_runtime: RtxRuntimeSettings | None = None,
     ) -> None:
         super().__init__()
         from ...device import gpu_info
@@ -227,23 +263,44 @@ class TensorRTBackend(Backend):
         self.memory: DeviceMemory = open_device_memory(device_memory, self.device_index)
         self.result_device = self.memory.result_device
         self.runtime_cache = RuntimeCacheFile(self.folder / self.RUNTIME_CACHE) if self.flavour == "rtx" else None
+        #: TensorRT for RTX's runtime settings (``None`` for standard TensorRT)
+        self.rtx_runtime = (
+            (rtx_runtime or RtxRuntimeSettings.from_manifest(manifest)) if self.flavour == "rtx" else None
+        )
+        self.shape_buckets = self.rtx_runtime.shape_buckets if self.rtx_runtime is not None else ()
         self._timers: dict[str, Timer] = {}
         try:
             with self.memory.activate():
                 loaded = load_engines(
-                    self.trt, self.logger, self.folder, manifest, self.gpu, self.device_index, self.runtime_cache
+                    self.trt,
+                    self.logger,
+                    self.folder,
+                    manifest,
+                    self.gpu,
+                    self.device_index,
+                    self.runtime_cache,
+                    self.rtx_runtime,
                 )
+                #: bytes of the scratch block all contexts share
+                self.scratch_bytes = share_scratch(loaded, self.memory)
         except BaseException:
             self.memory.close()
             raise
         self.runtime, self.engines, self.contexts = loaded.runtime, loaded.engines, loaded.contexts
         self.graphs = tuple(self.engines)
+        # a backend never closed (a script's processor, one dropped by a server) still saves the compiled kernels
+        # and frees in order: the finalizer holds what teardown needs, never the backend itself
+        self._teardown = weakref.finalize(self, _teardown, self.memory, self.runtime_cache, loaded)
 
     @property
     def last_gpu_ms(self) -> dict[str, float]:
         """Graph name -> engine milliseconds of its latest run (CUDA events on the backend's stream)."""
         with self._lock:
             return {graph: timer.elapsed_ms() for graph, timer in self._timers.items()}
+
+    def synchronize(self) -> None:
+        """Wait for every run queued on the backend's stream."""
+        self.memory.synchronize()
 
     def _set_shape(self, graph: str, ctx: Any, name: str, shape: tuple[int, ...]) -> None:
         if ctx.set_input_shape(name, shape):
@@ -294,13 +351,23 @@ class TensorRTBackend(Backend):
         return outputs
 
     def _release(self) -> None:
-        self.memory.synchronize()
-        if self.runtime_cache is not None:
-            with self.memory.activate():
-                self.runtime_cache.save()
         self._timers.clear()
-        # contexts before engines before the runtime: TensorRT's documented destruction order
-        self.contexts.clear()
-        self.engines.clear()
         self.runtime = None
-        self.memory.close()
+        self._teardown()
+
+
+def _teardown(memory: DeviceMemory, runtime_cache: RuntimeCacheFile | None, loaded: _Loaded) -> None:
+    """Save the runtime cache while its contexts live, then free contexts, engines, the runtime and the memory."""
+    try:
+        memory.synchronize()
+        if runtime_cache is not None:
+            with memory.activate():
+                runtime_cache.save()
+    finally:
+        # contexts before engines before the runtime (TensorRT's documented destruction order); the runtime
+        # cache outlives the contexts that use it (NVIDIA's runtime-cache guide); their scratch goes after them
+        loaded.contexts.clear()
+        loaded.scratch = None
+        loaded.engines.clear()
+        loaded.runtime = None
+        memory.close()

@@ -7,13 +7,16 @@ trip, and ``numpy()`` / ``np.asarray`` copies them to the host when needed.
 
 Allocation is stream-ordered (``cudaMallocFromPoolAsync`` / ``cudaFreeAsync`` on the backend's stream) from the
 backend's own pool, which keeps freed memory (release threshold at its maximum): fresh outputs per run cost
-no device synchronisation and, once warm, no allocation from the driver.
+no device synchronisation and, once warm, no allocation from the driver. Host inputs are staged in pinned
+memory (:class:`_PinnedRing`), so their copies are queued behind running engines instead of waiting for them.
 Every call's status is checked (:func:`check`).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import ctypes
 import itertools
 import weakref
 from collections.abc import Iterator, Sequence
@@ -126,6 +129,86 @@ def _free(stream: _Stream, ptr: int) -> None:
         rt.cudaFreeAsync(ptr, stream.handle)
     else:  # the backend is closed and its stream synchronised: free at once
         rt.cudaFree(ptr)
+
+
+#: Pinned bytes beyond two of the largest input, for the small inputs staged between them.
+SMALL_STAGING = 2**20
+
+
+class _PinnedRing:
+    """Page-locked host memory that host inputs are staged in before their copy to the device.
+
+    From pageable memory CUDA may make ``cudaMemcpyAsync`` synchronous with the host (CUDA's "API synchronization
+    behavior" notes): the copy then waits for every engine run queued before it, so uploading the next image
+    stalls the host behind the current one. From pinned memory the copy is queued like any other work. The ring
+    reuses one pinned block: a region is written again only after the copy that last read it has completed (one
+    event per copy, asked about only when the ring comes round to it). It grows to twice the largest input plus
+    :data:`SMALL_STAGING` for the small inputs (token ids, boxes) staged between two images.
+    """
+
+    def __init__(self, rt: Any) -> None:
+        self.rt = rt
+        self.ptr = 0
+        self.capacity = 0
+        self._head = 0
+        self._pending: collections.deque[tuple[int, int, Any]] = collections.deque()  # (start, end, event)
+        self._events: list[Any] = []  # spare events
+
+    def stage(self, host: np.ndarray) -> tuple[int, tuple[int, int]]:
+        """Copy ``host`` into the ring; returns its pinned address and the region (for :meth:`commit`)."""
+        size = -(-max(host.nbytes, 1) // TENSOR_ALIGNMENT) * TENSOR_ALIGNMENT
+        if size > self.capacity:  # two of the largest input in flight, and room for the small ones between
+            self._grow(2 * size + SMALL_STAGING)
+        if self._head + size > self.capacity:
+            self._head = 0
+        start, end = self._head, self._head + size
+        done = []  # copies that read this region: oldest first, so the newest one's completion covers them all
+        while self._pending and self._pending[0][0] < end and start < self._pending[0][1]:
+            done.append(self._pending.popleft()[2])
+        if done:
+            self._wait(done[-1])
+            self._events += done[:-1]
+        ctypes.memmove(self.ptr + start, host.ctypes.data, host.nbytes)
+        self._head = end
+        return self.ptr + start, (start, end)
+
+    def commit(self, region: tuple[int, int], stream: Any) -> None:
+        """Mark ``region`` in use until the work queued on ``stream`` so far (its copy) has run."""
+        event = (
+            self._events.pop()
+            if self._events
+            else check(self.rt.cudaEventCreateWithFlags(self.rt.cudaEventDisableTiming), "cudaEventCreateWithFlags")
+        )
+        check(self.rt.cudaEventRecord(event, stream), "cudaEventRecord(staging)")
+        self._pending.append((*region, event))
+
+    def _wait(self, event: Any) -> None:
+        # most copies finished long ago: ask first, and block the host only for one still queued
+        status = self.rt.cudaEventQuery(event)
+        status = status[0] if isinstance(status, tuple) else status
+        if status == self.rt.cudaError_t.cudaErrorNotReady:
+            check(self.rt.cudaEventSynchronize(event), "cudaEventSynchronize(staging)")
+        else:
+            check(status, "cudaEventQuery(staging)")
+        self._events.append(event)
+
+    def _grow(self, capacity: int) -> None:
+        self.free()
+        self.ptr = int(check(self.rt.cudaMallocHost(capacity), f"cudaMallocHost({capacity})"))
+        self.capacity = capacity
+
+    def free(self) -> None:
+        """Wait for every staged copy, then give the pinned block and the events back."""
+        if self._pending:
+            self._wait(self._pending[-1][2])
+            self._events += [entry[2] for entry in list(self._pending)[:-1]]
+            self._pending.clear()
+        if self.ptr:
+            check(self.rt.cudaFreeHost(self.ptr), "cudaFreeHost")
+        self.ptr, self.capacity, self._head = 0, 0, 0
+        for event in self._events:
+            self.rt.cudaEventDestroy(event)
+        self._events.clear()
 
 
 class DeviceArray:
@@ -250,6 +333,7 @@ class CudaPythonMemory(DeviceMemory):
             raise Sam3TrtError(f"device_index={device_index}, but this machine has {count} CUDA device(s)")
         self._stream = _Stream(self.rt, device_index)
         self._pool = _Pool(self.rt, device_index)
+        self._staging = _PinnedRing(self.rt)
         self._timer_start: Any = None
 
     @property
@@ -290,17 +374,18 @@ class CudaPythonMemory(DeviceMemory):
 
         host = np.ascontiguousarray(to_numpy(value), dtype=want)
         out = self._allocate(host.shape, want)
+        staged, region = self._staging.stage(host)  # pinned: the copy is queued, the host does not wait
         check(
             self.rt.cudaMemcpyAsync(
                 out.ptr,
-                host.ctypes.data,
+                staged,
                 host.nbytes,
                 self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice,
                 self.stream_handle,
             ),
             f"cudaMemcpyAsync(host to device, {host.nbytes} bytes)",
         )
-        # from pageable host memory CUDA stages the data before cudaMemcpyAsync returns, so `host` may go
+        self._staging.commit(region, self.stream_handle)
         return out
 
     def _copy(self, array: DeviceArray) -> DeviceArray:
@@ -419,6 +504,7 @@ class CudaPythonMemory(DeviceMemory):
             return
         with self.activate():
             check(self.rt.cudaStreamSynchronize(self.stream_handle), "cudaStreamSynchronize (close)")
+            self._staging.free()
         # arrays a caller still holds are freed with cudaFree when dropped (the stream is gone by then)
         self._stream.destroy()
         self._pool.destroy()
