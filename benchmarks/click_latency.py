@@ -66,13 +66,12 @@ def main() -> None:
 
 def measure(export: Path, repeats: int) -> dict:
     import torch
-    from PIL import Image
-    from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
     from sam3.model.sam1_task_predictor import SAM3InteractiveImagePredictor
 
     from sam3_trt import Sam3AutomaticMaskGenerator, Sam3Processor
     from sam3_trt.assets.images import demo_image
     from sam3_trt.checks.detection_parity import upstream_processor
+    from sam3_trt.checks.eager_automatic import upstream_automatic_generator
     from sam3_trt.export.model import load_model
     from sam3_trt.export.patches import cpu_compat
     from sam3_trt.export.tracker_model import build_tracker
@@ -113,22 +112,7 @@ def measure(export: Path, repeats: int) -> dict:
         low_ours = clicks.predict_inst(state, return_logits=True, **CLICK)[2]
         result["first_click_low_res_max_abs"] = float(np.abs(low_eager - low_ours).max())
 
-        sam2 = SAM2AutomaticMaskGenerator(tracker, output_mode="binary_mask", **GRID)
-        predictor = SAM3InteractiveImagePredictor(tracker, max_hole_area=0, max_sprinkle_area=0).eval()
-
-        def set_image(crop: np.ndarray) -> None:  # features as Sam3Image.predict_inst gives them
-            predictor.reset_predictor()
-            st = processor.set_image(Image.fromarray(crop))
-            _, feats, _, _ = predictor.model._prepare_backbone_features(st["backbone_out"]["sam2_backbone_out"])
-            feats[-1] = feats[-1] + predictor.model.no_mem_embed
-            sizes = predictor._bb_feat_sizes
-            levels = [f.permute(1, 2, 0).view(1, -1, *s) for f, s in zip(feats[::-1], sizes[::-1], strict=True)][::-1]
-            predictor._features = {"image_embed": levels[-1], "high_res_feats": levels[:-1]}
-            predictor._orig_hw = [(st["original_height"], st["original_width"])]
-            predictor._is_image_set = True
-
-        predictor.set_image = set_image
-        sam2.predictor = predictor
+        sam2 = upstream_automatic_generator(processor, tracker, output_mode="binary_mask", **GRID)
         t = time.perf_counter()
         eager_records = sam2.generate(pixels)
         result["eager_automatic_s"] = time.perf_counter() - t

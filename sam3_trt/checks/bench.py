@@ -59,6 +59,13 @@ STAGES = (
 #: Stages timed with ``clicks`` only (after ``set_image``, through ``predict_inst``).
 CLICK_STAGES = ("click", "click_head", "click_refine")
 STAGES += CLICK_STAGES
+#: Automatic masks of one image (``--automatic N``: an N x N grid of clicks), seconds per image.
+AUTOMATIC_STAGES = ("automatic",)
+STAGES += AUTOMATIC_STAGES
+#: Filters off on both sides: every grid mask is upsampled, scored and encoded (the most work a grid can cost).
+AUTOMATIC_FILTERS = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "output_mode": "binary_mask"}
+#: Largest ``--automatic`` grid side (SAM2's default is 32; 64 is 4,096 clicks per image).
+MAX_GRID = 64
 DEFAULT_PROMPTS = ("a red square", "blue disc", "green triangle", "a shape", "background")
 
 
@@ -79,6 +86,9 @@ class WorkerConfig:
         device_memory: ``tensorrt`` only: device-memory provider (``auto``, ``torch``, ``cuda-python``).
         clicks: Also time ``predict_inst`` (a click, then a refining call) after ``set_image``; the image is
             then encoded by the video vision graph (with the tracker levels the click head reads).
+        automatic: Also time automatic masks of the image on an ``automatic x automatic`` grid (0: not), with
+            :data:`AUTOMATIC_FILTERS`: ours (:class:`~sam3_trt.runtime.automatic.Sam3AutomaticMaskGenerator`)
+            and upstream's (SAM2's generator over SAM3's click predictor). Needs the click head, as ``clicks``.
     """
 
     backend: str
@@ -92,6 +102,12 @@ class WorkerConfig:
     autocast: str | None = None
     device_memory: str = "auto"
     clicks: bool = False
+    automatic: int = 0
+
+    @property
+    def interactive(self) -> bool:
+        """Whether the model must answer clicks (the click stages or automatic masks)."""
+        return self.clicks or self.automatic > 0
 
 
 def _stats(values: Sequence[float]) -> dict[str, float]:
@@ -146,13 +162,18 @@ def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
 
 
 def _run_ours(cfg: WorkerConfig) -> dict[str, Any]:
+    from ..runtime.automatic import Sam3AutomaticMaskGenerator
     from ..runtime.image import open_image, preprocess
     from ..runtime.interactive import GRAPH as INTERACTIVE_GRAPH
     from ..runtime.processor import Sam3Processor
 
     start = time.perf_counter()
     proc = Sam3Processor(
-        cfg.artifacts, backend=cfg.backend, threads=cfg.threads, device_memory=cfg.device_memory, interactive=cfg.clicks
+        cfg.artifacts,
+        backend=cfg.backend,
+        threads=cfg.threads,
+        device_memory=cfg.device_memory,
+        interactive=cfg.interactive,
     )
     memory = getattr(proc.backend, "memory", None)  # TensorRT: wall times wait for the GPU
 
@@ -160,8 +181,19 @@ def _run_ours(cfg: WorkerConfig) -> dict[str, Any]:
         if memory is not None:
             memory.synchronize()
 
+    def graph_s(graph: str) -> float:
+        """A graph's time in its latest run: on TensorRT its CUDA events (the wall time around a run is only the
+        enqueue; the GPU work lands in whatever waits next), elsewhere the run's wall time."""
+        if memory is not None:
+            return proc.backend.last_gpu_ms[graph] / 1000
+        return proc.backend.last_seconds[graph]
+
     proc.backend.load_all(proc.graphs)  # ONNX Runtime sessions are lazy: count their creation as load time
     load_s = time.perf_counter() - start
+    # TensorRT for RTX compiles kernels per shape: every bucketed shape before the timed runs, its cost reported
+    start = time.perf_counter()
+    warmed = proc.warm_up() if proc.backend.shape_buckets else {}
+    warm_up_s = time.perf_counter() - start
     proc.set_confidence_threshold(0.5)
     times: dict[str, list[float]] = {s: [] for s in STAGES}
     gpu_ms: dict[str, list[float]] = {}
@@ -179,7 +211,7 @@ def _run_ours(cfg: WorkerConfig) -> dict[str, Any]:
         state = proc.set_image(image)
         _sync(cfg.backend)
         sample["set_image"] = time.perf_counter() - t
-        sample["vision_encoder"] = proc.backend.last_seconds[proc.graphs[0]]  # the video one with --clicks
+        sample["vision_encoder"] = graph_s(proc.graphs[0])  # the video one with --clicks
         proc.clear_text_cache()
         cold, warm, text, dec = [], [], [], []
         warm_text_runs = 0
@@ -188,8 +220,8 @@ def _run_ours(cfg: WorkerConfig) -> dict[str, Any]:
             proc.set_text_prompt(prompt, state)
             _sync(cfg.backend)
             cold.append(time.perf_counter() - t)
-            text.append(proc.backend.last_seconds["text_encoder"])
-            dec.append(proc.backend.last_seconds["decoder"])
+            text.append(graph_s("text_encoder"))
+            dec.append(graph_s("decoder"))
         for prompt in prompts:
             proc.backend.last_seconds.pop("text_encoder", None)
             t = time.perf_counter()
@@ -201,7 +233,10 @@ def _run_ours(cfg: WorkerConfig) -> dict[str, Any]:
         sample |= _prompt_stages(sample, cold, warm, text, dec)
         if cfg.clicks:
             sample |= _click_stages(functools.partial(proc.predict_inst, state), image.size, lambda: _sync(cfg.backend))
-            sample["click_head"] = proc.backend.last_seconds[INTERACTIVE_GRAPH]  # of the refining call
+            sample["click_head"] = graph_s(INTERACTIVE_GRAPH)  # of the refining call
+        if cfg.automatic:
+            generator = Sam3AutomaticMaskGenerator(proc, points_per_side=cfg.automatic, **AUTOMATIC_FILTERS)
+            sample["automatic"], masks = _automatic_stage(generator, image, lambda: _sync(cfg.backend))
         if rep >= cfg.warmup:
             for k, v in sample.items():
                 times[k].append(v)
@@ -210,6 +245,11 @@ def _run_ours(cfg: WorkerConfig) -> dict[str, Any]:
                 gpu_ms.setdefault(graph, []).append(ms / 1000)
     result = _result(cfg, load_s, times)
     result["text_encoder_runs_when_warm"] = sum(text_runs_warm)
+    if cfg.automatic:
+        result["automatic"] = {"points": cfg.automatic**2, "masks": masks}
+    if warmed:
+        result["warm_up"] = {"seconds": round(warm_up_s, 3), "shapes": {g: len(v) for g, v in warmed.items()}}
+        result["rtx_runtime"] = proc.backend.rtx_runtime.to_manifest()
     if cfg.backend == "onnxruntime":
         result["attention_sites_fused"] = dict(proc.backend.fused_sites)
     if memory is not None:
@@ -218,6 +258,8 @@ def _run_ours(cfg: WorkerConfig) -> dict[str, Any]:
             "name": backend.gpu.names[backend.device_index],
             "device_memory": memory.name,
             "memory": memory.memory_info(),
+            # one block shared by every context (TensorRT's default would hold one per context)
+            "scratch_mb": round(backend.scratch_bytes / 2**20, 1),
             "engine_gpu_time": {g: _stats(v) for g, v in gpu_ms.items()},
         }
     proc.close()
@@ -231,13 +273,14 @@ def _run_eager(cfg: WorkerConfig) -> dict[str, Any]:
     from ..export.patches import cpu_compat
     from ..manifest import read_manifest
     from ..runtime.image import open_image
+    from .eager_automatic import upstream_automatic_generator
 
     torch.set_num_threads(cfg.threads)
     on_gpu = cfg.device != "cpu"
     start = time.perf_counter()
     manifest = read_manifest(cfg.artifacts)
-    model, _ = model_from_manifest(manifest, video=cfg.clicks)
-    if cfg.clicks:  # as upstream's build_sam3_image_model(enable_inst_interactivity=True) attaches it
+    model, _ = model_from_manifest(manifest, video=cfg.interactive)
+    if cfg.interactive:  # as upstream's build_sam3_image_model(enable_inst_interactivity=True) attaches it
         from sam3.model.sam1_task_predictor import SAM3InteractiveImagePredictor
 
         from ..export.tracker_model import tracker_from_manifest
@@ -298,11 +341,21 @@ def _run_eager(cfg: WorkerConfig) -> dict[str, Any]:
             if cfg.clicks:
                 predict = functools.partial(model.predict_inst, state)
                 sample |= _click_stages(predict, image.size, sync or (lambda: None))
+            if cfg.automatic:
+                generator = upstream_automatic_generator(
+                    proc,
+                    model.inst_interactive_predictor.model,
+                    points_per_side=cfg.automatic,
+                    **AUTOMATIC_FILTERS,
+                )
+                sample["automatic"], masks = _automatic_stage(generator, image, sync or (lambda: None))
             if rep >= cfg.warmup:
                 for k, v in sample.items():
                     times[k].append(v)
     result = _result(cfg, load_s, times)
     result["eager"] = {"device": cfg.device, "autocast": cfg.autocast}
+    if cfg.automatic:
+        result["automatic"] = {"points": cfg.automatic**2, "masks": masks}
     if on_gpu:
         free, total = torch.cuda.mem_get_info()
         result["device"] = {
@@ -353,6 +406,17 @@ def _click_stages(predict: Callable[..., Any], size: tuple[int, int], sync: Call
     )
     sync()
     return {"click": click, "click_refine": time.perf_counter() - t}
+
+
+def _automatic_stage(generator: Any, image: Any, sync: Callable[[], None]) -> tuple[float, int]:
+    """Seconds of one image's automatic masks (the generator's whole ``generate``), and how many it returned."""
+    import numpy as np
+
+    pixels = np.asarray(image.convert("RGB"))
+    t = time.perf_counter()
+    records = generator.generate(pixels)
+    sync()
+    return time.perf_counter() - t, len(records)
 
 
 def _result(cfg: WorkerConfig, load_s: float, times: dict[str, list[float]]) -> dict[str, Any]:
@@ -428,6 +492,7 @@ def run_bench(
     eager_device: str | None = None,
     isolate: bool = True,
     clicks: bool = False,
+    automatic: int = 0,
 ) -> dict[str, Any]:
     """Run each backend in its own process and compare it with eager (``torch``) when that ran too.
 
@@ -449,6 +514,8 @@ def run_bench(
         isolate: Run each backend in its own process (peak memory per backend). ``False`` runs them in
             this process: only for ``gpu-check --simulate``, whose GPU doubles live in this process.
         clicks: Also time clicks (:class:`WorkerConfig`); every folder must hold the click head.
+        automatic: Also time automatic masks on an ``automatic x automatic`` grid (:class:`WorkerConfig`); every
+            folder must hold the click head.
     """
     from ..errors import Sam3TrtError
     from ..manifest import read_manifest
@@ -461,6 +528,8 @@ def run_bench(
         raise Sam3TrtError(f"--prompts {prompts}: use 1 to {len(DEFAULT_PROMPTS)}")
     if repeats < 1 or warmup < 0:
         raise Sam3TrtError(f"--repeats {repeats} / --warmup {warmup}: need repeats >= 1 and warmup >= 0")
+    if isinstance(automatic, bool) or not isinstance(automatic, int) or not 0 <= automatic <= MAX_GRID:
+        raise Sam3TrtError(f"--automatic {automatic}: give the grid's points per side, 1 to {MAX_GRID} (0: off)")
     if "tensorrt" in backends and engines is None:
         raise Sam3TrtError("--backends tensorrt needs --engines DIR (an engine folder from `sam3-trt build`)")
     manifest = read_manifest(artifacts, kind="onnx-export")
@@ -476,7 +545,7 @@ def run_bench(
     if int8_artifacts is not None:
         check_int8_source(manifest, int8_artifacts, artifacts)
         runs.append(("onnxruntime-int8", "onnxruntime", str(int8_artifacts), {}))
-    if clicks:
+    if clicks or automatic:
         _check_click_folders(runs)
     threads = threads or os.cpu_count() or 1
     results: dict[str, Any] = {}
@@ -497,6 +566,7 @@ def run_bench(
                 warmup=warmup,
                 threads=threads,
                 clicks=clicks,
+                automatic=automatic,
                 **extra,
             )
             say(f"bench: {label} ({warmup} warm-up + {repeats} timed runs, {threads} threads, own process)")

@@ -112,6 +112,14 @@ def parity(
     is_flag=True,
     help="Also time a click and a refining click after set_image (an export made with --video).",
 )
+@click.option(
+    "--automatic",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Also time automatic masks of the image on an N x N grid of clicks, filters off, beside upstream's "
+    "(SAM2's generator over SAM3's click predictor); an export made with --video. 0: off.",
+)
 @json_file_option()
 @figure_option("Bar chart PNG of stage medians.")
 @click.pass_obj
@@ -129,6 +137,7 @@ def bench(
     warmup: int,
     threads: int | None,
     clicks: bool,
+    automatic: int,
     json_path: Path | None,
     figure: Path | None,
 ) -> None:
@@ -138,6 +147,7 @@ def bench(
     report = bench_folder(
         artifacts, backends, image_size, image, json_path, figure, prompts=prompts, repeats=repeats, warmup=warmup,
         threads=threads, engines=engines, progress=ui.progress, int8_artifacts=int8_artifacts, clicks=clicks,
+        automatic=automatic,
     )  # fmt: skip
     for line in bench_lines(report):
         click.echo(line)
@@ -173,6 +183,12 @@ def inspect(ui: Ui, path: Path, as_json: bool, no_layers: bool) -> None:
 @click.option("--rtx-cc", default=None, help="TensorRT for RTX compute capability: current or smXY.")
 @path_option("--aot-engines", help="Engines built elsewhere, run in stage b.")
 @click.option("--repeats", type=int, default=5, show_default=True, help="Timed bench runs per backend (stage d).")
+@click.option(
+    "--shape-buckets",
+    default="1,2,4,8,16",
+    show_default=True,
+    help="TensorRT for RTX engines built here: the shape buckets they record (see build --shape-buckets).",
+)
 @click.pass_obj
 @handle_errors
 def gpu_check_cmd(
@@ -188,6 +204,7 @@ def gpu_check_cmd(
     rtx_cc: str | None,
     aot_engines: Path | None,
     repeats: int,
+    shape_buckets: str,
 ) -> None:
     """sam3-trt on this GPU, in stages, into one report folder (gpu-check.json, summary.md, JSON/PNG per stage).
 
@@ -202,12 +219,14 @@ def gpu_check_cmd(
     failed or raised (the report says which and why), 124 when --deadline stopped it.
     """
     from ..checks.gpu_check import STAGES, GpuCheckOptions, gpu_check
+    from ..engines.rtx_runtime import parse_buckets
     from ..paths import check_output_folder
 
     keys = tuple(s.key for s in STAGES) if stages == "all" else tuple(k.strip() for k in stages.split(","))
     options = GpuCheckOptions(out=out_dir, stages=keys, deadline_s=deadline, resume=resume, simulate=simulate,
                               tiny_export=tiny_export, full_variant=full_variant, flavour=flavour, rtx_cc=rtx_cc,
-                              aot_engines=aot_engines, repeats=repeats)  # fmt: skip
+                              aot_engines=aot_engines, repeats=repeats,
+                              shape_buckets=parse_buckets(shape_buckets, "--shape-buckets"))  # fmt: skip
     options.check()
     check_output_folder(out_dir, "--out")
     data = gpu_check(options, progress=ui.progress)

@@ -28,7 +28,7 @@ def _error_line(proc):
 def test_bench_measures_every_stage_beside_eager(tiny_export, tmp_path):
     from PIL import Image
 
-    from sam3_trt.checks.bench import CLICK_STAGES, STAGES
+    from sam3_trt.checks.bench import AUTOMATIC_STAGES, CLICK_STAGES, STAGES
     from sam3_trt.checks.figures import SERIES_COLOURS
 
     out, _ = tiny_export
@@ -42,7 +42,7 @@ def test_bench_measures_every_stage_beside_eager(tiny_export, tmp_path):
     report = json.loads(report_path.read_text())
     assert set(report["backends"]) == {"torch", "onnxruntime"}
     ours, eager = report["backends"]["onnxruntime"], report["backends"]["torch"]
-    image_stages = set(STAGES) - set(CLICK_STAGES)
+    image_stages = set(STAGES) - set(CLICK_STAGES) - set(AUTOMATIC_STAGES)
     assert set(ours["stages"]) == image_stages and set(eager["stages"]) == image_stages - {"preprocess"}
     assert ours["attention_sites_fused"]["vision_encoder"] == 2  # the tiny ViT's two blocks, on the CPU
     for result in (ours, eager):
@@ -107,6 +107,8 @@ def test_bench_verdicts_follow_the_measured_stage_times(tmp_path, monkeypatch):
         (["--backends", "tensorrt"], "needs --engines DIR"),
         (["--prompts", "0"], "--prompts 0"),
         (["--clicks"], "has no video_vision_encoder or interactive_mask_head graph; clicks need an export made with"),
+        (["--automatic", "2"], "has no video_vision_encoder or interactive_mask_head graph"),
+        (["--automatic", "-1"], "--automatic -1: give the grid's points per side, 1 to 64 (0: off)"),
     ],
 )
 def test_bench_bad_input_is_one_line(tiny_export, args, message):
@@ -172,9 +174,14 @@ def test_bench_clicks_times_predict_inst_beside_upstreams(tracker_export, monkey
 
     monkeypatch.setattr(bench, "_click_stages", recording)
     report = bench.run_bench(out, ["torch", "onnxruntime"], (420, 300), repeats=1, warmup=0, threads=2,
-                             isolate=False, clicks=True)  # fmt: skip
+                             isolate=False, clicks=True, automatic=2)  # fmt: skip
     ours, eager = report["backends"]["onnxruntime"]["stages"], report["backends"]["torch"]["stages"]
     assert set(bench.CLICK_STAGES) <= set(ours) and {"click", "click_refine"} <= set(eager)
+    # automatic masks of the image, 2 x 2 grid, filters off: ours and SAM2's generator over SAM3's predictor
+    assert ours["automatic"]["median_ms"] > 0 and eager["automatic"]["median_ms"] > 0
+    found = {b: r["automatic"] for b, r in report["backends"].items()}
+    assert found["onnxruntime"]["points"] == found["torch"]["points"] == 4
+    assert 1 <= found["onnxruntime"]["masks"] == found["torch"]["masks"]  # the same weights keep the same masks
     assert 0 < ours["click_head"]["median_ms"] <= ours["click_refine"]["median_ms"]
     # each side: a centre click with three masks, then the refine with the best of them fed back as logits
     assert len(calls) == 4

@@ -100,9 +100,11 @@ def test_deadline_stops_cleanly_and_resume_keeps_what_finished(tiny_export, tmp_
     assert proc.returncode == 2 and "holds a simulated run" in _error_line(proc)
 
 
-def test_simulated_run_executes_every_stage(tiny_export, rtx_engines, tmp_path):
+def test_simulated_run_executes_every_stage(tiny_export, rtx_engines, tiny_fp16, tmp_path):
     """All five stages on the CPU: engines built here for real (TensorRT for RTX, ahead of time), run by the
     TensorRT double as their ONNX graphs; eager on the CPU. Checks plumbing and reports, not GPU numbers."""
+    import shutil
+
     from PIL import Image
 
     from sam3_trt.specs import SPECS
@@ -110,10 +112,15 @@ def test_simulated_run_executes_every_stage(tiny_export, rtx_engines, tmp_path):
     out, _ = tiny_export
     aot_root, aot = rtx_engines
     report = tmp_path / "report"
+    # the session's default-policy FP16 graphs of the same export: gpu-check reuses them as it reuses its own
+    shutil.copytree(tiny_fp16[1], report / "tiny-fp16-default")
     proc = _run(
         "gpu-check", "--simulate", "--out", report, "--tiny-export", out, "--full-variant", "tiny",
-        "--repeats", 1, "--aot-engines", aot_root / aot["target"],
+        "--repeats", 1, "--aot-engines", aot_root / aot["target"], "--shape-buckets", "none",
     )  # fmt: skip
+    assert f"fp16: {report / 'tiny-fp16-default'} was made by policy 'default' from these graphs; reusing it" in (
+        proc.stderr
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert _statuses(report) == dict.fromkeys(STAGE_KEYS, "ok")
     assert json.loads(proc.stdout.strip().splitlines()[-1])["stages"] == dict.fromkeys(STAGE_KEYS, "ok")
@@ -129,6 +136,11 @@ def test_simulated_run_executes_every_stage(tiny_export, rtx_engines, tmp_path):
         manifest = json.loads((Path(entry["folder"]) / "manifest.json").read_text())
         assert manifest["compute_capabilities"] == ["sm120"] and manifest["precision"]["mode"] == label
         assert entry["device_memory"] == "torch" and set(entry["engine_ms"]) == set(SPECS)
+        # the runtime settings and warm-up serve and bench use: every bucketed shape before the smoke run
+        assert entry["rtx_runtime"]["kernel_specialization"] == "eager" and entry["scratch_mb"] == 13.0
+        # --shape-buckets none: exact counts, one shape per graph to warm up (the buckets: runtime tests)
+        assert entry["warm_up"]["shapes"] == {"vision_encoder": 1, "text_encoder": 1, "decoder": 1}
+        assert manifest["rtx_runtime"]["shape_buckets"] == []
         assert Path(entry["folder"]).is_relative_to(report)  # everything it writes stays in --out
     assert "error" not in b["aot"] and set(b["aot"]["engine_ms"]) == set(SPECS)
 
@@ -209,6 +221,33 @@ def test_rtx_target_for_unlisted_gpus():
         rtx_target("current", GpuInfo(False, reason="no driver"))
     with pytest.raises(Sam3TrtError, match="--rtx-cc sm90: use current or one of"):
         rtx_target("sm90", h200)
+
+
+def test_unlisted_gpu_build_is_probed_in_a_child_that_may_abort(tmp_path, monkeypatch):
+    """On a GPU TensorRT for RTX does not list, stage b asks a child process to build for CURRENT first: a child
+    that fails or aborts becomes the stage's one-line failure, never gpu-check's death."""
+    from sam3_trt.checks.gpu_check import stages
+    from sam3_trt.checks.gpu_check.report import CheckReport
+    from sam3_trt.checks.gpu_check.run import CheckContext, GpuCheckOptions
+    from sam3_trt.device import GpuInfo
+    from sam3_trt.engines import probe
+
+    assert probe.probe_build("sm89")["built"]  # a listed target builds ahead of time, no GPU needed
+    h100 = GpuInfo(True, ("NVIDIA H100 80GB HBM3",), ((9, 0),))
+    options = GpuCheckOptions(out=tmp_path, flavour="rtx")
+    ctx = CheckContext(options, CheckReport(tmp_path, {}), h100, None, lambda _m: None)
+    # here: no GPU behind CURRENT, so TensorRT for RTX's build fails cleanly in the child
+    with pytest.raises(stages.StageFailed, match=r"cannot build for this GPU \(sm90\).*ended with exit 4") as failed:
+        stages.engines(ctx)
+    assert failed.value.result["rtx_probe"]["built"] is False and "export" not in failed.value.result
+    # a child killed by a signal (an abort in TensorRT) is reported by the signal's name
+    aborting = tmp_path / "python"
+    aborting.write_text("#!/bin/sh\nkill -ABRT $$\n")
+    aborting.chmod(0o755)
+    monkeypatch.setattr(probe.sys, "executable", str(aborting))
+    assert probe.probe_build("current")["exit"] == "SIGABRT"
+    with pytest.raises(stages.StageFailed, match=r"ended with SIGABRT"):
+        stages.engines(CheckContext(options, CheckReport(tmp_path, {}), h100, None, lambda _m: None))
 
 
 def test_check_target_false_leaves_the_compute_capability_verdict_to_tensorrt(rtx_engines, tiny_export):

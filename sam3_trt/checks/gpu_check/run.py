@@ -79,6 +79,8 @@ class GpuCheckOptions:
             TensorRT for RTX lists it, else ``current``).
         aot_engines: An engine folder built ahead of time elsewhere, loaded and run in stage b.
         repeats: Timed runs per backend in stage d.
+        shape_buckets: The shape buckets TensorRT for RTX engines built here record
+            (:mod:`sam3_trt.engines.rtx_runtime`; ``None``: the default).
     """
 
     out: Path
@@ -92,6 +94,16 @@ class GpuCheckOptions:
     rtx_cc: str | None = None
     aot_engines: Path | None = None
     repeats: int = 5
+    shape_buckets: tuple[int, ...] | None = None
+
+    def build_options(self) -> Any:
+        """The builder options of the engines built here."""
+        from ...engines.builder import BuildOptions
+        from ...engines.rtx_runtime import RtxRuntimeSettings
+
+        if self.shape_buckets is None:
+            return BuildOptions()
+        return BuildOptions(rtx_runtime=RtxRuntimeSettings(shape_buckets=self.shape_buckets))
 
     def check(self) -> None:
         """Raise one line for the first bad option (before any work)."""
@@ -106,6 +118,7 @@ class GpuCheckOptions:
             raise Sam3TrtError(f"--flavour {self.flavour}: use auto, rtx or tensorrt")
         if self.repeats < 1:
             raise Sam3TrtError(f"--repeats {self.repeats}: need at least 1")
+        self.build_options()  # refuses bad --shape-buckets in one line
         for option, path in (("--tiny-export", self.tiny_export), ("--aot-engines", self.aot_engines)):
             if path is not None and not (Path(path) / "manifest.json").is_file():
                 raise Sam3TrtError(f"{option} {path}: no manifest.json there; pass a folder sam3-trt wrote")
@@ -201,13 +214,15 @@ class CheckContext:
         folder = self.out / "engines" / name / target.name
         graphs = read_manifest(source, kind="onnx-export")["graphs"]
         manifest = self._valid(folder, "engines")
+        options = self.options.build_options()
         reused = (
             manifest is not None
             and manifest["trt_version"] == installed_trt_version(target.flavour)
             and all(manifest["graphs"][g]["onnx_sha256"] == graphs[g]["sha256"] for g in graphs)
+            and manifest.get("rtx_runtime") == (options.rtx_runtime.to_manifest() if target.flavour == "rtx" else None)
         )
         if not reused:
-            manifest = build_engines(source, folder.parent, target, progress=self.say, force=True)
+            manifest = build_engines(source, folder.parent, target, options, progress=self.say, force=True)
         assert manifest is not None
         self.register(folder)
         return {

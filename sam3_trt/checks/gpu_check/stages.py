@@ -89,10 +89,23 @@ def environment(ctx: CheckContext) -> dict[str, Any]:
 def engines(ctx: CheckContext) -> dict[str, Any]:
     """Tiny FP32 and FP16 engines built here and run once; ahead-of-time engines loaded and run."""
     from ...engines.precision import DEFAULT_POLICY
+    from ...engines.probe import probe_build
 
-    export = ctx.tiny_export()
     target = ctx.target()
-    result: dict[str, Any] = {"target": vars(target), "export": str(export), "sets": {}}
+    result: dict[str, Any] = {"target": vars(target), "sets": {}}
+    if target.flavour == "rtx" and target.sm == "current":
+        # a GPU TensorRT for RTX does not list: ask in a child process, which may abort, before building here
+        result["rtx_probe"] = probe = probe_build("current")
+        if not probe["built"]:
+            last = probe["output"].strip().splitlines()[-1:] or ["no output"]
+            raise StageFailed(
+                f"TensorRT for RTX cannot build for this GPU ({ctx.gpu.sm}) through ComputeCapability.CURRENT: "
+                f"its build probe ended with {probe['exit']} ({last[0]}); use standard TensorRT (--flavour tensorrt) "
+                "or engines built ahead of time for a listed compute capability (--rtx-cc smXY)",
+                result,
+            )
+    export = ctx.tiny_export()
+    result["export"] = str(export)
     errors = []
     builds = {
         "fp32": lambda: ctx.build(export, "tiny-fp32", target),
@@ -135,11 +148,18 @@ def smoke(ctx: CheckContext, folder: Path, check_target: bool = True) -> dict[st
     backend = TensorRTBackend(folder, read_manifest(folder, kind="engines"), check_target=check_target)
     with Sam3Processor(folder, backend=backend, confidence_threshold=0.3) as proc:
         load_s = time.perf_counter() - start
+        start = time.perf_counter()
+        warmed = proc.warm_up()  # TensorRT for RTX: every bucketed shape compiled, as serve and bench do
+        backend.memory.synchronize()
+        warm_up_s = time.perf_counter() - start
         state = proc.set_image(demo_image())
         out = proc.set_text_prompt(SMOKE_PROMPT, state)
         backend.memory.synchronize()
         return {
             "load_seconds": round(load_s, 3),
+            "warm_up": {"seconds": round(warm_up_s, 3), "shapes": {g: len(v) for g, v in warmed.items()}},
+            "rtx_runtime": backend.rtx_runtime.to_manifest() if backend.rtx_runtime is not None else None,
+            "scratch_mb": round(backend.scratch_bytes / 2**20, 1),
             "detections": len(out["scores"]),
             "device_memory": backend.memory.name,
             "engine_ms": {k: round(v, 3) for k, v in backend.last_gpu_ms.items()},
