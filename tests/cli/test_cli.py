@@ -91,6 +91,7 @@ def test_doctor_reports_every_component():
     assert "device memory" in text.stdout and "torch" in text.stdout
 
 
+@pytest.mark.slow  # the export fixture runs the same parity on every CI run; the command's wrapper: make test-full
 def test_parity_command_writes_a_passing_report(tiny_export, tmp_path):
     out, _ = tiny_export
     report, figure, saved = tmp_path / "report.json", tmp_path / "report.png", tmp_path / "outputs.json"
@@ -151,6 +152,7 @@ def _check_mask_figure(path, width, height):
     assert (np.abs(img - np.array(STAMP_COLOUR)).sum(-1) == 0).sum() > 300  # random weights say so
 
 
+@pytest.mark.slow  # the export fixture runs the same parity on every CI run; the command's wrapper: make test-full
 def test_parity_command_fails_on_a_tampered_export(tiny_export, tmp_path):
     import shutil
 
