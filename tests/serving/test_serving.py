@@ -328,9 +328,13 @@ class _PbUtils(types.ModuleType):
         import onnxruntime as ort
 
         self.sessions = {}
+        # arena off: a run gives its memory back (the arena would keep the decoder's batch, gigabytes, for the
+        # rest of the test session)
+        options = ort.SessionOptions()
+        options.enable_cpu_mem_arena = False
         for model in sorted(repo.glob("*/1/*.onnx")):  # every graph model the repository holds
             self.sessions[model.parent.parent.name] = ort.InferenceSession(
-                str(model), providers=["CPUExecutionProvider"]
+                str(model), options, providers=["CPUExecutionProvider"]
             )
         self.bls_calls = []
         pb = self
