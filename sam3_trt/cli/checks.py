@@ -19,6 +19,7 @@ from .common import (
     json_file_option,
     json_flag_option,
     path_option,
+    shape_buckets_option,
 )
 
 
@@ -183,12 +184,7 @@ def inspect(ui: Ui, path: Path, as_json: bool, no_layers: bool) -> None:
 @click.option("--rtx-cc", default=None, help="TensorRT for RTX compute capability: current or smXY.")
 @path_option("--aot-engines", help="Engines built elsewhere, run in stage b.")
 @click.option("--repeats", type=int, default=5, show_default=True, help="Timed bench runs per backend (stage d).")
-@click.option(
-    "--shape-buckets",
-    default="1,2,4,8,16",
-    show_default=True,
-    help="TensorRT for RTX engines built here: the shape buckets they record (see build --shape-buckets).",
-)
+@shape_buckets_option("TensorRT for RTX engines built here: the shape buckets they record (see build --shape-buckets).")
 @click.pass_obj
 @handle_errors
 def gpu_check_cmd(

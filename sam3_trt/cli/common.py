@@ -105,6 +105,13 @@ def force_option(help: str) -> Decorator:
     return click.option("--force", is_flag=True, help=help)
 
 
+def shape_buckets_option(help: str) -> Decorator:
+    """``--shape-buckets 1,2,4,8,16|none``: TensorRT for RTX's shape buckets (parse with ``parse_buckets``)."""
+    from ..engines.rtx_runtime import DEFAULT_BUCKETS
+
+    return click.option("--shape-buckets", default=",".join(map(str, DEFAULT_BUCKETS)), show_default=True, help=help)
+
+
 def prompts_option(help: str) -> Decorator:
     """``--prompt TEXT`` (repeatable, as ``prompts``)."""
     return click.option("--prompt", "prompts", multiple=True, help=help)

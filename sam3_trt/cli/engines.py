@@ -6,7 +6,16 @@ from pathlib import Path
 
 import click
 
-from .common import Ui, artifacts_option, echo_json, force_option, handle_errors, out_dir_option, path_option
+from .common import (
+    Ui,
+    artifacts_option,
+    echo_json,
+    force_option,
+    handle_errors,
+    out_dir_option,
+    path_option,
+    shape_buckets_option,
+)
 
 
 @click.command()
@@ -49,12 +58,9 @@ from .common import Ui, artifacts_option, echo_json, force_option, handle_errors
     show_default=True,
     help="TensorRT for RTX: capture and replay a CUDA graph per shape. Recorded in the manifest.",
 )
-@click.option(
-    "--shape-buckets",
-    default="1,2,4,8,16",
-    show_default=True,
-    help="TensorRT for RTX: prompt, box and text-batch counts the processor pads to (few shapes to compile); "
-    "'none' runs exact counts. Recorded in the manifest.",
+@shape_buckets_option(
+    "TensorRT for RTX: prompt, box and text-batch counts the processor pads to (few shapes to compile); "
+    "'none' runs exact counts. Recorded in the manifest."
 )
 @force_option("Replace an existing engine folder.")
 @click.pass_obj
